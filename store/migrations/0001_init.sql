@@ -1,0 +1,57 @@
+-- The job log. A job row exists from the first time it is heard of: a
+-- delivery, a poll or a track request. Times are unix nanoseconds, UTC.
+CREATE TABLE jobs (
+	id                 INTEGER PRIMARY KEY,
+	job_id             TEXT    NOT NULL UNIQUE,
+	status             TEXT    NOT NULL,
+	terminal           INTEGER NOT NULL DEFAULT 0,
+	total_projects     INTEGER NOT NULL DEFAULT 0,
+	completed_projects INTEGER NOT NULL DEFAULT 0,
+	failed_projects    INTEGER NOT NULL DEFAULT 0,
+	projects           TEXT    NOT NULL DEFAULT '[]',
+	source             TEXT    NOT NULL DEFAULT '',
+	progress           INTEGER NOT NULL DEFAULT 0,
+	stage              TEXT    NOT NULL DEFAULT '',
+	webhook_deliveries INTEGER NOT NULL DEFAULT 0,
+	webhook_missed     INTEGER NOT NULL DEFAULT 0,
+	poll_count         INTEGER NOT NULL DEFAULT 0,
+	last_error         TEXT    NOT NULL DEFAULT '',
+	created_at         INTEGER NOT NULL,
+	updated_at         INTEGER NOT NULL,
+	terminal_at        INTEGER,
+	-- Position in the change feed; set once, when the job becomes terminal.
+	-- Jobs are never deleted, so MAX(seq)+1 is never reused.
+	seq                INTEGER UNIQUE,
+	-- The reconciler's schedule, kept here so a restart loses none of it.
+	next_poll_at       INTEGER,
+	poll_step          INTEGER NOT NULL DEFAULT 0,
+	fail_count         INTEGER NOT NULL DEFAULT 0,
+	not_found_count    INTEGER NOT NULL DEFAULT 0,
+	-- When a poll first saw the job end; a webhook is missed if none came by
+	-- this time plus the grace period.
+	poll_ended_at      INTEGER
+);
+
+CREATE INDEX jobs_due ON jobs (next_poll_at) WHERE terminal = 0;
+CREATE INDEX jobs_created ON jobs (created_at);
+
+-- Every signed delivery, usable or not, with the exact bytes received.
+CREATE TABLE deliveries (
+	id          INTEGER PRIMARY KEY,
+	job_id      TEXT,
+	received_at INTEGER NOT NULL,
+	attempt     INTEGER NOT NULL,
+	status      TEXT    NOT NULL DEFAULT '',
+	-- accepted: ended the job; duplicate: the job had ended the same way;
+	-- conflict: the job had ended differently; invalid: signed but unusable.
+	outcome     TEXT    NOT NULL,
+	error       TEXT    NOT NULL DEFAULT '',
+	body        BLOB    NOT NULL
+);
+
+CREATE INDEX deliveries_job ON deliveries (job_id, id);
+
+CREATE TABLE meta (
+	key   TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+);

@@ -1,0 +1,220 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nouvelhook/nouvelhook/store"
+)
+
+func openStore(t *testing.T, path string) *store.Store {
+	t.Helper()
+	s, err := store.Open(context.Background(), path, store.Options{})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func report(id, status string) *store.Report {
+	return &store.Report{JobID: id, Status: status, TotalProjects: 2, CompletedProjects: 2,
+		Projects: []store.Project{{ProjectID: "p1", Title: "t", Status: "completed", VideoURL: "https://v/1.mp4"}}}
+}
+
+func deliver(t *testing.T, s *store.Store, r *store.Report) store.Outcome {
+	t.Helper()
+	out, err := s.RecordWebhook(context.Background(), store.WebhookDelivery{
+		Body: []byte(`{}`), ReceivedAt: time.Now(), Attempt: 1, Report: r})
+	if err != nil {
+		t.Fatalf("RecordWebhook(%s): %v", r.JobID, err)
+	}
+	return out
+}
+
+func TestRecordWebhookFirstReportWins(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, filepath.Join(t.TempDir(), "db", "nh.db"))
+	for i, want := range []store.Outcome{store.OutcomeAccepted, store.OutcomeDuplicate, store.OutcomeDuplicate} {
+		if got := deliver(t, s, report("job-1", "completed")); got != want {
+			t.Fatalf("delivery %d: got %s, want %s", i+1, got, want)
+		}
+	}
+	if got := deliver(t, s, report("job-1", "failed")); got != store.OutcomeConflict {
+		t.Fatalf("disagreeing delivery: got %s, want conflict", got)
+	}
+	j, err := s.JobWithDeliveries(ctx, "job-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Status != "completed" || j.WebhookDeliveries != 4 || j.Seq != 1 || j.Source != "webhook" || !j.Terminal {
+		t.Fatalf("got status=%s deliveries=%d seq=%d source=%s terminal=%v, want completed 4 1 webhook true",
+			j.Status, j.WebhookDeliveries, j.Seq, j.Source, j.Terminal)
+	}
+	if len(j.Deliveries) != 4 || j.Deliveries[0].Duplicate || !j.Deliveries[3].Duplicate || j.Deliveries[3].Status != "failed" {
+		t.Fatalf("got deliveries %+v", j.Deliveries)
+	}
+	if len(j.Projects) != 1 || j.Projects[0].VideoURL != "https://v/1.mp4" {
+		t.Fatalf("got projects %+v", j.Projects)
+	}
+}
+
+func TestInvalidDeliveryKeptButNoJob(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, filepath.Join(t.TempDir(), "nh.db"))
+	out, err := s.RecordWebhook(ctx, store.WebhookDelivery{Body: []byte(`{bad`), ReceivedAt: time.Now(), Problem: "bad JSON"})
+	if err != nil || out != store.OutcomeInvalid {
+		t.Fatalf("got %s, %v; want invalid, nil", out, err)
+	}
+	st, err := s.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Jobs != 0 || st.Invalid != 1 || st.Deliveries != 1 {
+		t.Fatalf("got jobs=%d invalid=%d deliveries=%d, want 0 1 1", st.Jobs, st.Invalid, st.Deliveries)
+	}
+}
+
+func TestTrackThenWebhookEndsTrackedJob(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, filepath.Join(t.TempDir(), "nh.db"))
+	j, created, err := s.Track(ctx, "clx8k9v2t0001qz8x7r4e5w6m")
+	if err != nil || !created || j.Status != "pending" || j.Terminal {
+		t.Fatalf("Track: got %+v created=%v err=%v", j, created, err)
+	}
+	if _, created, _ := s.Track(ctx, "clx8k9v2t0001qz8x7r4e5w6m"); created {
+		t.Fatal("second Track: got created, want known")
+	}
+	if _, _, err := s.Track(ctx, "bad id!"); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("Track(bad id): got %v, want ErrInvalid", err)
+	}
+	if got := deliver(t, s, report("clx8k9v2t0001qz8x7r4e5w6m", "partial")); got != store.OutcomeAccepted {
+		t.Fatalf("got %s, want accepted", got)
+	}
+	j, _ = s.Job(ctx, "clx8k9v2t0001qz8x7r4e5w6m")
+	if j.Status != "partial" || j.Seq != 1 || j.TerminalAt == nil {
+		t.Fatalf("got %+v", j)
+	}
+}
+
+func TestListJobsPagesNewestFirst(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, filepath.Join(t.TempDir(), "nh.db"))
+	for i := 0; i < 7; i++ {
+		status := "completed"
+		if i%2 == 1 {
+			status = "failed"
+		}
+		deliver(t, s, report(fmt.Sprintf("job-%d", i), status))
+	}
+	var got []string
+	cursor := ""
+	for page := 0; ; page++ {
+		jobs, next, err := s.ListJobs(ctx, store.Filter{Limit: 3, Cursor: cursor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range jobs {
+			got = append(got, j.JobID)
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	want := fmt.Sprint([]string{"job-6", "job-5", "job-4", "job-3", "job-2", "job-1", "job-0"})
+	if fmt.Sprint(got) != want {
+		t.Fatalf("got %v, want %s", got, want)
+	}
+	failed, _, err := s.ListJobs(ctx, store.Filter{Limit: 10, Statuses: []string{"failed"}})
+	if err != nil || len(failed) != 3 {
+		t.Fatalf("status filter: got %d jobs, %v; want 3", len(failed), err)
+	}
+	for _, f := range []store.Filter{{Limit: 0}, {Limit: 501}, {Limit: 1, Cursor: "x"}, {Limit: 1, Statuses: []string{"done"}}} {
+		if _, _, err := s.ListJobs(ctx, f); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("ListJobs(%+v): got %v, want ErrInvalid", f, err)
+		}
+	}
+}
+
+func TestEventsOrderedAndWaitWakes(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, filepath.Join(t.TempDir(), "nh.db"))
+	deliver(t, s, report("a", "completed"))
+	deliver(t, s, report("b", "failed"))
+	events, last, err := s.Events(ctx, 0, 10)
+	if err != nil || len(events) != 2 || events[0].JobID != "a" || events[1].Seq != 2 || last != 2 {
+		t.Fatalf("got %d events last=%d err=%v", len(events), last, err)
+	}
+	if events, last, _ := s.Events(ctx, last, 10); len(events) != 0 || last != 2 {
+		t.Fatalf("after=last: got %d events last=%d, want 0 2", len(events), last)
+	}
+
+	type result struct {
+		j   store.Job
+		err error
+	}
+	got := make(chan result, 1)
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	go func() {
+		j, err := s.WaitJob(wctx, "c")
+		got <- result{j, err}
+	}()
+	deliver(t, s, report("c", "completed"))
+	r := <-got
+	if r.err != nil || !r.j.Terminal || r.j.Seq != 3 {
+		t.Fatalf("WaitJob: got %+v, %v", r.j, r.err)
+	}
+}
+
+func TestReopenKeepsLog(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "nh.db")
+	s, err := store.Open(ctx, path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliver(t, s, report("kept", "completed"))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RecordWebhook(ctx, store.WebhookDelivery{Report: report("late", "completed")}); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("write after Close: got %v, want ErrUnavailable", err)
+	}
+	s = openStore(t, path)
+	j, err := s.Job(ctx, "kept")
+	if err != nil || j.Seq != 1 {
+		t.Fatalf("after reopen: got %+v, %v", j, err)
+	}
+	deliver(t, s, report("next", "completed"))
+	if j, _ := s.Job(ctx, "next"); j.Seq != 2 {
+		t.Fatalf("seq after reopen: got %d, want 2", j.Seq)
+	}
+}
+
+func TestConcurrentDeliveriesAllStored(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, filepath.Join(t.TempDir(), "nh.db"))
+	var wg sync.WaitGroup
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			deliver(t, s, report(fmt.Sprintf("job-%03d", i), "completed"))
+		}()
+	}
+	wg.Wait()
+	_, last, err := s.Events(ctx, 0, 500)
+	if err != nil || last != 200 {
+		t.Fatalf("got last seq %d, %v; want 200", last, err)
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+}
