@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/rs/zerolog"
+
+	"github.com/nouvelhook/nouvelhook/config"
+	"github.com/nouvelhook/nouvelhook/handler"
+	"github.com/nouvelhook/nouvelhook/store"
+)
+
+// shutdownGrace is how long SIGTERM waits for requests in flight.
+const shutdownGrace = 15 * time.Second
+
+func runServe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	cfg, err := config.Load(args, getenv, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return &exitError{code: 2, err: err}
+	}
+	log := newLogger(cfg, stderr)
+	return serve(ctx, cfg, log)
+}
+
+func newLogger(cfg config.Config, w io.Writer) zerolog.Logger {
+	if cfg.LogFormat == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+	}
+	return zerolog.New(w).Level(cfg.LogLevel).With().Timestamp().Logger()
+}
+
+// serve runs the service until ctx ends, then shuts down in order: stop
+// taking requests and finish those in flight, then close the store.
+func serve(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
+	st, err := store.Open(ctx, cfg.DBPath, store.Options{Logger: log.With().Str("component", "store").Logger()})
+	if err != nil {
+		return fmt.Errorf("NOUVELHOOK_DB %s: %w", cfg.DBPath, err)
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Error().Err(err).Msg("close store")
+		}
+	}()
+
+	deps := handler.Deps{
+		Store: st, Verifier: handler.NewVerifier(cfg.WebhookSecrets), Metrics: handler.NewMetrics(st),
+		Logger: log, WebhookPath: cfg.WebhookPath, MaxBody: cfg.MaxBody, AdminToken: cfg.AdminToken,
+	}
+	pubLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("NOUVELHOOK_LISTEN %s: %w", cfg.Listen, err)
+	}
+	admLn, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		pubLn.Close()
+		return fmt.Errorf("NOUVELHOOK_ADMIN_LISTEN %s: %w", cfg.AdminListen, err)
+	}
+
+	// Long-polls and event streams end when the admin base context does, so
+	// they do not hold up shutdown; webhooks in flight are left to finish.
+	admCtx, cancelAdm := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelAdm()
+	servers := []*http.Server{
+		httpServer(handler.NewPublic(deps), context.WithoutCancel(ctx)),
+		httpServer(handler.NewAdmin(deps), admCtx),
+	}
+	errc := make(chan error, len(servers))
+	for i, ln := range []net.Listener{pubLn, admLn} {
+		go func() {
+			if err := servers[i].Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	log.Info().Object("config", cfg).Str("version", version).Str("go", runtime.Version()).
+		Str("public_addr", pubLn.Addr().String()).Str("admin_addr", admLn.Addr().String()).
+		Msg("nouvelhook listening")
+
+	select {
+	case <-ctx.Done():
+		log.Info().Msg("shutting down: finishing requests in flight")
+	case err = <-errc:
+		log.Error().Err(err).Msg("server failed; shutting down")
+	}
+	cancelAdm()
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	for _, s := range servers {
+		if serr := s.Shutdown(sctx); serr != nil {
+			log.Error().Err(serr).Msg("shutdown")
+		}
+	}
+	log.Info().Msg("stopped")
+	return err
+}
+
+func httpServer(e *echo.Echo, base context.Context) *http.Server {
+	s := e.Server
+	s.Handler = e
+	s.BaseContext = func(net.Listener) context.Context { return base }
+	return s
+}

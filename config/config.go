@@ -1,0 +1,284 @@
+// Package config reads nouvelhook's settings from the environment and the
+// command line, and checks them before anything listens.
+package config
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/dustin/go-humanize"
+	"github.com/rs/zerolog"
+)
+
+// Config is the configuration of `nouvelhook serve`. Each field has an
+// environment variable and a serve flag; see Load.
+type Config struct {
+	WebhookSecrets []string // NOUVEL_WEBHOOK_SECRET: any of them verifies a delivery
+	APIKey         string   // NOUVEL_API_KEY: empty disables the reconciler
+	APIBaseURL     string   // NOUVEL_API_BASE_URL
+
+	Listen      string // NOUVELHOOK_LISTEN
+	WebhookPath string // NOUVELHOOK_WEBHOOK_PATH
+	AdminListen string // NOUVELHOOK_ADMIN_LISTEN
+	AdminToken  string // NOUVELHOOK_ADMIN_TOKEN: empty means the admin API is open
+	PublicURL   string // NOUVELHOOK_PUBLIC_URL: empty means submit sends no webhookUrl
+	DBPath      string // NOUVELHOOK_DB
+
+	PollBudget   int           // NOUVELHOOK_POLL_BUDGET: requests per minute
+	PollInterval time.Duration // NOUVELHOOK_POLL_INTERVAL
+	TrackTTL     time.Duration // NOUVELHOOK_TRACK_TTL
+	MissedGrace  time.Duration // NOUVELHOOK_MISSED_GRACE
+	MaxBody      int64         // NOUVELHOOK_MAX_BODY, in bytes
+
+	LogLevel  zerolog.Level // NOUVELHOOK_LOG_LEVEL
+	LogFormat string        // NOUVELHOOK_LOG_FORMAT: "json" or "console"
+}
+
+// Default returns the configuration used where neither an environment
+// variable nor a flag says otherwise. It has no webhook secret, so it does
+// not pass Validate on its own.
+func Default() Config {
+	return Config{
+		APIBaseURL:   "https://app.nouvel.ai",
+		Listen:       ":8080",
+		WebhookPath:  "/webhooks/nouvel",
+		AdminListen:  "127.0.0.1:8081",
+		DBPath:       "nouvelhook.db",
+		PollBudget:   30,
+		PollInterval: 10 * time.Second,
+		TrackTTL:     24 * time.Hour,
+		MissedGrace:  2 * time.Minute,
+		MaxBody:      1 << 20, // 1MiB
+		LogLevel:     zerolog.InfoLevel,
+		LogFormat:    "json",
+	}
+}
+
+// Load returns the serve configuration: Default, then the environment read
+// through getenv (an empty variable counts as unset), then the flags in args,
+// each of which wins over its variable only when given. Flag errors and usage
+// go to stderr; --help returns flag.ErrHelp. Every other error is one line
+// naming the variable or flag at fault, and never holds a secret.
+func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	c := Default()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: nouvelhook serve [flags]\n\n"+
+			"Runs the webhook receiver, the reconciler and the admin API.\n"+
+			"Each flag overrides the environment variable named in its text.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	for _, s := range settings() {
+		// The default shown by --help comes from Default, never from the
+		// environment, so that help cannot print a secret.
+		def := text("")
+		if !s.secret {
+			def = text(format(s.field(&c)))
+		}
+		fs.Var(&def, s.flag, s.usage+" (env "+s.env+")")
+		if s.secret {
+			fs.Var(new(text), s.flag+"-file", "read --"+s.flag+" from `file` (env "+s.env+"_FILE)")
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		// The argument is not echoed: it may be a secret that lost its flag.
+		return Config{}, fmt.Errorf("serve takes no arguments, got %d; see nouvelhook serve --help", fs.NArg())
+	}
+	given := make(map[string]string)
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = f.Value.String() })
+	for _, s := range settings() {
+		if err := s.apply(&c, getenv, given); err != nil {
+			return Config{}, err
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// setting ties a Config field to its environment variable and serve flag.
+type setting struct {
+	env, flag string
+	usage     string // a `word` in it names the flag's argument in --help
+	// secret settings also come from a file (env+"_FILE", --flag-file), and
+	// their value never appears in an error.
+	secret bool
+	field  func(*Config) any // a pointer to the field
+}
+
+func settings() []setting {
+	return []setting{
+		{"NOUVEL_WEBHOOK_SECRET", "webhook-secret", "signing `secret`, required; a comma-separated list accepts any of them", true,
+			func(c *Config) any { return &c.WebhookSecrets }},
+		{"NOUVEL_API_KEY", "api-key", "Nouvel API `key`; enables the reconciler", true,
+			func(c *Config) any { return &c.APIKey }},
+		{"NOUVEL_API_BASE_URL", "api-base-url", "Nouvel's API root `URL`", false,
+			func(c *Config) any { return &c.APIBaseURL }},
+		{"NOUVELHOOK_LISTEN", "listen", "public listener `address`: the webhook path and /healthz", false,
+			func(c *Config) any { return &c.Listen }},
+		{"NOUVELHOOK_WEBHOOK_PATH", "webhook-path", "the `path` Nouvel posts to", false,
+			func(c *Config) any { return &c.WebhookPath }},
+		{"NOUVELHOOK_ADMIN_LISTEN", "admin-listen", "admin listener `address`", false,
+			func(c *Config) any { return &c.AdminListen }},
+		{"NOUVELHOOK_ADMIN_TOKEN", "admin-token", "bearer `token` for the admin API; required off loopback", true,
+			func(c *Config) any { return &c.AdminToken }},
+		{"NOUVELHOOK_PUBLIC_URL", "public-url", "this receiver's public https base `URL`, for submit's webhookUrl", false,
+			func(c *Config) any { return &c.PublicURL }},
+		{"NOUVELHOOK_DB", "db", "the SQLite `file`", false,
+			func(c *Config) any { return &c.DBPath }},
+		{"NOUVELHOOK_POLL_BUDGET", "poll-budget", "Nouvel `requests` per minute the reconciler may spend, 1 to 60", false,
+			func(c *Config) any { return &c.PollBudget }},
+		{"NOUVELHOOK_POLL_INTERVAL", "poll-interval", "first poll `gap` for a running job", false,
+			func(c *Config) any { return &c.PollInterval }},
+		{"NOUVELHOOK_TRACK_TTL", "track-ttl", "stop polling a job not ended after this `duration`", false,
+			func(c *Config) any { return &c.TrackTTL }},
+		{"NOUVELHOOK_MISSED_GRACE", "missed-grace", "`wait` after a poll sees a job end before its webhook counts as missed", false,
+			func(c *Config) any { return &c.MissedGrace }},
+		{"NOUVELHOOK_MAX_BODY", "max-body", "largest webhook body `size`; larger gets 413", false,
+			func(c *Config) any { return &c.MaxBody }},
+		{"NOUVELHOOK_LOG_LEVEL", "log-level", "log `level`: trace, debug, info, warn, error", false,
+			func(c *Config) any { return &c.LogLevel }},
+		{"NOUVELHOOK_LOG_FORMAT", "log-format", "log `format`: json or console", false,
+			func(c *Config) any { return &c.LogFormat }},
+	}
+}
+
+// apply sets the field from its flag when given, else from its environment
+// variable when set. A secret's value and file forms count as one source, so
+// a flag of either form overrides both environment forms.
+func (s setting) apply(c *Config, getenv func(string) string, given map[string]string) error {
+	name, fileName := s.env, s.env+"_FILE"
+	v, file := getenv(name), ""
+	if s.secret {
+		file = getenv(fileName)
+	}
+	fv, fromFlag := given[s.flag]
+	ff, fromFileFlag := given[s.flag+"-file"]
+	if fromFlag || fromFileFlag {
+		name, fileName = "--"+s.flag, "--"+s.flag+"-file"
+		v, file = fv, ff
+	}
+	if s.secret {
+		var err error
+		if v, err = readSecret(v, file, name, fileName); err != nil {
+			return err
+		}
+	}
+	if v == "" && !fromFlag {
+		return nil
+	}
+	if err := parse(s.field(c), v); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+// parse sets *field from v. Its errors quote v, so it must never fail for a
+// secret; secrets are strings, which always parse.
+func parse(field any, v string) error {
+	switch p := field.(type) {
+	case *string:
+		*p = v
+	case *[]string:
+		*p = splitList(v)
+	case *int:
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", v)
+		}
+		*p = n
+	case *time.Duration:
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration (e.g. 10s)", v)
+		}
+		*p = d
+	case *int64: // the only int64 is a size in bytes
+		n, err := humanize.ParseBytes(v)
+		if err != nil || n > math.MaxInt64 {
+			return fmt.Errorf("%q is not a size (e.g. 1MiB)", v)
+		}
+		*p = int64(n)
+	case *zerolog.Level:
+		l, err := zerolog.ParseLevel(v)
+		if err != nil || !validLevel(l) {
+			return fmt.Errorf("%q is not a log level (trace, debug, info, warn, error)", v)
+		}
+		*p = l
+	default:
+		panic(fmt.Sprintf("config: no parser for %T", field))
+	}
+	return nil
+}
+
+// format is the inverse of parse, for the defaults shown by --help.
+func format(field any) string {
+	if p, ok := field.(*int64); ok {
+		return humanize.IBytes(uint64(*p))
+	}
+	return fmt.Sprint(reflect.ValueOf(field).Elem().Interface())
+}
+
+// text is a flag.Value that keeps its argument as given, so that flags and
+// environment variables share one parser and one kind of error.
+type text string
+
+func (t *text) String() string     { return string(*t) }
+func (t *text) Set(v string) error { *t = text(v); return nil }
+
+// readSecret returns value, or the content of the file named by file with
+// trailing white space removed. name and fileName say where the two came
+// from, for errors, which hold the file's path but never its content.
+func readSecret(value, file, name, fileName string) (string, error) {
+	switch {
+	case value != "" && file != "":
+		return "", fmt.Errorf("%s and %s are both set; use one", name, fileName)
+	case file == "":
+		return value, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", fileName, err) // an *fs.PathError names the path
+	}
+	v := strings.TrimRightFunc(string(b), unicode.IsSpace)
+	if v == "" {
+		return "", fmt.Errorf("%s: %s is empty", fileName, file)
+	}
+	return v, nil
+}
+
+// envSecret reads the secret in the environment variable env, or in the file
+// named by env+"_FILE".
+func envSecret(getenv func(string) string, env string) (string, error) {
+	return readSecret(getenv(env), getenv(env+"_FILE"), env, env+"_FILE")
+}
+
+// splitList splits a comma-separated list, trimming spaces and dropping
+// empty entries.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// validLevel reports whether l is one of zerolog's named levels.
+func validLevel(l zerolog.Level) bool {
+	return l >= zerolog.TraceLevel && l <= zerolog.PanicLevel || l == zerolog.Disabled
+}

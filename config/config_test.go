@@ -1,0 +1,532 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Secret values used throughout, so that every error can be searched for them.
+const (
+	hookSecret  = "whsec-SECRET-1"
+	apiKey      = "nvl_SECRET-2"
+	adminToken  = "tok-SECRET-3"
+	fileSecret  = "file-SECRET-4"
+	otherSecret = "whsec-SECRET-5"
+)
+
+var allSecrets = []string{hookSecret, apiKey, adminToken, fileSecret, otherSecret}
+
+// getenv returns a getenv backed by m.
+func getenv(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// with returns base with overrides applied; an empty override unsets.
+func with(base, overrides map[string]string) map[string]string {
+	m := make(map[string]string)
+	for k, v := range base {
+		m[k] = v
+	}
+	for k, v := range overrides {
+		m[k] = v
+	}
+	return m
+}
+
+// writeFile writes content to a new file in a temporary folder and returns its path.
+func writeFile(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// checkNoSecret fails the test when msg holds any test secret.
+func checkNoSecret(t *testing.T, msg string) {
+	t.Helper()
+	for _, s := range allSecrets {
+		if strings.Contains(msg, s) {
+			t.Errorf("%q contains the secret %q", msg, s)
+		}
+	}
+}
+
+func TestLoadDefaults(t *testing.T) {
+	got, err := Load(nil, getenv(map[string]string{"NOUVEL_WEBHOOK_SECRET": hookSecret}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Spelled out rather than taken from Default, so that a drift from
+	// SPEC.md's configuration table fails here.
+	want := Config{
+		WebhookSecrets: []string{hookSecret},
+		APIBaseURL:     "https://app.nouvel.ai",
+		Listen:         ":8080",
+		WebhookPath:    "/webhooks/nouvel",
+		AdminListen:    "127.0.0.1:8081",
+		DBPath:         "nouvelhook.db",
+		PollBudget:     30,
+		PollInterval:   10 * time.Second,
+		TrackTTL:       24 * time.Hour,
+		MissedGrace:    2 * time.Minute,
+		MaxBody:        1 << 20,
+		LogLevel:       zerolog.InfoLevel,
+		LogFormat:      "json",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	if got.WebhookURL() != "" {
+		t.Errorf("got WebhookURL %q, want empty without a public URL", got.WebhookURL())
+	}
+}
+
+func TestLoad(t *testing.T) {
+	secretFile := writeFile(t, " "+fileSecret+" , "+otherSecret+"\n\n")
+	keyFile := writeFile(t, apiKey+"\r\n")
+	tokenFile := writeFile(t, adminToken+"\n")
+
+	base := map[string]string{"NOUVEL_WEBHOOK_SECRET": hookSecret}
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want func(c *Config) // changes a default Config with hookSecret into the wanted one
+	}{
+		{
+			name: "env overrides default",
+			env: map[string]string{
+				"NOUVEL_API_KEY":           apiKey,
+				"NOUVEL_API_BASE_URL":      "http://127.0.0.1:9999",
+				"NOUVELHOOK_LISTEN":        ":9000",
+				"NOUVELHOOK_WEBHOOK_PATH":  "/hook",
+				"NOUVELHOOK_ADMIN_LISTEN":  "0.0.0.0:9001",
+				"NOUVELHOOK_ADMIN_TOKEN":   adminToken,
+				"NOUVELHOOK_PUBLIC_URL":    "https://hooks.example.com",
+				"NOUVELHOOK_DB":            "/var/lib/nouvelhook/jobs.db",
+				"NOUVELHOOK_POLL_BUDGET":   "45",
+				"NOUVELHOOK_POLL_INTERVAL": "30s",
+				"NOUVELHOOK_TRACK_TTL":     "1h",
+				"NOUVELHOOK_MISSED_GRACE":  "0s",
+				"NOUVELHOOK_MAX_BODY":      "2MiB",
+				"NOUVELHOOK_LOG_LEVEL":     "debug",
+				"NOUVELHOOK_LOG_FORMAT":    "console",
+			},
+			want: func(c *Config) {
+				c.APIKey = apiKey
+				c.APIBaseURL = "http://127.0.0.1:9999"
+				c.Listen = ":9000"
+				c.WebhookPath = "/hook"
+				c.AdminListen = "0.0.0.0:9001"
+				c.AdminToken = adminToken
+				c.PublicURL = "https://hooks.example.com"
+				c.DBPath = "/var/lib/nouvelhook/jobs.db"
+				c.PollBudget = 45
+				c.PollInterval = 30 * time.Second
+				c.TrackTTL = time.Hour
+				c.MissedGrace = 0
+				c.MaxBody = 2 << 20
+				c.LogLevel = zerolog.DebugLevel
+				c.LogFormat = "console"
+			},
+		},
+		{
+			name: "every flag sets its field",
+			args: []string{
+				"--webhook-secret", otherSecret,
+				"--api-key", apiKey,
+				"--api-base-url", "https://api.example.com",
+				"--listen", "127.0.0.1:7000",
+				"--webhook-path", "/in",
+				"--admin-listen", "10.0.0.2:7001",
+				"--admin-token", adminToken,
+				"--public-url", "https://hooks.example.com/base/",
+				"--db", "x.db",
+				"--poll-budget", "60",
+				"--poll-interval", "1s",
+				"--track-ttl", "2h",
+				"--missed-grace", "5m",
+				"--max-body", "64KiB",
+				"--log-level", "WARN",
+				"--log-format", "console",
+			},
+			want: func(c *Config) {
+				c.WebhookSecrets = []string{otherSecret}
+				c.APIKey = apiKey
+				c.APIBaseURL = "https://api.example.com"
+				c.Listen = "127.0.0.1:7000"
+				c.WebhookPath = "/in"
+				c.AdminListen = "10.0.0.2:7001"
+				c.AdminToken = adminToken
+				c.PublicURL = "https://hooks.example.com/base/"
+				c.DBPath = "x.db"
+				c.PollBudget = 60
+				c.PollInterval = time.Second
+				c.TrackTTL = 2 * time.Hour
+				c.MissedGrace = 5 * time.Minute
+				c.MaxBody = 64 << 10
+				c.LogLevel = zerolog.WarnLevel
+				c.LogFormat = "console"
+			},
+		},
+		{
+			name: "flag overrides env",
+			env:  map[string]string{"NOUVELHOOK_LISTEN": ":9000", "NOUVELHOOK_POLL_BUDGET": "5"},
+			args: []string{"--listen=:9100", "-poll-budget", "6"},
+			want: func(c *Config) { c.Listen = ":9100"; c.PollBudget = 6 },
+		},
+		{
+			name: "flag not given leaves env",
+			env:  map[string]string{"NOUVELHOOK_LISTEN": ":9000"},
+			args: []string{"--db", "other.db"},
+			want: func(c *Config) { c.Listen = ":9000"; c.DBPath = "other.db" },
+		},
+		{
+			name: "empty env counts as unset",
+			env:  map[string]string{"NOUVELHOOK_LISTEN": "", "NOUVELHOOK_POLL_INTERVAL": ""},
+			want: func(c *Config) {},
+		},
+		{
+			name: "rotation list with spaces and empties",
+			env:  map[string]string{"NOUVEL_WEBHOOK_SECRET": " , " + hookSecret + " ,," + otherSecret + ", "},
+			want: func(c *Config) { c.WebhookSecrets = []string{hookSecret, otherSecret} },
+		},
+		{
+			name: "secret files are read and trimmed",
+			env: map[string]string{
+				"NOUVEL_WEBHOOK_SECRET":       "",
+				"NOUVEL_WEBHOOK_SECRET_FILE":  secretFile,
+				"NOUVEL_API_KEY_FILE":         keyFile,
+				"NOUVELHOOK_ADMIN_TOKEN_FILE": tokenFile,
+			},
+			want: func(c *Config) {
+				c.WebhookSecrets = []string{fileSecret, otherSecret}
+				c.APIKey = apiKey
+				c.AdminToken = adminToken
+			},
+		},
+		{
+			name: "file flags",
+			args: []string{"--webhook-secret-file", secretFile, "--api-key-file", keyFile, "--admin-token-file", tokenFile},
+			want: func(c *Config) {
+				c.WebhookSecrets = []string{fileSecret, otherSecret}
+				c.APIKey = apiKey
+				c.AdminToken = adminToken
+			},
+		},
+		{
+			name: "a secret flag overrides both env forms",
+			env:  map[string]string{"NOUVEL_API_KEY_FILE": "/does/not/exist"},
+			args: []string{"--webhook-secret", otherSecret, "--api-key", apiKey},
+			want: func(c *Config) { c.WebhookSecrets = []string{otherSecret}; c.APIKey = apiKey },
+		},
+		{
+			name: "admin listen on localhost needs no token",
+			env:  map[string]string{"NOUVELHOOK_ADMIN_LISTEN": "localhost:8081"},
+			want: func(c *Config) { c.AdminListen = "localhost:8081" },
+		},
+		{
+			name: "admin listen on ::1 needs no token",
+			env:  map[string]string{"NOUVELHOOK_ADMIN_LISTEN": "[::1]:8081"},
+			want: func(c *Config) { c.AdminListen = "[::1]:8081" },
+		},
+		{
+			name: "admin listen off loopback with a token",
+			env:  map[string]string{"NOUVELHOOK_ADMIN_LISTEN": "0.0.0.0:8081", "NOUVELHOOK_ADMIN_TOKEN": adminToken},
+			want: func(c *Config) { c.AdminListen = "0.0.0.0:8081"; c.AdminToken = adminToken },
+		},
+		{
+			name: "both listeners on port 0",
+			env:  map[string]string{"NOUVELHOOK_LISTEN": "127.0.0.1:0", "NOUVELHOOK_ADMIN_LISTEN": "127.0.0.1:0"},
+			want: func(c *Config) { c.Listen = "127.0.0.1:0"; c.AdminListen = "127.0.0.1:0" },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Load(tt.args, getenv(with(base, tt.env)), io.Discard)
+			if err != nil {
+				t.Fatalf("got error %v, want none", err)
+			}
+			want := Default()
+			want.WebhookSecrets = []string{hookSecret}
+			tt.want(&want)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("got %+v,\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	secretFile := writeFile(t, fileSecret+"\n")
+	emptyFile := writeFile(t, " \n")
+	missing := filepath.Join(t.TempDir(), "missing")
+
+	base := map[string]string{
+		"NOUVEL_WEBHOOK_SECRET":  hookSecret,
+		"NOUVEL_API_KEY":         apiKey,
+		"NOUVELHOOK_ADMIN_TOKEN": adminToken,
+	}
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{name: "no secret", env: map[string]string{"NOUVEL_WEBHOOK_SECRET": ""},
+			want: "NOUVEL_WEBHOOK_SECRET is required (or NOUVEL_WEBHOOK_SECRET_FILE)"},
+		{name: "secret list of empties", env: map[string]string{"NOUVEL_WEBHOOK_SECRET": " , ,"},
+			want: "NOUVEL_WEBHOOK_SECRET is required (or NOUVEL_WEBHOOK_SECRET_FILE)"},
+		{name: "secret and its file", env: map[string]string{"NOUVEL_WEBHOOK_SECRET_FILE": secretFile},
+			want: "NOUVEL_WEBHOOK_SECRET and NOUVEL_WEBHOOK_SECRET_FILE are both set; use one"},
+		{name: "api key and its file", env: map[string]string{"NOUVEL_API_KEY_FILE": secretFile},
+			want: "NOUVEL_API_KEY and NOUVEL_API_KEY_FILE are both set; use one"},
+		{name: "admin token and its file", env: map[string]string{"NOUVELHOOK_ADMIN_TOKEN_FILE": secretFile},
+			want: "NOUVELHOOK_ADMIN_TOKEN and NOUVELHOOK_ADMIN_TOKEN_FILE are both set; use one"},
+		{name: "secret flag and its file flag", args: []string{"--api-key", otherSecret, "--api-key-file", secretFile},
+			want: "--api-key and --api-key-file are both set; use one"},
+		{name: "missing file", env: map[string]string{"NOUVEL_API_KEY": "", "NOUVEL_API_KEY_FILE": missing},
+			want: "NOUVEL_API_KEY_FILE: open " + missing + ": no such file or directory"},
+		{name: "missing file flag", args: []string{"--admin-token-file", missing},
+			want: "--admin-token-file: open " + missing + ": no such file or directory"},
+		{name: "empty file", env: map[string]string{"NOUVEL_WEBHOOK_SECRET": "", "NOUVEL_WEBHOOK_SECRET_FILE": emptyFile},
+			want: "NOUVEL_WEBHOOK_SECRET_FILE: " + emptyFile + " is empty"},
+		{name: "bad duration", env: map[string]string{"NOUVELHOOK_POLL_INTERVAL": "ten"},
+			want: `NOUVELHOOK_POLL_INTERVAL: "ten" is not a duration (e.g. 10s)`},
+		{name: "bad int", env: map[string]string{"NOUVELHOOK_POLL_BUDGET": "lots"},
+			want: `NOUVELHOOK_POLL_BUDGET: "lots" is not a whole number`},
+		{name: "bad size", env: map[string]string{"NOUVELHOOK_MAX_BODY": "big"},
+			want: `NOUVELHOOK_MAX_BODY: "big" is not a size (e.g. 1MiB)`},
+		{name: "bad level", env: map[string]string{"NOUVELHOOK_LOG_LEVEL": "loud"},
+			want: `NOUVELHOOK_LOG_LEVEL: "loud" is not a log level (trace, debug, info, warn, error)`},
+		{name: "numeric level out of range", env: map[string]string{"NOUVELHOOK_LOG_LEVEL": "42"},
+			want: `NOUVELHOOK_LOG_LEVEL: "42" is not a log level (trace, debug, info, warn, error)`},
+		{name: "bad flag value", args: []string{"--track-ttl", "forever"},
+			want: `--track-ttl: "forever" is not a duration (e.g. 10s)`},
+		{name: "empty flag value", args: []string{"--poll-interval="},
+			want: `--poll-interval: "" is not a duration (e.g. 10s)`},
+		{name: "unknown flag", args: []string{"--nope"},
+			want: "flag provided but not defined: -nope"},
+		{name: "flag without its value", args: []string{"--api-key"},
+			want: "flag needs an argument: -api-key"},
+		{name: "positional argument", args: []string{"--api-key=", otherSecret},
+			want: "serve takes no arguments, got 1; see nouvelhook serve --help"},
+		{name: "base URL not http", env: map[string]string{"NOUVEL_API_BASE_URL": "ftp://app.nouvel.ai"},
+			want: "NOUVEL_API_BASE_URL must be an absolute http or https URL with a host"},
+		{name: "base URL without scheme", env: map[string]string{"NOUVEL_API_BASE_URL": "app.nouvel.ai"},
+			want: "NOUVEL_API_BASE_URL must be an absolute http or https URL with a host"},
+		{name: "listen without port", env: map[string]string{"NOUVELHOOK_LISTEN": "8080"},
+			want: `NOUVELHOOK_LISTEN ("8080") must be host:port with a port from 0 to 65535, like :8080`},
+		{name: "listen with a named port", env: map[string]string{"NOUVELHOOK_LISTEN": ":http"},
+			want: `NOUVELHOOK_LISTEN (":http") must be host:port with a port from 0 to 65535, like :8080`},
+		{name: "admin listen port too big", env: map[string]string{"NOUVELHOOK_ADMIN_LISTEN": "127.0.0.1:65536"},
+			want: `NOUVELHOOK_ADMIN_LISTEN ("127.0.0.1:65536") must be host:port with a port from 0 to 65535, like :8080`},
+		{name: "same listeners", env: map[string]string{"NOUVELHOOK_LISTEN": "127.0.0.1:8081"},
+			want: "NOUVELHOOK_ADMIN_LISTEN (127.0.0.1:8081) must differ from NOUVELHOOK_LISTEN (127.0.0.1:8081)"},
+		{name: "admin port inside the wildcard listener", env: map[string]string{"NOUVELHOOK_LISTEN": ":8081"},
+			want: "NOUVELHOOK_ADMIN_LISTEN (127.0.0.1:8081) must differ from NOUVELHOOK_LISTEN (:8081)"},
+		{name: "path without slash", env: map[string]string{"NOUVELHOOK_WEBHOOK_PATH": "webhooks"},
+			want: `NOUVELHOOK_WEBHOOK_PATH ("webhooks") must start with /`},
+		{name: "path with space", env: map[string]string{"NOUVELHOOK_WEBHOOK_PATH": "/web hooks"},
+			want: `NOUVELHOOK_WEBHOOK_PATH ("/web hooks") must be a plain path, without spaces, query or fragment`},
+		{name: "path with query", env: map[string]string{"NOUVELHOOK_WEBHOOK_PATH": "/hook?x=1"},
+			want: `NOUVELHOOK_WEBHOOK_PATH ("/hook?x=1") must be a plain path, without spaces, query or fragment`},
+		{name: "path is healthz", env: map[string]string{"NOUVELHOOK_WEBHOOK_PATH": "/healthz"},
+			want: "NOUVELHOOK_WEBHOOK_PATH must not be /healthz, which the public listener serves itself"},
+		{name: "admin off loopback without token",
+			env:  map[string]string{"NOUVELHOOK_ADMIN_LISTEN": "0.0.0.0:8081", "NOUVELHOOK_ADMIN_TOKEN": ""},
+			want: "NOUVELHOOK_ADMIN_TOKEN is required when NOUVELHOOK_ADMIN_LISTEN (0.0.0.0:8081) is not on loopback"},
+		{name: "admin on all addresses without token",
+			env:  map[string]string{"NOUVELHOOK_LISTEN": ":8080", "NOUVELHOOK_ADMIN_LISTEN": ":8081", "NOUVELHOOK_ADMIN_TOKEN": ""},
+			want: "NOUVELHOOK_ADMIN_TOKEN is required when NOUVELHOOK_ADMIN_LISTEN (:8081) is not on loopback"},
+		{name: "public URL over http", env: map[string]string{"NOUVELHOOK_PUBLIC_URL": "http://hooks.example.com"},
+			want: "NOUVELHOOK_PUBLIC_URL must be an absolute https URL with a host, like https://hooks.example.com"},
+		{name: "public URL on a private address", env: map[string]string{"NOUVELHOOK_PUBLIC_URL": "https://192.168.1.10"},
+			want: "NOUVELHOOK_PUBLIC_URL must not be on a loopback, private or link-local address (192.168.1.10); Nouvel refuses it"},
+		{name: "empty db", args: []string{"--db", ""},
+			want: "NOUVELHOOK_DB must not be empty"},
+		{name: "poll budget 0", env: map[string]string{"NOUVELHOOK_POLL_BUDGET": "0"},
+			want: "NOUVELHOOK_POLL_BUDGET must be between 1 and 60 requests a minute (the API key's limit), got 0"},
+		{name: "poll budget 61", env: map[string]string{"NOUVELHOOK_POLL_BUDGET": "61"},
+			want: "NOUVELHOOK_POLL_BUDGET must be between 1 and 60 requests a minute (the API key's limit), got 61"},
+		{name: "poll interval under 1s", env: map[string]string{"NOUVELHOOK_POLL_INTERVAL": "500ms"},
+			want: "NOUVELHOOK_POLL_INTERVAL must be at least 1s, got 500ms"},
+		{name: "track ttl 0", env: map[string]string{"NOUVELHOOK_TRACK_TTL": "0s"},
+			want: "NOUVELHOOK_TRACK_TTL must be more than 0, got 0s"},
+		{name: "missed grace negative", env: map[string]string{"NOUVELHOOK_MISSED_GRACE": "-1s"},
+			want: "NOUVELHOOK_MISSED_GRACE must not be negative, got -1s"},
+		{name: "max body too small", env: map[string]string{"NOUVELHOOK_MAX_BODY": "512"},
+			want: "NOUVELHOOK_MAX_BODY must be between 1KiB and 64MiB, got 512 bytes"},
+		{name: "max body too big", env: map[string]string{"NOUVELHOOK_MAX_BODY": "65MiB"},
+			want: "NOUVELHOOK_MAX_BODY must be between 1KiB and 64MiB, got 68157440 bytes"},
+		{name: "log format", env: map[string]string{"NOUVELHOOK_LOG_FORMAT": "text"},
+			want: `NOUVELHOOK_LOG_FORMAT must be json or console, got "text"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			got, err := Load(tt.args, getenv(with(base, tt.env)), &stderr)
+			if err == nil {
+				t.Fatalf("got no error and %+v, want %q", got, tt.want)
+			}
+			if err.Error() != tt.want {
+				t.Errorf("got error %q, want %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("got a multi-line error %q, want one line", err)
+			}
+			if !reflect.DeepEqual(got, Config{}) {
+				t.Errorf("got %+v with the error, want the zero Config", got)
+			}
+			checkNoSecret(t, err.Error())
+			checkNoSecret(t, stderr.String())
+		})
+	}
+}
+
+func TestLoadHelp(t *testing.T) {
+	env := map[string]string{
+		"NOUVEL_WEBHOOK_SECRET":  hookSecret,
+		"NOUVEL_API_KEY":         apiKey,
+		"NOUVELHOOK_ADMIN_TOKEN": adminToken,
+		"NOUVELHOOK_LISTEN":      ":9999",
+	}
+	for _, arg := range []string{"--help", "-h"} {
+		t.Run(arg, func(t *testing.T) {
+			var stderr bytes.Buffer
+			_, err := Load([]string{arg}, getenv(env), &stderr)
+			if !errors.Is(err, flag.ErrHelp) {
+				t.Fatalf("got error %v, want flag.ErrHelp", err)
+			}
+			out := stderr.String()
+			if !strings.HasPrefix(out, "Usage: nouvelhook serve [flags]\n") {
+				t.Errorf("got usage starting %q, want the Usage line first", out)
+			}
+			checkNoSecret(t, out)
+			if strings.Contains(out, ":9999") {
+				t.Errorf("got an environment value in the usage, want only defaults:\n%s", out)
+			}
+			// Every variable of SPEC.md's table and every flag appear, with a default.
+			for _, want := range []string{
+				"NOUVEL_WEBHOOK_SECRET)", "NOUVEL_WEBHOOK_SECRET_FILE", "NOUVEL_API_KEY)", "NOUVEL_API_KEY_FILE",
+				"NOUVEL_API_BASE_URL", "NOUVELHOOK_LISTEN", "NOUVELHOOK_WEBHOOK_PATH", "NOUVELHOOK_ADMIN_LISTEN",
+				"NOUVELHOOK_ADMIN_TOKEN)", "NOUVELHOOK_ADMIN_TOKEN_FILE", "NOUVELHOOK_PUBLIC_URL", "NOUVELHOOK_DB",
+				"NOUVELHOOK_POLL_BUDGET", "NOUVELHOOK_POLL_INTERVAL", "NOUVELHOOK_TRACK_TTL", "NOUVELHOOK_MISSED_GRACE",
+				"NOUVELHOOK_MAX_BODY", "NOUVELHOOK_LOG_LEVEL", "NOUVELHOOK_LOG_FORMAT",
+				"-webhook-secret secret", "-webhook-secret-file file", "-api-key key", "-api-key-file file",
+				"-api-base-url URL", "-listen address", "-webhook-path path", "-admin-listen address",
+				"-admin-token token", "-admin-token-file file", "-public-url URL", "-db file",
+				"-poll-budget requests", "-poll-interval gap", "-track-ttl duration", "-missed-grace wait",
+				"-max-body size", "-log-level level", "-log-format format",
+				"(default 127.0.0.1:8081)", "(default 10s)", "(default 1.0 MiB)", "(default info)",
+			} {
+				if !strings.Contains(out, want) {
+					t.Errorf("usage lacks %q:\n%s", want, out)
+				}
+			}
+		})
+	}
+}
+
+func TestCheckPublicURL(t *testing.T) {
+	tests := []struct {
+		raw  string
+		want string // "" for accepted
+	}{
+		{"https://hooks.example.com", ""},
+		{"https://hooks.example.com:8443/base/", ""},
+		{"https://203.0.113.7", ""},
+		{"https://[2001:db8::1]", ""},
+		{"http://hooks.example.com", "must be an absolute https URL with a host, like https://hooks.example.com"},
+		{"hooks.example.com", "must be an absolute https URL with a host, like https://hooks.example.com"},
+		{"https://", "must be an absolute https URL with a host, like https://hooks.example.com"},
+		{"https://:443", "must be an absolute https URL with a host, like https://hooks.example.com"},
+		{"https://hooks.example.com/?a=1", "must not have a query or fragment"},
+		{"https://hooks.example.com/#top", "must not have a query or fragment"},
+		{"https://localhost", "must not be on localhost (localhost); Nouvel refuses it"},
+		{"https://LOCALHOST.:8443", "must not be on localhost (localhost); Nouvel refuses it"},
+		{"https://app.localhost", "must not be on localhost (app.localhost); Nouvel refuses it"},
+		{"https://127.0.0.1", "must not be on a loopback, private or link-local address (127.0.0.1); Nouvel refuses it"},
+		{"https://127.8.9.10", "must not be on a loopback, private or link-local address (127.8.9.10); Nouvel refuses it"},
+		{"https://0.0.0.0", "must not be on a loopback, private or link-local address (0.0.0.0); Nouvel refuses it"},
+		{"https://10.1.2.3", "must not be on a loopback, private or link-local address (10.1.2.3); Nouvel refuses it"},
+		{"https://172.20.0.1", "must not be on a loopback, private or link-local address (172.20.0.1); Nouvel refuses it"},
+		{"https://192.168.1.1", "must not be on a loopback, private or link-local address (192.168.1.1); Nouvel refuses it"},
+		{"https://169.254.169.254", "must not be on a loopback, private or link-local address (169.254.169.254); Nouvel refuses it"},
+		{"https://[::1]", "must not be on a loopback, private or link-local address (::1); Nouvel refuses it"},
+		{"https://[::]", "must not be on a loopback, private or link-local address (::); Nouvel refuses it"},
+		{"https://[fd00::1]", "must not be on a loopback, private or link-local address (fd00::1); Nouvel refuses it"},
+		{"https://[fe80::1]", "must not be on a loopback, private or link-local address (fe80::1); Nouvel refuses it"},
+		{"https://[::ffff:10.0.0.1]", "must not be on a loopback, private or link-local address (::ffff:10.0.0.1); Nouvel refuses it"},
+	}
+	for _, tt := range tests {
+		got := ""
+		if err := CheckPublicURL(tt.raw); err != nil {
+			got = err.Error()
+		}
+		if got != tt.want {
+			t.Errorf("CheckPublicURL(%q): got %q, want %q", tt.raw, got, tt.want)
+		}
+	}
+	// 172.16.0.0/12 ends at 172.31.255.255.
+	if err := CheckPublicURL("https://172.32.0.1"); err != nil {
+		t.Errorf("CheckPublicURL(172.32.0.1): got %v, want none", err)
+	}
+}
+
+func TestWebhookURL(t *testing.T) {
+	tests := []struct {
+		publicURL, path, want string
+	}{
+		{"", "/webhooks/nouvel", ""},
+		{"https://hooks.example.com", "/webhooks/nouvel", "https://hooks.example.com/webhooks/nouvel"},
+		{"https://hooks.example.com/", "/webhooks/nouvel", "https://hooks.example.com/webhooks/nouvel"},
+		{"https://example.com/proxy//", "/in", "https://example.com/proxy/in"},
+	}
+	for _, tt := range tests {
+		c := Config{PublicURL: tt.publicURL, WebhookPath: tt.path}
+		if got := c.WebhookURL(); got != tt.want {
+			t.Errorf("WebhookURL with %q and %q: got %q, want %q", tt.publicURL, tt.path, got, tt.want)
+		}
+	}
+}
+
+func TestMarshalZerologObject(t *testing.T) {
+	c := Default()
+	c.WebhookSecrets = []string{hookSecret, otherSecret}
+	c.APIKey = apiKey
+	c.AdminToken = adminToken
+	var buf bytes.Buffer
+	log := zerolog.New(&buf)
+	log.Info().EmbedObject(c).Msg("config")
+	checkNoSecret(t, buf.String())
+
+	var got map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{
+		"level": "info", "message": "config",
+		"listen": ":8080", "webhook_path": "/webhooks/nouvel", "admin_listen": "127.0.0.1:8081",
+		"admin_token_set": true, "public_url": "", "db": "nouvelhook.db",
+		"api_base_url": "https://app.nouvel.ai", "reconciler": true, "webhook_secrets": 2.0,
+		"poll_budget": 30.0, "poll_interval": "10s", "track_ttl": "24h0m0s", "missed_grace": "2m0s",
+		"max_body": 1048576.0, "log_level": "info", "log_format": "json",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v,\nwant %v", got, want)
+	}
+}

@@ -1,0 +1,228 @@
+package handler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/nouvelhook/nouvelhook/store"
+)
+
+// MaxWait is the longest long-poll the admin API holds a request for.
+const MaxWait = 5 * time.Minute
+
+// Page sizes when a request names none.
+const (
+	defaultJobsLimit   = 50
+	defaultEventsLimit = 100
+)
+
+func handleHealthz() echo.HandlerFunc {
+	return func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	}
+}
+
+// handleReadyz is ready when the store commits a write and the reconciler,
+// if on, is not locked out.
+func handleReadyz(d Deps) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		ctx, cancel := context.WithTimeout(c.Request().Context(), 5*time.Second)
+		defer cancel()
+		reason := ""
+		if err := d.Store.Ping(ctx); err != nil {
+			reason = "store is not writable: " + err.Error()
+		} else if d.Poller != nil {
+			if err := d.Poller.Ready(); err != nil {
+				reason = "reconciler: " + err.Error()
+			}
+		}
+		if reason != "" {
+			return c.JSON(http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": reason})
+		}
+		return c.JSON(http.StatusOK, map[string]any{"ready": true})
+	}
+}
+
+func handleListJobs(d Deps) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		f := store.Filter{Cursor: c.QueryParam("cursor")}
+		var err error
+		if f.Limit, err = intParam(c, "limit", defaultJobsLimit); err != nil {
+			return err
+		}
+		if s := c.QueryParam("status"); s != "" {
+			f.Statuses = strings.Split(s, ",")
+		}
+		if s := c.QueryParam("since"); s != "" {
+			if f.Since, err = time.Parse(time.RFC3339, s); err != nil {
+				return badRequest("since %q is not an RFC3339 time", s)
+			}
+		}
+		jobs, next, err := d.Store.ListJobs(c.Request().Context(), f)
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, map[string]any{"jobs": jobs, "nextCursor": next})
+	}
+}
+
+// handleGetJob answers one job with its deliveries; with ?wait= it first
+// waits for the job to end, up to that long.
+func handleGetJob(d Deps) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id := c.Param("jobId")
+		if !store.ValidJobID(id) {
+			return badRequest("jobId must be 1-128 letters, digits, '-' or '_'")
+		}
+		wait, err := waitParam(c)
+		if err != nil {
+			return err
+		}
+		ctx := c.Request().Context()
+		if wait > 0 {
+			wctx, cancel := context.WithTimeout(ctx, wait)
+			_, err := d.Store.WaitJob(wctx, id)
+			cancel()
+			if err != nil && ctx.Err() == nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+		}
+		j, err := d.Store.JobWithDeliveries(ctx, id)
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, j)
+	}
+}
+
+func handleTrackJob(d Deps) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		var body struct {
+			JobID string `json:"jobId"`
+		}
+		if err := c.Bind(&body); err != nil {
+			return badRequest("body must be JSON like {\"jobId\":\"…\"}")
+		}
+		if !store.ValidJobID(body.JobID) {
+			return badRequest("jobId must be 1-128 letters, digits, '-' or '_'")
+		}
+		j, created, err := d.Store.Track(c.Request().Context(), body.JobID)
+		if err != nil {
+			return err
+		}
+		status := http.StatusOK
+		if created {
+			status = http.StatusCreated
+		}
+		return c.JSON(status, j)
+	}
+}
+
+// handleEvents serves the change feed: JSON, long-polled with ?wait=, or a
+// server-sent event stream when the client accepts text/event-stream.
+func handleEvents(d Deps) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		after, err := int64Param(c, "after", lastEventID(c))
+		if err != nil {
+			return err
+		}
+		limit, err := intParam(c, "limit", defaultEventsLimit)
+		if err != nil {
+			return err
+		}
+		if strings.Contains(c.Request().Header.Get(echo.HeaderAccept), "text/event-stream") {
+			return streamEvents(c, d.Store, after, limit)
+		}
+		wait, err := waitParam(c)
+		if err != nil {
+			return err
+		}
+		ctx := c.Request().Context()
+		var jobs []store.Job
+		var last int64
+		if wait > 0 {
+			wctx, cancel := context.WithTimeout(ctx, wait)
+			jobs, last, err = d.Store.WaitEvents(wctx, after, limit)
+			cancel()
+		} else {
+			jobs, last, err = d.Store.Events(ctx, after, limit)
+		}
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, map[string]any{"events": jobs, "last": last})
+	}
+}
+
+// statsAnswer is /v1/stats: the store's counts plus what only the running
+// process knows.
+type statsAnswer struct {
+	store.Stats
+	RejectedSignatures int64 `json:"rejectedSignatures"`
+	Poller             any   `json:"poller"`
+}
+
+func handleStats(d Deps) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		st, err := d.Store.Stats(c.Request().Context())
+		if err != nil {
+			return err
+		}
+		ans := statsAnswer{Stats: st, RejectedSignatures: d.Metrics.RejectedSignatures(),
+			Poller: map[string]any{"enabled": false}}
+		if d.Poller != nil {
+			ans.Poller = d.Poller.Status()
+		}
+		return c.JSON(http.StatusOK, ans)
+	}
+}
+
+func badRequest(format string, args ...any) error {
+	return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf(format, args...))
+}
+
+func intParam(c echo.Context, name string, def int) (int, error) {
+	n, err := int64Param(c, name, int64(def))
+	return int(n), err
+}
+
+func int64Param(c echo.Context, name string, def int64) (int64, error) {
+	s := c.QueryParam(name)
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, badRequest("%s %q is not a whole number of 0 or more", name, s)
+	}
+	return n, nil
+}
+
+// waitParam reads ?wait= as a Go duration ("30s") or whole seconds ("30"),
+// capped at MaxWait.
+func waitParam(c echo.Context) (time.Duration, error) {
+	s := c.QueryParam("wait")
+	if s == "" {
+		return 0, nil
+	}
+	wait, err := time.ParseDuration(s)
+	if n, nerr := strconv.Atoi(s); nerr == nil {
+		wait, err = time.Duration(n)*time.Second, nil
+	}
+	if err != nil || wait < 0 {
+		return 0, badRequest("wait %q is not a duration like 30s", s)
+	}
+	return min(wait, MaxWait), nil
+}
+
+func lastEventID(c echo.Context) int64 {
+	n, _ := strconv.ParseInt(c.Request().Header.Get("Last-Event-ID"), 10, 64)
+	return max(n, 0)
+}

@@ -1,0 +1,104 @@
+package handler
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/nouvelhook/nouvelhook/store"
+)
+
+// Delivery outcomes as the metrics label them. The store's outcomes
+// (accepted, duplicate, conflict, invalid) are used as they are.
+const (
+	outcomeBadSignature = "bad_signature"
+	outcomeTooLarge     = "too_large"
+	outcomeStoreError   = "store_error"
+)
+
+// Metrics are the service's Prometheus metrics, on a registry of their own.
+type Metrics struct {
+	// Registry holds every metric below plus Go and process collectors.
+	Registry *prometheus.Registry
+
+	deliveries *prometheus.CounterVec
+	duplicates prometheus.Counter
+	ackLatency prometheus.Histogram
+	rejected   atomic.Int64
+}
+
+// NewMetrics registers the service's metrics on a new registry. jobs, when
+// not nil, is read at each scrape for the jobs-by-status gauge.
+func NewMetrics(jobs *store.Store) *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nouvelhook_webhook_deliveries_total",
+			Help: "Webhook requests by outcome: accepted, duplicate, conflict, invalid, bad_signature, too_large, store_error.",
+		}, []string{"outcome"}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nouvelhook_webhook_duplicates_total",
+			Help: "Verified deliveries for a job that had already ended.",
+		}),
+		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "nouvelhook_webhook_ack_seconds",
+			Help:    "Time from reading a webhook request to answering it, including the durable commit.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5},
+		}),
+	}
+	m.Registry.MustRegister(
+		m.deliveries, m.duplicates, m.ackLatency,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "nouvelhook_webhook_signature_rejections_total",
+			Help: "Webhook requests refused for a missing, malformed or wrong signature.",
+		}, func() float64 { return float64(m.rejected.Load()) }),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	for _, o := range []string{string(store.OutcomeAccepted), string(store.OutcomeDuplicate),
+		string(store.OutcomeConflict), string(store.OutcomeInvalid), outcomeBadSignature,
+		outcomeTooLarge, outcomeStoreError} {
+		m.deliveries.WithLabelValues(o)
+	}
+	if jobs != nil {
+		m.Registry.MustRegister(jobsCollector{jobs})
+	}
+	return m
+}
+
+func (m *Metrics) observe(outcome string, start time.Time) {
+	m.deliveries.WithLabelValues(outcome).Inc()
+	switch outcome {
+	case outcomeBadSignature:
+		m.rejected.Add(1)
+	case string(store.OutcomeDuplicate), string(store.OutcomeConflict):
+		m.duplicates.Inc()
+	}
+	m.ackLatency.Observe(time.Since(start).Seconds())
+}
+
+// RejectedSignatures is the number of webhook requests refused with 401.
+func (m *Metrics) RejectedSignatures() int64 { return m.rejected.Load() }
+
+var jobsDesc = prometheus.NewDesc("nouvelhook_jobs", "Jobs in the log by status.", []string{"status"}, nil)
+
+// jobsCollector reads the jobs-by-status counts from the store at scrape time.
+type jobsCollector struct{ store *store.Store }
+
+func (c jobsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- jobsDesc }
+
+func (c jobsCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := c.store.Stats(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(jobsDesc, err)
+		return
+	}
+	for status, n := range st.ByStatus {
+		ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(n), status)
+	}
+}
