@@ -25,9 +25,17 @@ type Poller interface {
 	Status() any
 }
 
+// Recorder commits verified webhook deliveries; *store.Store is one.
+type Recorder interface {
+	RecordWebhook(ctx context.Context, d store.WebhookDelivery) (store.Outcome, error)
+}
+
 // Deps are the servers' dependencies.
 type Deps struct {
-	Store    *store.Store
+	Store *store.Store
+	// Recorder is where the webhook path commits deliveries; nil means
+	// Store. Only a benchmark baseline sets it.
+	Recorder Recorder
 	Verifier *Verifier
 	Metrics  *Metrics
 	Logger   zerolog.Logger

@@ -26,6 +26,10 @@ func handleWebhook(d Deps) echo.HandlerFunc {
 	log := d.Logger.With().Str("component", "webhook").Logger()
 	tooLarge := echo.NewHTTPError(http.StatusRequestEntityTooLarge, "body is larger than "+strconv.FormatInt(d.MaxBody, 10)+" bytes")
 	badSignature := echo.NewHTTPError(http.StatusUnauthorized, "invalid signature")
+	var rec Recorder = d.Store
+	if d.Recorder != nil {
+		rec = d.Recorder
+	}
 	return func(c echo.Context) error {
 		start := time.Now()
 		req := c.Request()
@@ -55,7 +59,7 @@ func handleWebhook(d Deps) echo.HandlerFunc {
 		if problem != nil {
 			delivery.Problem = problem.Error()
 		}
-		outcome, err := d.Store.RecordWebhook(req.Context(), delivery)
+		outcome, err := rec.RecordWebhook(req.Context(), delivery)
 		if err != nil {
 			d.Metrics.observe(outcomeStoreError, start)
 			if errors.Is(err, store.ErrUnavailable) {
