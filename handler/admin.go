@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -120,8 +121,37 @@ func handleTrackJob(d Deps) echo.HandlerFunc {
 		status := http.StatusOK
 		if created {
 			status = http.StatusCreated
+			if d.Poller != nil {
+				d.Poller.Wake()
+			}
 		}
 		return c.JSON(status, j)
+	}
+}
+
+// maxGenerateBody bounds a generate request; Nouvel's takes three URLs and
+// some instructions.
+const maxGenerateBody = 1 << 20
+
+// handleGenerate submits Nouvel's generate body through the reconciler,
+// which sets webhookUrl and tracks the job.
+func handleGenerate(d Deps) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if d.Poller == nil {
+			return echo.NewHTTPError(http.StatusServiceUnavailable, "submitting needs NOUVEL_API_KEY to be set")
+		}
+		body, err := io.ReadAll(io.LimitReader(c.Request().Body, maxGenerateBody+1))
+		if err != nil {
+			return err
+		}
+		if len(body) > maxGenerateBody {
+			return echo.NewHTTPError(http.StatusRequestEntityTooLarge, "generate body is larger than 1MiB")
+		}
+		answer, err := d.Poller.Submit(c.Request().Context(), body)
+		if err != nil {
+			return err
+		}
+		return c.JSONBlob(http.StatusCreated, answer)
 	}
 }
 

@@ -30,6 +30,7 @@ func NewAdmin(d Deps) *echo.Echo {
 	v1.GET("/jobs", handleListJobs(d))
 	v1.POST("/jobs", handleTrackJob(d))
 	v1.GET("/jobs/:jobId", handleGetJob(d))
+	v1.POST("/generate", handleGenerate(d))
 	v1.GET("/events", handleEvents(d))
 	v1.GET("/stats", handleStats(d))
 	return e

@@ -5,6 +5,7 @@ package handler
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/rs/zerolog"
 
+	"github.com/nouvelhook/nouvelhook/reconcile"
 	"github.com/nouvelhook/nouvelhook/store"
 )
 
@@ -23,6 +25,12 @@ type Poller interface {
 	Ready() error
 	// Status is the poller's state for /v1/stats, as a JSON-able value.
 	Status() any
+	// Wake has the poller look at the schedule now, as after a track.
+	Wake()
+	// Submit sends a generate request through Nouvel and tracks the job,
+	// returning the answer for the client. Errors are store.ErrInvalid for
+	// a bad body, or the Nouvel client's errors.
+	Submit(ctx context.Context, body []byte) (json.RawMessage, error)
 }
 
 // Recorder commits verified webhook deliveries; *store.Store is one.
@@ -77,6 +85,7 @@ func errorHandler(log zerolog.Logger) echo.HTTPErrorHandler {
 		}
 		code, msg := http.StatusInternalServerError, "internal error"
 		var he *echo.HTTPError
+		var nouvelErr *reconcile.APIError
 		switch {
 		case errors.As(err, &he):
 			code = he.Code
@@ -85,6 +94,13 @@ func errorHandler(log zerolog.Logger) echo.HTTPErrorHandler {
 			} else {
 				msg = strings.ToLower(http.StatusText(code))
 			}
+		case errors.As(err, &nouvelErr):
+			code, msg = nouvelErr.Status, "Nouvel: "+nouvelErr.Message
+			if code < 400 || code > 499 {
+				code = http.StatusBadGateway
+			}
+		case errors.Is(err, reconcile.ErrTransport):
+			code, msg = http.StatusBadGateway, err.Error()
 		case errors.Is(err, store.ErrNotFound):
 			code, msg = http.StatusNotFound, err.Error()
 		case errors.Is(err, store.ErrInvalid):

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nouvelhook/nouvelhook/config"
 	"github.com/nouvelhook/nouvelhook/handler"
+	"github.com/nouvelhook/nouvelhook/reconcile"
 	"github.com/nouvelhook/nouvelhook/store"
 )
 
@@ -57,6 +58,19 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	deps := handler.Deps{
 		Store: st, Verifier: handler.NewVerifier(cfg.WebhookSecrets), Metrics: handler.NewMetrics(st),
 		Logger: log, WebhookPath: cfg.WebhookPath, MaxBody: cfg.MaxBody, AdminToken: cfg.AdminToken,
+	}
+	if cfg.APIKey != "" {
+		rec := reconcile.New(reconcile.Options{
+			Store: st, Client: reconcile.NewClient(cfg.APIBaseURL, cfg.APIKey, nil),
+			Budget: cfg.PollBudget, Interval: cfg.PollInterval, TTL: cfg.TrackTTL,
+			MissedGrace: cfg.MissedGrace, WebhookURL: cfg.WebhookURL(), Logger: log,
+			Registerer: deps.Metrics.Registry,
+		})
+		rec.Start()
+		defer rec.Close() // runs before the store closes
+		deps.Poller = rec
+	} else {
+		log.Warn().Msg("NOUVEL_API_KEY is not set: the reconciler is off, and jobs whose webhook is lost stay unknown")
 	}
 	pubLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

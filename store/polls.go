@@ -1,0 +1,184 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// PollTarget is a job the reconciler may poll, with the schedule state its
+// next gap depends on.
+type PollTarget struct {
+	JobID      string
+	CreatedAt  time.Time
+	NextPollAt time.Time
+	// Step counts answers that said the job is still running.
+	Step int
+	// Failures counts server and transport failures in a row.
+	Failures int
+	// NotFound counts 404 answers in a row.
+	NotFound int
+}
+
+// DuePolls returns up to limit jobs that are not terminal and due at now,
+// the longest overdue first, so that none starves.
+func (s *Store) DuePolls(ctx context.Context, now time.Time, limit int) ([]PollTarget, error) {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT job_id, created_at, next_poll_at, poll_step, fail_count, not_found_count
+		FROM jobs WHERE terminal = 0 AND next_poll_at <= ? ORDER BY next_poll_at, id LIMIT ?`, now.UnixNano(), limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []PollTarget
+	for rows.Next() {
+		var p PollTarget
+		var created, next int64
+		if err := rows.Scan(&p.JobID, &created, &next, &p.Step, &p.Failures, &p.NotFound); err != nil {
+			return nil, err
+		}
+		p.CreatedAt, p.NextPollAt = fromNanos(created), fromNanos(next)
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// NextPollAt is when the soonest job not yet terminal is due; ok is false
+// when no job waits for a poll.
+func (s *Store) NextPollAt(ctx context.Context) (next time.Time, ok bool, err error) {
+	var n sql.NullInt64
+	err = s.rdb.QueryRowContext(ctx, `SELECT MIN(next_poll_at) FROM jobs WHERE terminal = 0`).Scan(&n)
+	if err != nil || !n.Valid {
+		return time.Time{}, false, err
+	}
+	return fromNanos(n.Int64), true, nil
+}
+
+// PollResult is what one poll of a job learned, and when to poll it next.
+type PollResult struct {
+	// Report is Nouvel's answer; nil when the poll failed.
+	Report *Report
+	// Err is the failure to show as the job's lastError; "" clears it.
+	Err string
+	// Failed and NotFound say which failure count this poll adds to. A
+	// successful answer resets both.
+	Failed, NotFound bool
+	// End, when set (StatusNotFound), ends the job locally instead.
+	End string
+	// Next is when to poll again if the job is still not terminal.
+	Next time.Time
+}
+
+// RecordPoll commits a poll of jobID. A terminal Report goes through the same
+// path as a webhook, with source poll, so the job ends once whichever comes
+// first; the outcome says which. An error wrapping ErrUnavailable means
+// nothing was stored.
+func (s *Store) RecordPoll(ctx context.Context, jobID string, r PollResult) (Outcome, error) {
+	end := r.Report
+	if r.End != "" {
+		end = &Report{JobID: jobID, Status: r.End}
+	}
+	if end != nil && !IsTerminal(end.Status) {
+		end = nil
+	}
+	projects := "[]"
+	if end != nil {
+		var err error
+		if projects, err = encodeProjects(end.Projects); err != nil {
+			return "", err
+		}
+	}
+	var outcome Outcome
+	err := s.write(ctx, func(t *txn) error {
+		now := t.now.UnixNano()
+		if end != nil {
+			var err error
+			if outcome, err = t.endJob(end, projects, SourcePoll); err != nil {
+				return err
+			}
+			_, err = t.tx.ExecContext(t.ctx, `UPDATE jobs SET poll_count = poll_count + 1, last_error = ?,
+				poll_ended_at = CASE WHEN ? AND poll_ended_at IS NULL THEN ? ELSE poll_ended_at END
+				WHERE job_id = ?`, r.Err, r.End == "", now, jobID)
+			return err
+		}
+		q := `UPDATE jobs SET poll_count = poll_count + 1, last_error = ?, next_poll_at = ?, updated_at = ?`
+		args := []any{r.Err, r.Next.UnixNano(), now}
+		switch {
+		case r.Report != nil:
+			q += `, status = ?, progress = ?, stage = ?, total_projects = ?, completed_projects = ?,
+				failed_projects = ?, poll_step = poll_step + 1, fail_count = 0, not_found_count = 0`
+			args = append(args, r.Report.Status, r.Report.Progress, r.Report.Stage, r.Report.TotalProjects,
+				r.Report.CompletedProjects, r.Report.FailedProjects)
+		case r.NotFound:
+			q += `, not_found_count = not_found_count + 1, fail_count = 0`
+		case r.Failed:
+			q += `, fail_count = fail_count + 1`
+		}
+		_, err := t.tx.ExecContext(t.ctx, q+` WHERE job_id = ? AND terminal = 0`, append(args, jobID)...)
+		return err
+	})
+	return outcome, err
+}
+
+// Reschedule moves a job's next poll without counting a poll, as when Nouvel
+// asked to wait (429).
+func (s *Store) Reschedule(ctx context.Context, jobID string, next time.Time) error {
+	return s.write(ctx, func(t *txn) error {
+		_, err := t.tx.ExecContext(t.ctx, `UPDATE jobs SET next_poll_at = MAX(next_poll_at, ?)
+			WHERE job_id = ? AND terminal = 0`, next.UnixNano(), jobID)
+		return err
+	})
+}
+
+// ExpireJobs ends as expired every job still not terminal that was tracked
+// at or before cutoff, and returns their ids.
+func (s *Store) ExpireJobs(ctx context.Context, cutoff time.Time) ([]string, error) {
+	var expired []string
+	err := s.write(ctx, func(t *txn) error {
+		expired = expired[:0]
+		rows, err := t.tx.QueryContext(t.ctx, `SELECT job_id FROM jobs WHERE terminal = 0 AND created_at <= ?
+			ORDER BY id`, cutoff.UnixNano())
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			expired = append(expired, id)
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return err
+		}
+		for _, id := range expired {
+			if _, err := t.endJob(&Report{JobID: id, Status: StatusExpired}, "[]", SourcePoll); err != nil {
+				return fmt.Errorf("expire %s: %w", id, err)
+			}
+		}
+		return nil
+	})
+	return expired, err
+}
+
+// MarkMissedWebhooks flags jobs whose end a poll saw at or before
+// now-grace with no verified webhook received within grace of that, and
+// returns how many it flagged.
+func (s *Store) MarkMissedWebhooks(ctx context.Context, now time.Time, grace time.Duration) (int, error) {
+	var n int64
+	err := s.write(ctx, func(t *txn) error {
+		res, err := t.tx.ExecContext(t.ctx, `UPDATE jobs SET webhook_missed = 1
+			WHERE webhook_missed = 0 AND poll_ended_at IS NOT NULL AND poll_ended_at <= ?
+			AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = jobs.job_id
+				AND d.outcome != 'invalid' AND d.received_at <= jobs.poll_ended_at + ?)`,
+			now.Add(-grace).UnixNano(), grace.Nanoseconds())
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return int(n), err
+}
