@@ -79,6 +79,8 @@ func run(ctx context.Context, args []string, getenv func(string) string,
 		return runTrack(ctx, rest, getenv, stdout, stderr)
 	case "sign":
 		return runSign(rest, getenv, stdin, stdout, stderr)
+	case "demo":
+		return runDemo(ctx, rest, stdout, stderr)
 	case "version":
 		return runVersion(rest, stdout, stderr)
 	case "-h", "-help", "--help", "help":

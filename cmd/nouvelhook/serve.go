@@ -32,7 +32,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return &exitError{code: 2, err: err}
 	}
 	log := newLogger(cfg, stderr)
-	return serve(ctx, cfg, log)
+	return serve(ctx, cfg, log, nil)
 }
 
 func newLogger(cfg config.Config, w io.Writer) zerolog.Logger {
@@ -43,8 +43,10 @@ func newLogger(cfg config.Config, w io.Writer) zerolog.Logger {
 }
 
 // serve runs the service until ctx ends, then shuts down in order: stop
-// taking requests and finish those in flight, then close the store.
-func serve(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
+// taking requests and finish those in flight, stop the reconciler, then
+// close the store. ready, when not nil, is told the base URLs of the public
+// and admin listeners once both listen.
+func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, ready func(public, admin string)) error {
 	st, err := store.Open(ctx, cfg.DBPath, store.Options{Logger: log.With().Str("component", "store").Logger()})
 	if err != nil {
 		return fmt.Errorf("NOUVELHOOK_DB %s: %w", cfg.DBPath, err)
@@ -101,6 +103,9 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	log.Info().Object("config", cfg).Str("version", version).Str("go", runtime.Version()).
 		Str("public_addr", pubLn.Addr().String()).Str("admin_addr", admLn.Addr().String()).
 		Msg("nouvelhook listening")
+	if ready != nil {
+		ready("http://"+pubLn.Addr().String(), "http://"+admLn.Addr().String())
+	}
 
 	select {
 	case <-ctx.Done():
