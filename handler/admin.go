@@ -114,16 +114,19 @@ func handleTrackJob(d Deps) echo.HandlerFunc {
 		if !store.ValidJobID(body.JobID) {
 			return badRequest("jobId must be 1-128 letters, digits, '-' or '_'")
 		}
-		j, created, err := d.Store.Track(c.Request().Context(), body.JobID)
+		track := func(ctx context.Context, id string) (store.Job, bool, error) {
+			return d.Store.Track(ctx, id, d.now()) // nothing polls; a reconciler started later will
+		}
+		if d.Poller != nil {
+			track = d.Poller.Track
+		}
+		j, created, err := track(c.Request().Context(), body.JobID)
 		if err != nil {
 			return err
 		}
 		status := http.StatusOK
 		if created {
 			status = http.StatusCreated
-			if d.Poller != nil {
-				d.Poller.Wake()
-			}
 		}
 		return c.JSON(status, j)
 	}

@@ -25,8 +25,9 @@ type Poller interface {
 	Ready() error
 	// Status is the poller's state for /v1/stats, as a JSON-able value.
 	Status() any
-	// Wake has the poller look at the schedule now, as after a track.
-	Wake()
+	// Track adds a job to the log for polling, as store.Track does, with
+	// its first poll one interval away.
+	Track(ctx context.Context, jobID string) (j store.Job, created bool, err error)
 	// Submit sends a generate request through Nouvel and tracks the job,
 	// returning the answer for the client. Errors are store.ErrInvalid for
 	// a bad body, or the Nouvel client's errors.

@@ -84,7 +84,7 @@ func newFixture(t *testing.T, length time.Duration, nouvelOpts func(*nouveltest.
 func (f *fixture) track(t *testing.T, ids ...string) {
 	t.Helper()
 	for _, id := range ids {
-		if _, _, err := f.Store.Track(context.Background(), id); err != nil {
+		if _, _, err := f.Rec.Track(context.Background(), id); err != nil {
 			t.Fatalf("Track(%s): %v", id, err)
 		}
 	}

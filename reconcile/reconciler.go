@@ -129,12 +129,18 @@ func (r *Reconciler) Close() error {
 	return nil
 }
 
-// Wake has the loop look for due jobs now, as after a job is tracked.
-func (r *Reconciler) Wake() {
-	select {
-	case r.wake <- struct{}{}:
-	default:
+// Track adds a job to the log with its first poll one interval away, as
+// Nouvel advises for a job just submitted, and has the loop look at the
+// schedule. Errors are store.Track's.
+func (r *Reconciler) Track(ctx context.Context, jobID string) (store.Job, bool, error) {
+	j, created, err := r.opts.Store.Track(ctx, jobID, r.clock.Now().Add(r.opts.Interval))
+	if created {
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
 	}
+	return j, created, err
 }
 
 // Ready is nil unless Nouvel refused the API key, in which case it says so.

@@ -48,11 +48,10 @@ func (r *Reconciler) Submit(ctx context.Context, body []byte) (json.RawMessage, 
 	if err != nil {
 		return nil, err
 	}
-	if _, _, err := r.opts.Store.Track(context.WithoutCancel(ctx), res.JobID); err != nil {
+	if _, _, err := r.Track(context.WithoutCancel(ctx), res.JobID); err != nil {
 		r.log.Error().Err(err).Str("job_id", res.JobID).Msg("Nouvel made the job but tracking it failed; run `nouvelhook track` for it")
 		return nil, fmt.Errorf("job %s was submitted but not tracked: %w", res.JobID, err)
 	}
-	r.Wake()
 	r.log.Info().Str("job_id", res.JobID).Str("mode", mode).Msg("submitted and tracking")
 
 	var answer map[string]json.RawMessage

@@ -79,17 +79,17 @@ func (s *Store) JobWithDeliveries(ctx context.Context, jobID string) (Job, error
 	return j, rows.Err()
 }
 
-// Track adds a job the log has not heard of, as pending and due for a poll
-// at once. created is false when the job was already known; either way the
-// job is returned as it now stands.
-func (s *Store) Track(ctx context.Context, jobID string) (j Job, created bool, err error) {
+// Track adds a job the log has not heard of, as pending, with its first poll
+// due at firstPoll. created is false when the job was already known; either
+// way the job is returned as it now stands.
+func (s *Store) Track(ctx context.Context, jobID string, firstPoll time.Time) (j Job, created bool, err error) {
 	if !ValidJobID(jobID) {
 		return Job{}, false, fmt.Errorf("%w: jobId must be 1-128 letters, digits, '-' or '_'", ErrInvalid)
 	}
 	err = s.write(ctx, func(t *txn) error {
 		now := t.now.UnixNano()
 		res, err := t.tx.ExecContext(t.ctx, `INSERT INTO jobs (job_id, status, created_at, updated_at, next_poll_at)
-			VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO NOTHING`, jobID, StatusPending, now, now, now)
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO NOTHING`, jobID, StatusPending, now, now, firstPoll.UnixNano())
 		if err != nil {
 			return err
 		}

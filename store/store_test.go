@@ -83,14 +83,14 @@ func TestInvalidDeliveryKeptButNoJob(t *testing.T) {
 func TestTrackThenWebhookEndsTrackedJob(t *testing.T) {
 	ctx := context.Background()
 	s := openStore(t, filepath.Join(t.TempDir(), "nh.db"))
-	j, created, err := s.Track(ctx, "clx8k9v2t0001qz8x7r4e5w6m")
+	j, created, err := s.Track(ctx, "clx8k9v2t0001qz8x7r4e5w6m", time.Now())
 	if err != nil || !created || j.Status != "pending" || j.Terminal {
 		t.Fatalf("Track: got %+v created=%v err=%v", j, created, err)
 	}
-	if _, created, _ := s.Track(ctx, "clx8k9v2t0001qz8x7r4e5w6m"); created {
+	if _, created, _ := s.Track(ctx, "clx8k9v2t0001qz8x7r4e5w6m", time.Now()); created {
 		t.Fatal("second Track: got created, want known")
 	}
-	if _, _, err := s.Track(ctx, "bad id!"); !errors.Is(err, store.ErrInvalid) {
+	if _, _, err := s.Track(ctx, "bad id!", time.Now()); !errors.Is(err, store.ErrInvalid) {
 		t.Fatalf("Track(bad id): got %v, want ErrInvalid", err)
 	}
 	if got := deliver(t, s, report("clx8k9v2t0001qz8x7r4e5w6m", "partial")); got != store.OutcomeAccepted {
