@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"time"
 
 	"github.com/nouvelhook/nouvelhook/store"
 )
@@ -33,6 +34,11 @@ type JobSpec struct {
 	Projects int
 	// WebhookURL is the job's public webhookUrl; "" sends no webhook.
 	WebhookURL string
+	// Runtime, when set, makes the job end by time instead of by count:
+	// it is done Runtime after AddJob (on Options.Now), and the first poll
+	// from then on answers the end and sends the webhook. Polls is then
+	// ignored.
+	Runtime time.Duration
 }
 
 // JobView is Nouvel's truth about a job, for tests to compare a job log
@@ -58,6 +64,10 @@ type JobView struct {
 	WebhookDropped   bool
 	WebhookAttempts  int
 	WebhookDelivered bool
+
+	// DoneAt is when a job with a Runtime was done at Nouvel; EndedAt is
+	// when a poll first answered its end (zero until then).
+	DoneAt, EndedAt time.Time
 }
 
 type job struct {
@@ -66,6 +76,8 @@ type job struct {
 	projects []project // in their final state
 	aspect   string
 	drop     bool // decided once, when the job is made
+	added    time.Time
+	endedAt  time.Time // when a poll first answered the end
 
 	dropped   bool
 	attempts  int
@@ -93,7 +105,7 @@ func (s *Server) addJobLocked(spec JobSpec, sources []string, aspect string) str
 	if spec.ID == "" {
 		spec.ID = s.newIDLocked()
 	}
-	j := &job{spec: spec, aspect: aspect, projects: makeProjects(spec, sources)}
+	j := &job{spec: spec, aspect: aspect, projects: makeProjects(spec, sources), added: s.opts.Now()}
 	if j.aspect == "" {
 		j.aspect = "9:16"
 	}
@@ -173,6 +185,10 @@ func (s *Server) Job(jobID string) (JobView, bool) {
 		Polls: j.polls, PollsNeeded: j.spec.Polls,
 		TotalProjects: len(j.projects), CompletedProjects: done, FailedProjects: failed,
 		WebhookDropped: j.dropped, WebhookAttempts: j.attempts, WebhookDelivered: j.delivered,
+		EndedAt: j.endedAt,
+	}
+	if j.spec.Runtime > 0 {
+		v.DoneAt = j.added.Add(j.spec.Runtime)
 	}
 	for _, p := range j.projects {
 		v.Projects = append(v.Projects, p.Project)
@@ -183,12 +199,36 @@ func (s *Server) Job(jobID string) (JobView, bool) {
 // status is what a poll would now see. A job is pending until first polled.
 func (j *job) status() string {
 	switch {
+	case !j.endedAt.IsZero():
+		return j.spec.Outcome
 	case j.polls == 0:
 		return store.StatusPending
-	case j.polls < j.spec.Polls:
-		return store.StatusRunning
 	}
-	return j.spec.Outcome
+	return store.StatusRunning
+}
+
+// poll counts a poll at now and reports whether it is the one that finds
+// the job ended.
+func (j *job) poll(now time.Time) bool {
+	j.polls++
+	if !j.endedAt.IsZero() {
+		return false
+	}
+	if j.spec.Runtime > 0 && now.Before(j.added.Add(j.spec.Runtime)) ||
+		j.spec.Runtime == 0 && j.polls < j.spec.Polls {
+		return false
+	}
+	j.endedAt = now
+	return true
+}
+
+// progress is the share done, 0 to 100, as a running poll reports it.
+func (j *job) progress(now time.Time) float64 {
+	share := float64(j.polls) / float64(j.spec.Polls)
+	if j.spec.Runtime > 0 {
+		share = float64(now.Sub(j.added)) / float64(j.spec.Runtime)
+	}
+	return math.Round(1000*min(share, 0.99)) / 10
 }
 
 // counts reports the outcome's completed and failed projects.
@@ -215,12 +255,12 @@ func (s *Server) handleGetJob(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Job not found")
 		return
 	}
-	j.polls++
-	answer := j.answer()
+	now := s.opts.Now()
 	var hook *outgoing
-	if j.polls == j.spec.Polls {
+	if j.poll(now) {
 		hook = s.endedLocked(j)
 	}
+	answer := j.answer(now)
 	s.mu.Unlock()
 
 	if hook != nil {
@@ -265,13 +305,13 @@ type detailAnswer struct {
 // answer is the job as a poll now sees it. While running, progress is a
 // float with one decimal, as Nouvel's is, and counts stay at zero;
 // completedDetails lists the completed projects once the job has ended.
-func (j *job) answer() jobAnswer {
+func (j *job) answer(now time.Time) jobAnswer {
 	a := jobAnswer{
 		JobID: j.spec.ID, Status: j.status(), TotalProjects: len(j.projects),
 		Projects: make([]projectAnswer, 0, len(j.projects)), CompletedDetails: []detailAnswer{},
 	}
 	if a.Status == store.StatusPending || a.Status == store.StatusRunning {
-		a.OverallProgress = math.Round(1000*float64(j.polls)/float64(j.spec.Polls)) / 10
+		a.OverallProgress = j.progress(now)
 		a.Stage = runningStages[min(int(a.OverallProgress)/25, len(runningStages)-1)]
 		for _, p := range j.projects {
 			a.Projects = append(a.Projects, projectAnswer{ID: p.ProjectID, Title: p.Title, Status: a.Status, Progress: a.OverallProgress})
