@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -42,6 +43,18 @@ func scanJob(row scanner) (j Job, rowid int64, err error) {
 }
 
 func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+// clampNanos is t in unix nanoseconds, saturated at the int64 range (years
+// 1678 to 2262) instead of overflowing.
+func clampNanos(t time.Time) int64 {
+	switch {
+	case t.Before(time.Unix(0, math.MinInt64)):
+		return math.MinInt64
+	case t.After(time.Unix(0, math.MaxInt64)):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
 
 // Job returns the job with the given id, or ErrNotFound.
 func (s *Store) Job(ctx context.Context, jobID string) (Job, error) {
@@ -143,7 +156,7 @@ func (s *Store) ListJobs(ctx context.Context, f Filter) (jobs []Job, next string
 		where = append(where, "status IN (?"+strings.Repeat(", ?", len(f.Statuses)-1)+")")
 	}
 	if !f.Since.IsZero() {
-		where, args = append(where, "created_at >= ?"), append(args, f.Since.UnixNano())
+		where, args = append(where, "created_at >= ?"), append(args, clampNanos(f.Since))
 	}
 	rows, err := s.rdb.QueryContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE `+
 		strings.Join(where, " AND ")+` ORDER BY id DESC LIMIT ?`, append(args, f.Limit+1)...)

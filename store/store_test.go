@@ -135,6 +135,14 @@ func TestListJobsPagesNewestFirst(t *testing.T) {
 	if err != nil || len(failed) != 3 {
 		t.Fatalf("status filter: got %d jobs, %v; want 3", len(failed), err)
 	}
+	for _, since := range []time.Time{time.Date(2999, 1, 1, 0, 0, 0, 0, time.UTC), time.Now().Add(time.Hour)} {
+		if jobs, _, err := s.ListJobs(ctx, store.Filter{Limit: 10, Since: since}); err != nil || len(jobs) != 0 {
+			t.Errorf("since %s: got %d jobs, %v; want none", since, len(jobs), err)
+		}
+	}
+	if jobs, _, _ := s.ListJobs(ctx, store.Filter{Limit: 10, Since: time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC)}); len(jobs) != 7 {
+		t.Errorf("since year 1000: got %d jobs, want 7", len(jobs))
+	}
 	for _, f := range []store.Filter{{Limit: 0}, {Limit: 501}, {Limit: 1, Cursor: "x"}, {Limit: 1, Statuses: []string{"done"}}} {
 		if _, _, err := s.ListJobs(ctx, f); !errors.Is(err, store.ErrInvalid) {
 			t.Errorf("ListJobs(%+v): got %v, want ErrInvalid", f, err)

@@ -2,16 +2,165 @@ package main
 
 import (
 	"context"
+	"flag"
+	"fmt"
 	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/nouvelhook/nouvelhook/store"
 )
 
+const jobsUsage = `Usage: nouvelhook jobs COMMAND [flags]
+
+Commands:
+  list [--status S[,S]] [--since RFC3339] [--limit N] [--json]
+                            the job log, newest first
+  show JOBID [--json]       one job, with its deliveries
+  wait JOBID [--timeout D]  wait until the job ends (exit 0 completed,
+                            1 partial/failed/cancelled/expired/not_found,
+                            2 timeout or error)
+
+The commands talk to the admin API at NOUVELHOOK_ADMIN_URL
+(default http://127.0.0.1:8081) and send NOUVELHOOK_ADMIN_TOKEN when set.
+Run "nouvelhook jobs COMMAND --help" for a command's flags.
+`
+
+// defaultListLimit is how many jobs "jobs list" shows without --limit.
+const defaultListLimit = 50
+
 func runJobs(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	return usageError("not yet")
+	if len(args) == 0 {
+		fmt.Fprint(stderr, jobsUsage)
+		return usageError("jobs: no command given (list, show or wait)")
+	}
+	switch args[0] {
+	case "list":
+		return jobsList(ctx, args[1:], getenv, stdout, stderr)
+	case "show":
+		return jobsShow(ctx, args[1:], getenv, stdout, stderr)
+	case "wait":
+		return jobsWait(ctx, args[1:], getenv, stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stderr, jobsUsage)
+		return flag.ErrHelp
+	}
+	fmt.Fprint(stderr, jobsUsage)
+	return usageError("jobs: unknown command %q", args[0])
 }
+
+func jobsList(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("jobs list", "jobs list [--status S[,S]] [--since RFC3339] [--limit N] [--json]\n\n"+
+		"Lists the job log, newest first, as a table or as JSON.", stderr)
+	status := fs.String("status", "", "only jobs with one of these comma-separated `statuses`:\n"+
+		"pending, running, completed, partial, failed, cancelled, expired, not_found")
+	since := fs.String("since", "", "only jobs created at or after this RFC3339 `time`")
+	limit := fs.Int("limit", defaultListLimit, "show at most `N` jobs")
+	asJSON := fs.Bool("json", false, `print {"jobs":[…]} as the admin API does`)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := checkArgs(fs, pos, 0, 0, ""); err != nil {
+		return err
+	}
+	q, err := listQuery(*status, *since, *limit)
+	if err != nil {
+		return err
+	}
+	c, err := newAdminClient(getenv)
+	if err != nil {
+		return err
+	}
+	jobs, err := c.listJobs(ctx, q, *limit, store.MaxLimit)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(stdout, map[string]any{"jobs": jobs})
+	}
+	return writeJobsTable(stdout, jobs)
+}
+
+// listQuery checks list's flags here, so that a typo is a usage error
+// naming the flag rather than the API's 400.
+func listQuery(status, since string, limit int) (url.Values, error) {
+	q := url.Values{}
+	if status != "" {
+		for _, s := range strings.Split(status, ",") {
+			if !store.IsKnownStatus(s) {
+				return nil, usageError("jobs list: --status %q is not a job status", s)
+			}
+		}
+		q.Set("status", status)
+	}
+	if since != "" {
+		if _, err := time.Parse(time.RFC3339, since); err != nil {
+			return nil, usageError("jobs list: --since %q is not an RFC3339 time like 2025-01-02T15:04:05Z", since)
+		}
+		q.Set("since", since)
+	}
+	if limit < 1 {
+		return nil, usageError("jobs list: --limit %d must be 1 or more", limit)
+	}
+	return q, nil
+}
+
+func jobsShow(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("jobs show", "jobs show JOBID [--json]\n\nShows one job with its verified webhook deliveries.", stderr)
+	asJSON := fs.Bool("json", false, "print the job as the admin API does")
+	id, err := parseJobID(fs, args)
+	if err != nil {
+		return err
+	}
+	c, err := newAdminClient(getenv)
+	if err != nil {
+		return err
+	}
+	j, err := c.job(ctx, id, 0)
+	if isNotFound(err) {
+		return fmt.Errorf("job %s not found", id)
+	}
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(stdout, j)
+	}
+	return writeJob(stdout, j)
+}
+
 func runTrack(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	return usageError("not yet")
+	fs := newFlagSet("track", "track JOBID...\n\n"+
+		"Asks the service to reconcile jobs submitted elsewhere: with NOUVEL_API_KEY set,\n"+
+		"it polls Nouvel for each until it ends, whether or not a webhook comes.", stderr)
+	ids, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := checkArgs(fs, ids, 1, -1, "JOBID"); err != nil {
+		return err
+	}
+	if err := checkJobIDs("track", ids); err != nil {
+		return err
+	}
+	c, err := newAdminClient(getenv)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		var j store.Job
+		code, err := c.post(ctx, "/v1/jobs", map[string]string{"jobId": id}, &j)
+		switch {
+		case err != nil:
+			return fmt.Errorf("track %s: %w", id, err)
+		case code == http.StatusCreated:
+			fmt.Fprintf(stdout, "%s tracked\n", id)
+		default:
+			fmt.Fprintf(stdout, "%s already known (status %s)\n", id, j.Status)
+		}
+	}
+	return nil
 }
-func runSign(args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
-	return usageError("not yet")
-}
-func runVersion(args []string, stdout, stderr io.Writer) error { return usageError("not yet") }

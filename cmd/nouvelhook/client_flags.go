@@ -1,0 +1,88 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/nouvelhook/nouvelhook/store"
+)
+
+// newFlagSet returns the flag set of one command. On --help or a bad flag it
+// prints "Usage: nouvelhook <synopsis>" and the command's flags to stderr.
+func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: nouvelhook %s\n", synopsis)
+		hasFlags := false
+		fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+		if hasFlags {
+			fmt.Fprint(stderr, "\nFlags:\n")
+			fs.PrintDefaults()
+		}
+	}
+	return fs
+}
+
+// parseArgs parses args with fs and returns the positional arguments.
+// fs.Parse alone stops at the first positional, which would make
+// "jobs show ID --json" treat --json as an argument; parseArgs parses again
+// after each positional instead. Everything after "--" is positional.
+// --help is flag.ErrHelp; a bad flag is a usageError.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageError("%s: %v", fs.Name(), err)
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
+	}
+}
+
+// checkArgs wants between lo and hi positional arguments (hi < 0: no upper
+// bound); what names the missing one in the error.
+func checkArgs(fs *flag.FlagSet, pos []string, lo, hi int, what string) error {
+	switch {
+	case len(pos) < lo:
+		fs.Usage()
+		return usageError("%s: missing %s", fs.Name(), what)
+	case hi >= 0 && len(pos) > hi:
+		fs.Usage()
+		return usageError("%s: unexpected argument %q", fs.Name(), pos[hi])
+	}
+	return nil
+}
+
+// checkJobIDs refuses, before any request, an id the service would refuse.
+func checkJobIDs(cmd string, ids []string) error {
+	for _, id := range ids {
+		if !store.ValidJobID(id) {
+			return usageError("%s: %q is not a job id (1-128 letters, digits, '-' or '_')", cmd, id)
+		}
+	}
+	return nil
+}
+
+// parseJobID parses the arguments of a command that takes one JOBID.
+func parseJobID(fs *flag.FlagSet, args []string) (string, error) {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return "", err
+	}
+	if err := checkArgs(fs, pos, 1, 1, "JOBID"); err != nil {
+		return "", err
+	}
+	return pos[0], checkJobIDs(fs.Name(), pos)
+}

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nouvelhook/nouvelhook/store"
+)
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// writeTable writes rows aligned in columns, each line after indent.
+func writeTable(w io.Writer, indent string, rows [][]string) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, r := range rows {
+		fmt.Fprintln(tw, indent+strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}
+
+// cell makes s fit a table cell: titles and errors come from outside and
+// may hold tabs or newlines, and an empty cell would hide a column.
+func cell(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Format(time.RFC3339)
+}
+
+func writeJobsTable(w io.Writer, jobs []store.Job) error {
+	rows := [][]string{{"JOB ID", "STATUS", "SOURCE", "PROJECTS", "DELIVERIES", "UPDATED"}}
+	for _, j := range jobs {
+		rows = append(rows, []string{j.JobID, j.Status, cell(j.Source),
+			fmt.Sprintf("%d/%d", j.CompletedProjects, j.TotalProjects),
+			strconv.Itoa(j.WebhookDeliveries), formatTime(j.UpdatedAt)})
+	}
+	return writeTable(w, "", rows)
+}
+
+// writeJob writes every field of j, then its projects and deliveries.
+func writeJob(w io.Writer, j store.Job) error {
+	terminalAt, seq := "-", "-"
+	if j.TerminalAt != nil {
+		terminalAt = formatTime(*j.TerminalAt)
+	}
+	if j.Seq > 0 {
+		seq = strconv.FormatInt(j.Seq, 10)
+	}
+	fields := [][]string{
+		{"Job ID:", j.JobID},
+		{"Status:", j.Status},
+		{"Terminal:", strconv.FormatBool(j.Terminal)},
+		{"Source:", cell(j.Source)},
+		{"Projects:", fmt.Sprintf("%d completed, %d failed, %d total", j.CompletedProjects, j.FailedProjects, j.TotalProjects)},
+		{"Progress:", fmt.Sprintf("%d%%", j.Progress)},
+		{"Stage:", cell(j.Stage)},
+		{"Webhook deliveries:", strconv.Itoa(j.WebhookDeliveries)},
+		{"Webhook missed:", strconv.FormatBool(j.WebhookMissed)},
+		{"Poll count:", strconv.Itoa(j.PollCount)},
+		{"Last error:", cell(j.LastError)},
+		{"Created:", formatTime(j.CreatedAt)},
+		{"Updated:", formatTime(j.UpdatedAt)},
+		{"Terminal at:", terminalAt},
+		{"Seq:", seq},
+	}
+	if err := writeTable(w, "", fields); err != nil {
+		return err
+	}
+	if err := writeSection(w, "Projects", projectRows(j.Projects)); err != nil {
+		return err
+	}
+	return writeSection(w, "Deliveries", deliveryRows(j.Deliveries))
+}
+
+// writeSection writes a titled table; rows[0] is its header.
+func writeSection(w io.Writer, title string, rows [][]string) error {
+	fmt.Fprintf(w, "\n%s:\n", title)
+	if len(rows) == 1 {
+		_, err := fmt.Fprintln(w, "  none")
+		return err
+	}
+	return writeTable(w, "  ", rows)
+}
+
+func projectRows(ps []store.Project) [][]string {
+	rows := [][]string{{"PROJECT ID", "TITLE", "STATUS", "VIDEO URL"}}
+	for _, p := range ps {
+		rows = append(rows, []string{cell(p.ProjectID), cell(p.Title), cell(p.Status), cell(p.VideoURL)})
+	}
+	return rows
+}
+
+func deliveryRows(ds []store.Delivery) [][]string {
+	rows := [][]string{{"RECEIVED", "ATTEMPT", "DUPLICATE", "STATUS"}}
+	for _, d := range ds {
+		rows = append(rows, []string{formatTime(d.ReceivedAt), strconv.Itoa(d.Attempt),
+			strconv.FormatBool(d.Duplicate), cell(d.Status)})
+	}
+	return rows
+}

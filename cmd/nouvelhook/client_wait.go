@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/nouvelhook/nouvelhook/store"
+)
+
+// maxPoll is the longest long-poll one "jobs wait" request asks for: a fresh
+// request every 30 s outlives proxies that drop idle connections.
+const maxPoll = 30 * time.Second
+
+func jobsWait(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("jobs wait", "jobs wait JOBID [--timeout D]\n\n"+
+		"Waits until the job ends and prints its final status. A job the service\n"+
+		"does not know yet is waited for too.\n"+
+		"Exit status: 0 completed; 1 partial, failed, cancelled, expired or not_found;\n"+
+		"2 timeout or error.", stderr)
+	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this `duration`; 0 waits without limit")
+	id, err := parseJobID(fs, args)
+	if err != nil {
+		return err
+	}
+	if *timeout < 0 {
+		return usageError("jobs wait: --timeout %s must not be negative", *timeout)
+	}
+	c, err := newAdminClient(getenv)
+	if err != nil {
+		return err
+	}
+	j, err := waitJob(ctx, c, id, *timeout)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	fmt.Fprintln(stdout, statusLine(j))
+	if j.Status != store.StatusCompleted {
+		return &exitError{code: 1, err: fmt.Errorf("job %s ended %s", id, j.Status)}
+	}
+	return nil
+}
+
+// waitJob long-polls job id until it is terminal, or until timeout (0: no
+// limit) has passed. A 404 is not an answer: the job may reach the service
+// after the waiter starts, from a webhook or a track.
+func waitJob(ctx context.Context, c *adminClient, id string, timeout time.Duration) (store.Job, error) {
+	start := time.Now()
+	state := "not known to the service"
+	for {
+		wait := maxPoll
+		if timeout > 0 {
+			if wait = min(wait, timeout-time.Since(start)); wait <= 0 {
+				return store.Job{}, fmt.Errorf("timed out after %s waiting for job %s (%s)", timeout, id, state)
+			}
+		}
+		j, err := c.job(ctx, id, wait)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return store.Job{}, fmt.Errorf("interrupted while waiting for job %s (%s)", id, state)
+		case isNotFound(err):
+		case err != nil:
+			return store.Job{}, err
+		case store.IsTerminal(j.Status):
+			return j, nil
+		default:
+			state = "status " + j.Status
+		}
+	}
+}
+
+// statusLine is what "jobs wait" prints: "ID STATUS (SOURCE)".
+func statusLine(j store.Job) string {
+	if j.Source == "" {
+		return j.JobID + " " + j.Status
+	}
+	return fmt.Sprintf("%s %s (%s)", j.JobID, j.Status, j.Source)
+}
