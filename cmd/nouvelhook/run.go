@@ -77,6 +77,8 @@ func run(ctx context.Context, args []string, getenv func(string) string,
 		return runJobs(ctx, rest, getenv, stdout, stderr)
 	case "track":
 		return runTrack(ctx, rest, getenv, stdout, stderr)
+	case "submit":
+		return runSubmit(ctx, rest, getenv, stdout, stderr)
 	case "sign":
 		return runSign(rest, getenv, stdin, stdout, stderr)
 	case "demo":
