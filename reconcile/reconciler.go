@@ -101,7 +101,7 @@ func New(opts Options) *Reconciler {
 		opts:  opts,
 		clock: opts.Clock,
 		// A burst of one keeps any minute-long window within the budget.
-		limiter: rate.NewLimiter(rate.Every(time.Minute/time.Duration(max(opts.Budget, 1))), 1),
+		limiter: rate.NewLimiter(rate.Every(spacing(opts.Budget)), 1),
 		log:     opts.Logger.With().Str("component", "reconciler").Logger(),
 		wake:    make(chan struct{}, 1),
 	}
@@ -168,12 +168,12 @@ func (r *Reconciler) loop(ctx context.Context) {
 // wait before the next one.
 func (r *Reconciler) step(ctx context.Context) time.Duration {
 	now := r.clock.Now()
-	if r.Ready() != nil {
-		return time.Hour // stopped: only a restart with a working key resumes
-	}
 	if now.Sub(r.lastSweep) >= sweepEvery {
 		r.lastSweep = now
 		r.sweep(ctx, now)
+	}
+	if r.Ready() != nil {
+		return sweepEvery // polling stopped: only a restart with a working key resumes it
 	}
 	if wait := r.paused(now); wait > 0 {
 		return wait
@@ -268,6 +268,14 @@ func (r *Reconciler) poll(ctx context.Context, p store.PollTarget, now time.Time
 		r.metrics.caught.Inc()
 		r.log.Info().Str("job_id", p.JobID).Str("status", job.Status).Msg("poller caught the job's end")
 	}
+}
+
+// spacing is the least time between requests that keeps any minute within
+// budget requests: a minute over the budget, rounded up, since rounded down
+// budget+1 requests fit a few nanoseconds under a minute.
+func spacing(budget int) time.Duration {
+	n := time.Duration(max(budget, 1))
+	return (time.Minute + n - 1) / n
 }
 
 // gap is the wait after the step-th running answer: the interval, then 1.5×,

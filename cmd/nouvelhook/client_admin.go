@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -140,7 +141,9 @@ func (c *adminClient) apiError(method, path string, status int, body []byte) err
 		ans.Error = http.StatusText(status)
 	}
 	text := fmt.Sprintf("admin API at %s: %s %s: %d %s", c.base, method, path, status, ans.Error)
-	if status == http.StatusUnauthorized {
+	// A 401 of the admin API's own is about the token; one passed back
+	// from Nouvel ("Nouvel: …") is about the API key and is shown as is.
+	if status == http.StatusUnauthorized && !strings.HasPrefix(ans.Error, "Nouvel:") {
 		hint := "set NOUVELHOOK_ADMIN_TOKEN (or NOUVELHOOK_ADMIN_TOKEN_FILE) to the service's admin token"
 		if c.token != "" {
 			hint = "the service refused NOUVELHOOK_ADMIN_TOKEN; check it matches the service's"
