@@ -39,7 +39,8 @@ func handleWebhook(d Deps) echo.HandlerFunc {
 		}
 		body, err := io.ReadAll(io.LimitReader(req.Body, d.MaxBody+1))
 		if err != nil {
-			return err
+			// Cut short or timed out; the sender will not see an answer.
+			return echo.NewHTTPError(http.StatusBadRequest, "could not read the body")
 		}
 		if int64(len(body)) > d.MaxBody {
 			d.Metrics.observe(outcomeTooLarge, start)

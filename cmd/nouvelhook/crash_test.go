@@ -108,9 +108,10 @@ type child struct {
 }
 
 // startChild starts `nouvelhook serve` on db with both listeners on free
-// loopback ports, and waits until its log says where it listens. The child is
-// killed when the test ends, whatever happened.
-func startChild(t *testing.T, bin, db string) *child {
+// loopback ports, and waits until its log says where it listens; env adds
+// settings as KEY=value. The child is killed when the test ends, whatever
+// happened.
+func startChild(t *testing.T, bin, db string, env ...string) *child {
 	t.Helper()
 	c := &child{log: &syncBuffer{}, exited: make(chan struct{})}
 	c.proc = exec.Command(bin, "serve")
@@ -122,6 +123,7 @@ func startChild(t *testing.T, bin, db string) *child {
 		"NOUVELHOOK_LOG_FORMAT=json",
 		"NOUVELHOOK_LOG_LEVEL=info",
 	)
+	c.proc.Env = append(c.proc.Env, env...)
 	c.proc.Stdout, c.proc.Stderr = io.Discard, c.log
 	if err := c.proc.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)
