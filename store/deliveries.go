@@ -50,7 +50,7 @@ type WebhookDelivery struct {
 func (s *Store) RecordWebhook(ctx context.Context, d WebhookDelivery) (Outcome, error) {
 	if d.Report == nil {
 		return OutcomeInvalid, s.write(ctx, func(t *txn) error {
-			return t.insertDelivery(d, OutcomeInvalid)
+			return t.insertDelivery(d, 0, OutcomeInvalid)
 		})
 	}
 	if !IsTerminal(d.Report.Status) || !ValidJobID(d.Report.JobID) {
@@ -62,11 +62,12 @@ func (s *Store) RecordWebhook(ctx context.Context, d WebhookDelivery) (Outcome, 
 	}
 	var outcome Outcome
 	err = s.write(ctx, func(t *txn) error {
+		var row int64
 		var err error
-		if outcome, err = t.endJob(d.Report, projects, SourceWebhook); err != nil {
+		if outcome, row, err = t.endJob(d.Report, projects, SourceWebhook); err != nil {
 			return err
 		}
-		return t.insertDelivery(d, outcome)
+		return t.insertDelivery(d, row, outcome)
 	})
 	return outcome, err
 }
@@ -84,6 +85,7 @@ func encodeProjects(p []Project) (string, error) {
 
 // jobState is what deciding the fate of a report needs to know of its job.
 type jobState struct {
+	row                      int64
 	status                   string
 	terminal                 bool
 	total, completed, failed int
@@ -94,55 +96,64 @@ func (j jobState) agrees(r *Report) bool {
 		j.completed == r.CompletedProjects && j.failed == r.FailedProjects
 }
 
-// endJob applies a terminal report learned from source. The first terminal
-// report wins; a later one only bumps the webhook counter.
-func (t *txn) endJob(r *Report, projects, source string) (Outcome, error) {
+// endJob applies a terminal report learned from source and returns what it
+// did and the job's row. The first terminal report wins; a later one only
+// bumps the webhook counter. A job not yet in the log, the common case for a
+// webhook, takes a single insert.
+func (t *txn) endJob(r *Report, projects, source string) (Outcome, int64, error) {
 	webhooks := 0
 	if source == SourceWebhook {
 		webhooks = 1
 	}
 	now := t.now.UnixNano()
 	var cur jobState
-	err := t.stmt(t.stmts.jobState).QueryRowContext(t.ctx, r.JobID).
-		Scan(&cur.status, &cur.terminal, &cur.total, &cur.completed, &cur.failed)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		_, err = t.stmt(t.stmts.insertEnded).ExecContext(t.ctx, r.JobID, r.Status,
-			r.TotalProjects, r.CompletedProjects, r.FailedProjects, projects, source, r.Stage,
-			webhooks, now, now, now)
-	case err != nil:
-	case !cur.terminal:
+	err := t.stmt(t.stmts.insertEnded).QueryRowContext(t.ctx, r.JobID, r.Status, r.TotalProjects,
+		r.CompletedProjects, r.FailedProjects, projects, source, r.Stage, webhooks, now, now, now).Scan(&cur.row)
+	if err == nil {
+		t.ended = true
+		return OutcomeAccepted, cur.row, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) { // no row: the job was known
+		return "", 0, err
+	}
+	err = t.stmt(t.stmts.jobState).QueryRowContext(t.ctx, r.JobID).
+		Scan(&cur.row, &cur.status, &cur.terminal, &cur.total, &cur.completed, &cur.failed)
+	if err != nil {
+		return "", 0, err
+	}
+	if !cur.terminal {
 		_, err = t.stmt(t.stmts.endJob).ExecContext(t.ctx, r.Status,
 			r.TotalProjects, r.CompletedProjects, r.FailedProjects, projects, source, r.Stage,
-			webhooks, now, now, r.JobID)
-	default:
-		if webhooks > 0 {
-			_, err = t.stmt(t.stmts.countWebhook).ExecContext(t.ctx, r.JobID)
-		}
+			webhooks, now, now, cur.row)
 		if err != nil {
-			return "", err
+			return "", 0, err
 		}
-		if cur.agrees(r) {
-			return OutcomeDuplicate, nil
+		t.ended = true
+		return OutcomeAccepted, cur.row, nil
+	}
+	if webhooks > 0 {
+		if _, err = t.stmt(t.stmts.countWebhook).ExecContext(t.ctx, cur.row); err != nil {
+			return "", 0, err
 		}
-		return OutcomeConflict, nil
 	}
-	if err != nil {
-		return "", err
+	if cur.agrees(r) {
+		return OutcomeDuplicate, cur.row, nil
 	}
-	t.ended = true
-	return OutcomeAccepted, nil
+	return OutcomeConflict, cur.row, nil
 }
 
-func (t *txn) insertDelivery(d WebhookDelivery, outcome Outcome) error {
-	var jobID any
+func (t *txn) insertDelivery(d WebhookDelivery, row int64, outcome Outcome) error {
+	var jobRow, jobID any
 	status := ""
+	if row != 0 {
+		jobRow = row
+	}
 	if d.Report != nil {
 		jobID, status = d.Report.JobID, d.Report.Status
 	} else if d.JobID != "" {
 		jobID = d.JobID
 	}
-	_, err := t.stmt(t.stmts.insertDelivery).ExecContext(t.ctx, jobID,
+	_, err := t.stmt(t.stmts.insertDelivery).ExecContext(t.ctx, jobRow, jobID,
 		d.ReceivedAt.UnixNano(), d.Attempt, status, string(outcome), d.Problem, d.Body)
 	return err
 }
@@ -161,18 +172,19 @@ func prepare(ctx context.Context, db *sql.DB) (*statements, error) {
 		dst *(*sql.Stmt)
 		sql string
 	}{
-		{&s.jobState, `SELECT status, terminal, total_projects, completed_projects, failed_projects
+		{&s.jobState, `SELECT id, status, terminal, total_projects, completed_projects, failed_projects
 			FROM jobs WHERE job_id = ?`},
 		{&s.insertEnded, `INSERT INTO jobs (job_id, status, terminal, total_projects, completed_projects,
 			failed_projects, projects, source, progress, stage, webhook_deliveries, created_at, updated_at,
-			terminal_at, seq) VALUES (?, ?, 1, ?, ?, ?, ?, ?, 100, ?, ?, ?, ?, ?, ` + nextSeq + `)`},
+			terminal_at, seq) VALUES (?, ?, 1, ?, ?, ?, ?, ?, 100, ?, ?, ?, ?, ?, ` + nextSeq + `)
+			ON CONFLICT (job_id) DO NOTHING RETURNING id`},
 		{&s.endJob, `UPDATE jobs SET status = ?, terminal = 1, total_projects = ?, completed_projects = ?,
 			failed_projects = ?, projects = ?, source = ?, progress = 100, stage = ?,
 			webhook_deliveries = webhook_deliveries + ?, updated_at = ?, terminal_at = ?,
-			next_poll_at = NULL, seq = ` + nextSeq + ` WHERE job_id = ?`},
-		{&s.countWebhook, `UPDATE jobs SET webhook_deliveries = webhook_deliveries + 1 WHERE job_id = ?`},
-		{&s.insertDelivery, `INSERT INTO deliveries (job_id, received_at, attempt, status, outcome, error, body)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`},
+			next_poll_at = NULL, seq = ` + nextSeq + ` WHERE id = ?`},
+		{&s.countWebhook, `UPDATE jobs SET webhook_deliveries = webhook_deliveries + 1 WHERE id = ?`},
+		{&s.insertDelivery, `INSERT INTO deliveries (job_row, job_id, received_at, attempt, status, outcome, error, body)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`},
 	} {
 		stmt, err := db.PrepareContext(ctx, p.sql)
 		if err != nil {

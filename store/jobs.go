@@ -72,8 +72,8 @@ func (s *Store) JobWithDeliveries(ctx context.Context, jobID string) (Job, error
 	if err != nil {
 		return Job{}, err
 	}
-	rows, err := s.rdb.QueryContext(ctx, `SELECT received_at, attempt, outcome, status
-		FROM deliveries WHERE job_id = ? ORDER BY id`, jobID)
+	rows, err := s.rdb.QueryContext(ctx, `SELECT received_at, attempt, outcome, d.status
+		FROM deliveries d JOIN jobs ON jobs.id = d.job_row WHERE jobs.job_id = ? ORDER BY d.id`, jobID)
 	if err != nil {
 		return Job{}, err
 	}

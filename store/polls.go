@@ -94,7 +94,7 @@ func (s *Store) RecordPoll(ctx context.Context, jobID string, r PollResult) (Out
 		now := t.now.UnixNano()
 		if end != nil {
 			var err error
-			if outcome, err = t.endJob(end, projects, SourcePoll); err != nil {
+			if outcome, _, err = t.endJob(end, projects, SourcePoll); err != nil {
 				return err
 			}
 			_, err = t.tx.ExecContext(t.ctx, `UPDATE jobs SET poll_count = poll_count + 1, last_error = ?,
@@ -154,7 +154,7 @@ func (s *Store) ExpireJobs(ctx context.Context, cutoff time.Time) ([]string, err
 			return err
 		}
 		for _, id := range expired {
-			if _, err := t.endJob(&Report{JobID: id, Status: StatusExpired}, "[]", SourcePoll); err != nil {
+			if _, _, err := t.endJob(&Report{JobID: id, Status: StatusExpired}, "[]", SourcePoll); err != nil {
 				return fmt.Errorf("expire %s: %w", id, err)
 			}
 		}
@@ -171,7 +171,7 @@ func (s *Store) MarkMissedWebhooks(ctx context.Context, now time.Time, grace tim
 	err := s.write(ctx, func(t *txn) error {
 		res, err := t.tx.ExecContext(t.ctx, `UPDATE jobs SET webhook_missed = 1
 			WHERE webhook_missed = 0 AND poll_ended_at IS NOT NULL AND poll_ended_at <= ?
-			AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = jobs.job_id
+			AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_row = jobs.id
 				AND d.outcome != 'invalid' AND d.received_at <= jobs.poll_ended_at + ?)`,
 			now.Add(-grace).UnixNano(), grace.Nanoseconds())
 		if err != nil {

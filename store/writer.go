@@ -24,9 +24,19 @@ type txn struct {
 	// ended is set by an op that made some job terminal, so waiters on the
 	// change feed are woken after the commit.
 	ended bool
+	bound map[*sql.Stmt]*sql.Stmt
 }
 
-func (t *txn) stmt(s *sql.Stmt) *sql.Stmt { return t.tx.StmtContext(t.ctx, s) }
+// stmt is s bound to this transaction, once per transaction rather than
+// once per use.
+func (t *txn) stmt(s *sql.Stmt) *sql.Stmt {
+	b, ok := t.bound[s]
+	if !ok {
+		b = t.tx.StmtContext(t.ctx, s)
+		t.bound[s] = b
+	}
+	return b
+}
 
 // write queues fn and waits until the transaction holding it has committed
 // or failed. An error means nothing fn wrote was kept.
@@ -106,7 +116,7 @@ func (s *Store) runTx(batch []*op) (ended bool, err error) {
 		return false, fmt.Errorf("%w: begin: %w", errCommit, err)
 	}
 	defer tx.Rollback()
-	t := &txn{ctx: ctx, tx: tx, stmts: s.stmts, now: s.now().UTC()}
+	t := &txn{ctx: ctx, tx: tx, stmts: s.stmts, now: s.now().UTC(), bound: map[*sql.Stmt]*sql.Stmt{}}
 	for _, o := range batch {
 		if err := o.fn(t); err != nil {
 			return false, err

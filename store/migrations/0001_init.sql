@@ -38,6 +38,10 @@ CREATE INDEX jobs_created ON jobs (created_at);
 -- Every signed delivery, usable or not, with the exact bytes received.
 CREATE TABLE deliveries (
 	id          INTEGER PRIMARY KEY,
+	-- The job's row, NULL for a delivery that names no usable job. Keyed by
+	-- the row id rather than the job id text so that deliveries of new jobs
+	-- append to the index instead of writing a random page.
+	job_row     INTEGER REFERENCES jobs (id),
 	job_id      TEXT,
 	received_at INTEGER NOT NULL,
 	attempt     INTEGER NOT NULL,
@@ -49,7 +53,7 @@ CREATE TABLE deliveries (
 	body        BLOB    NOT NULL
 );
 
-CREATE INDEX deliveries_job ON deliveries (job_id, id);
+CREATE INDEX deliveries_job ON deliveries (job_row, id);
 
 CREATE TABLE meta (
 	key   TEXT PRIMARY KEY,
