@@ -84,7 +84,11 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		if !s.secret {
 			def = text(format(s.field(&c)))
 		}
-		fs.Var(&def, s.flag, s.usage+" (env "+s.env+")")
+		usage := s.usage + " (env " + s.env + ")"
+		if s.secret {
+			usage += "; a flag's value shows in ps, so prefer the env or --" + s.flag + "-file"
+		}
+		fs.Var(&def, s.flag, usage)
 		if s.secret {
 			fs.Var(new(text), s.flag+"-file", "read --"+s.flag+" from `file` (env "+s.env+"_FILE)")
 		}

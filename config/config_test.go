@@ -341,9 +341,13 @@ func TestLoadErrors(t *testing.T) {
 		{name: "path without slash", env: map[string]string{"NOUVELHOOK_WEBHOOK_PATH": "webhooks"},
 			want: `NOUVELHOOK_WEBHOOK_PATH ("webhooks") must start with /`},
 		{name: "path with space", env: map[string]string{"NOUVELHOOK_WEBHOOK_PATH": "/web hooks"},
-			want: `NOUVELHOOK_WEBHOOK_PATH ("/web hooks") must be a plain path, without spaces, query or fragment`},
+			want: `NOUVELHOOK_WEBHOOK_PATH ("/web hooks") must be a plain path, without spaces, query, fragment, : or *`},
 		{name: "path with query", env: map[string]string{"NOUVELHOOK_WEBHOOK_PATH": "/hook?x=1"},
-			want: `NOUVELHOOK_WEBHOOK_PATH ("/hook?x=1") must be a plain path, without spaces, query or fragment`},
+			want: `NOUVELHOOK_WEBHOOK_PATH ("/hook?x=1") must be a plain path, without spaces, query, fragment, : or *`},
+		{name: "path with a router wildcard", env: map[string]string{"NOUVELHOOK_WEBHOOK_PATH": "/hooks/*"},
+			want: `NOUVELHOOK_WEBHOOK_PATH ("/hooks/*") must be a plain path, without spaces, query, fragment, : or *`},
+		{name: "path with a router parameter", env: map[string]string{"NOUVELHOOK_WEBHOOK_PATH": "/hooks/:id"},
+			want: `NOUVELHOOK_WEBHOOK_PATH ("/hooks/:id") must be a plain path, without spaces, query, fragment, : or *`},
 		{name: "path is healthz", env: map[string]string{"NOUVELHOOK_WEBHOOK_PATH": "/healthz"},
 			want: "NOUVELHOOK_WEBHOOK_PATH must not be /healthz, which the public listener serves itself"},
 		{name: "admin off loopback without token",
@@ -528,5 +532,16 @@ func TestMarshalZerologObject(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %v,\nwant %v", got, want)
+	}
+}
+
+func TestMarshalZerologObjectRedactsURLPassword(t *testing.T) {
+	c := Default()
+	c.APIBaseURL = "https://user:hunter2@proxy.example/nouvel"
+	var buf bytes.Buffer
+	log := zerolog.New(&buf)
+	log.Info().EmbedObject(c).Msg("config")
+	if strings.Contains(buf.String(), "hunter2") || !strings.Contains(buf.String(), "user:xxxxx@proxy.example") {
+		t.Errorf("got %s, want the password redacted", buf.String())
 	}
 }

@@ -40,8 +40,8 @@ func (c Config) Validate() error {
 	switch p := c.WebhookPath; {
 	case !strings.HasPrefix(p, "/"):
 		return fmt.Errorf("NOUVELHOOK_WEBHOOK_PATH (%q) must start with /", p)
-	case strings.ContainsAny(p, "?# \t\r\n"):
-		return fmt.Errorf("NOUVELHOOK_WEBHOOK_PATH (%q) must be a plain path, without spaces, query or fragment", p)
+	case strings.ContainsAny(p, "?# \t\r\n:*"):
+		return fmt.Errorf("NOUVELHOOK_WEBHOOK_PATH (%q) must be a plain path, without spaces, query, fragment, : or *", p)
 	case p == "/healthz":
 		return errors.New("NOUVELHOOK_WEBHOOK_PATH must not be /healthz, which the public listener serves itself")
 	}
@@ -124,7 +124,7 @@ func (c Config) MarshalZerologObject(e *zerolog.Event) {
 		Bool("admin_token_set", c.AdminToken != "").
 		Str("public_url", c.PublicURL).
 		Str("db", c.DBPath).
-		Str("api_base_url", c.APIBaseURL).
+		Str("api_base_url", redactURL(c.APIBaseURL)).
 		Bool("reconciler", c.APIKey != "").
 		Int("webhook_secrets", len(c.WebhookSecrets)).
 		Int("poll_budget", c.PollBudget).
@@ -174,4 +174,13 @@ func isLoopback(host string) bool {
 func isWildcard(host string) bool {
 	a, err := netip.ParseAddr(host)
 	return host == "" || err == nil && a.IsUnspecified()
+}
+
+// redactURL hides a password in a URL's user info, for logs.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
 }

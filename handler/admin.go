@@ -2,6 +2,7 @@ package handler
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -95,7 +96,8 @@ func handleGetJob(d Deps) echo.HandlerFunc {
 				return err
 			}
 		}
-		j, err := d.Store.JobWithDeliveries(ctx, id)
+		// Answered as it stands even if shutdown ended the wait.
+		j, err := d.Store.JobWithDeliveries(context.WithoutCancel(ctx), id)
 		if err != nil {
 			return err
 		}
@@ -108,7 +110,7 @@ func handleTrackJob(d Deps) echo.HandlerFunc {
 		var body struct {
 			JobID string `json:"jobId"`
 		}
-		if err := c.Bind(&body); err != nil {
+		if err := json.NewDecoder(io.LimitReader(c.Request().Body, 4096)).Decode(&body); err != nil {
 			return badRequest("body must be JSON like {\"jobId\":\"…\"}")
 		}
 		if !store.ValidJobID(body.JobID) {

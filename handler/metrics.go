@@ -17,6 +17,7 @@ const (
 	outcomeBadSignature = "bad_signature"
 	outcomeTooLarge     = "too_large"
 	outcomeStoreError   = "store_error"
+	outcomeUnreadable   = "unreadable"
 )
 
 // Metrics are the service's Prometheus metrics, on a registry of their own.
@@ -37,7 +38,7 @@ func NewMetrics(jobs *store.Store) *Metrics {
 		Registry: prometheus.NewRegistry(),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nouvelhook_webhook_deliveries_total",
-			Help: "Webhook requests by outcome: accepted, duplicate, conflict, invalid, bad_signature, too_large, store_error.",
+			Help: "Webhook requests by outcome: accepted, duplicate, conflict, invalid, bad_signature, too_large, unreadable, store_error.",
 		}, []string{"outcome"}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nouvelhook_webhook_duplicates_total",
@@ -60,7 +61,7 @@ func NewMetrics(jobs *store.Store) *Metrics {
 	)
 	for _, o := range []string{string(store.OutcomeAccepted), string(store.OutcomeDuplicate),
 		string(store.OutcomeConflict), string(store.OutcomeInvalid), outcomeBadSignature,
-		outcomeTooLarge, outcomeStoreError} {
+		outcomeTooLarge, outcomeUnreadable, outcomeStoreError} {
 		m.deliveries.WithLabelValues(o)
 	}
 	if jobs != nil {

@@ -2,6 +2,7 @@ package handler
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -11,6 +12,10 @@ import (
 // nothing else.
 func NewPublic(d Deps) *echo.Echo {
 	e := newEcho(d)
+	// A body trickled in slowly must not hold a connection, or shutdown, for
+	// long; Nouvel gives up after 5 to 10 s itself. The admin server has no
+	// such limit because of long-polls and event streams.
+	e.Server.ReadTimeout = 30 * time.Second
 	e.POST(d.WebhookPath, handleWebhook(d))
 	e.Match([]string{http.MethodGet, http.MethodHead}, "/healthz", handleHealthz())
 	return e

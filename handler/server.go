@@ -41,13 +41,17 @@ type Recorder interface {
 
 // Deps are the servers' dependencies.
 type Deps struct {
+	// Store is the job log both servers read and write.
 	Store *store.Store
 	// Recorder is where the webhook path commits deliveries; nil means
 	// Store. Only a benchmark baseline sets it.
 	Recorder Recorder
+	// Verifier checks webhook signatures.
 	Verifier *Verifier
-	Metrics  *Metrics
-	Logger   zerolog.Logger
+	// Metrics counts deliveries; the admin server serves its registry.
+	Metrics *Metrics
+	// Logger is the root logger; each server adds its component.
+	Logger zerolog.Logger
 	// WebhookPath is where Nouvel posts, e.g. /webhooks/nouvel.
 	WebhookPath string
 	// MaxBody is the largest webhook body accepted, in bytes.
@@ -110,7 +114,9 @@ func errorHandler(log zerolog.Logger) echo.HTTPErrorHandler {
 			code, msg = http.StatusServiceUnavailable, "store unavailable"
 			log.Error().Err(err).Str("path", c.Path()).Msg("store unavailable")
 		case errors.Is(err, context.Canceled):
-			return // the client went away
+			// The client went away, or shutdown ended the request: say so,
+			// never an empty 200.
+			code, msg = http.StatusServiceUnavailable, "request cancelled: the service is shutting down or the client left"
 		default:
 			log.Error().Err(err).Str("path", c.Path()).Msg("request failed")
 		}

@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -40,6 +41,7 @@ func handleWebhook(d Deps) echo.HandlerFunc {
 		body, err := io.ReadAll(io.LimitReader(req.Body, d.MaxBody+1))
 		if err != nil {
 			// Cut short or timed out; the sender will not see an answer.
+			d.Metrics.observe(outcomeUnreadable, start)
 			return echo.NewHTTPError(http.StatusBadRequest, "could not read the body")
 		}
 		if int64(len(body)) > d.MaxBody {
@@ -61,6 +63,9 @@ func handleWebhook(d Deps) echo.HandlerFunc {
 			delivery.Problem = problem.Error()
 		}
 		outcome, err := rec.RecordWebhook(req.Context(), delivery)
+		if errors.Is(err, context.Canceled) {
+			return err // the sender left before the write was queued; nothing was stored
+		}
 		if err != nil {
 			d.Metrics.observe(outcomeStoreError, start)
 			if errors.Is(err, store.ErrUnavailable) {

@@ -49,7 +49,9 @@ func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) 
 
 // Options configure a Reconciler.
 type Options struct {
-	Store  *store.Store
+	// Store holds the jobs to poll and their schedule.
+	Store *store.Store
+	// Client calls Nouvel with the API key.
 	Client *Client
 	// Clock defaults to the wall clock.
 	Clock Clock
@@ -67,7 +69,8 @@ type Options struct {
 	// WebhookURL is what Submit sets as webhookUrl; "" submits without one
 	// (poll-only).
 	WebhookURL string
-	Logger     zerolog.Logger
+	// Logger is the root logger; the reconciler adds its component.
+	Logger zerolog.Logger
 	// Registerer, when set, receives the reconciler's metrics.
 	Registerer prometheus.Registerer
 }

@@ -40,7 +40,9 @@ func (r *Reconciler) Submit(ctx context.Context, body []byte) (json.RawMessage, 
 	if err != nil {
 		return nil, err
 	}
-	raw, _, err := r.opts.Client.Generate(ctx, out)
+	// Not cancelled by shutdown: once sent, Nouvel may make the job, and it
+	// must then be tracked. The client's own timeout bounds the call.
+	raw, _, err := r.opts.Client.Generate(context.WithoutCancel(ctx), out)
 	if err != nil {
 		return nil, err
 	}

@@ -121,16 +121,6 @@ func (s *Store) RecordPoll(ctx context.Context, jobID string, r PollResult) (Out
 	return outcome, err
 }
 
-// Reschedule moves a job's next poll without counting a poll, as when Nouvel
-// asked to wait (429).
-func (s *Store) Reschedule(ctx context.Context, jobID string, next time.Time) error {
-	return s.write(ctx, func(t *txn) error {
-		_, err := t.tx.ExecContext(t.ctx, `UPDATE jobs SET next_poll_at = MAX(next_poll_at, ?)
-			WHERE job_id = ? AND terminal = 0`, next.UnixNano(), jobID)
-		return err
-	})
-}
-
 // ExpireJobs ends as expired every job still not terminal that was tracked
 // at or before cutoff, and returns their ids.
 func (s *Store) ExpireJobs(ctx context.Context, cutoff time.Time) ([]string, error) {

@@ -226,3 +226,28 @@ func TestConcurrentDeliveriesAllStored(t *testing.T) {
 		t.Fatalf("Ping: %v", err)
 	}
 }
+
+func TestStalePollDoesNotReopenAnEndedJob(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, filepath.Join(t.TempDir(), "nh.db"))
+	if _, _, err := s.Track(ctx, "stale", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	deliver(t, s, report("stale", "completed"))
+	before, _ := s.Job(ctx, "stale")
+	_, err := s.RecordPoll(ctx, "stale", store.PollResult{
+		Report: &store.Report{JobID: "stale", Status: "running", Progress: 40, Stage: "rendering"},
+		Next:   time.Now().Add(time.Minute),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := s.Job(ctx, "stale")
+	if after.Status != "completed" || !after.Terminal || after.Seq != before.Seq || after.Progress != 100 {
+		t.Fatalf("got status=%s terminal=%v seq=%d progress=%d, want the ended job unchanged (completed, seq %d, 100)",
+			after.Status, after.Terminal, after.Seq, after.Progress, before.Seq)
+	}
+	if due, _ := s.DuePolls(ctx, time.Now().Add(time.Hour), 10); len(due) != 0 {
+		t.Fatalf("got %d due polls, want none for an ended job", len(due))
+	}
+}

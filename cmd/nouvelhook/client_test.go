@@ -17,7 +17,9 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nouvelhook/nouvelhook/store"
 )
@@ -390,5 +392,54 @@ func TestCLIJobsUsageErrors(t *testing.T) {
 	} {
 		_, _, err := runCLI(context.Background(), nil, "", args...)
 		wantCode(t, err, 2)
+	}
+}
+
+// jobs wait rides out a restart of the service it waits on: once the
+// service has answered, 503s (as a proxy gives while it restarts) are waited
+// out rather than ending the wait.
+func TestCLIWaitRidesOutServiceRestart(t *testing.T) {
+	var target atomic.Pointer[string]
+	var requests atomic.Int32
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch n := requests.Add(1); {
+		case n == 1:
+			http.Error(w, `{"error":"job not found"}`, http.StatusNotFound)
+		case target.Load() == nil:
+			http.Error(w, `{"error":"restarting"}`, http.StatusServiceUnavailable)
+		default:
+			u, _ := url.Parse(*target.Load())
+			httputil.NewSingleHostReverseProxy(u).ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(proxy.Close)
+
+	type result struct {
+		out string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), []string{"nouvelhook", "jobs", "wait", "ride-out", "--timeout", "2m"},
+			mapEnv(map[string]string{"NOUVELHOOK_ADMIN_URL": proxy.URL}), nil, &stdout, &stderr)
+		done <- result{stdout.String(), err}
+	}()
+	for requests.Load() < 3 { // the 404, then at least one 503
+		select {
+		case r := <-done:
+			t.Fatalf("jobs wait ended during the restart: %q, %v", r.out, r.err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	s := startService(t, nil)
+	target.Store(&s.Admin)
+	body := event("ride-out", "completed")
+	if code, _ := s.deliver(body, sign(testSecret, body)); code != 200 {
+		t.Fatalf("deliver: got %d", code)
+	}
+	r := <-done
+	if r.err != nil || !strings.Contains(r.out, "ride-out completed") {
+		t.Fatalf("jobs wait: got %q, %v; want completed", r.out, r.err)
 	}
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"time"
 
 	"github.com/nouvelhook/nouvelhook/store"
@@ -42,12 +44,19 @@ func jobsWait(ctx context.Context, args []string, getenv func(string) string, st
 	return nil
 }
 
+// retryPause is how long "jobs wait" pauses before asking again after the
+// service went away, as it does while restarting.
+const retryPause = time.Second
+
 // waitJob long-polls job id until it is terminal, or until timeout (0: no
 // limit) has passed. A 404 is not an answer: the job may reach the service
-// after the waiter starts, from a webhook or a track.
+// after the waiter starts, from a webhook or a track. Once the service has
+// answered, a 503 or a lost connection is a restart to wait out, not an end;
+// a service never reached is an error at once.
 func waitJob(ctx context.Context, c *adminClient, id string, timeout time.Duration) (store.Job, error) {
 	start := time.Now()
 	state := "not known to the service"
+	answered := false
 	for {
 		wait := maxPoll
 		if timeout > 0 {
@@ -56,10 +65,17 @@ func waitJob(ctx context.Context, c *adminClient, id string, timeout time.Durati
 			}
 		}
 		j, err := c.job(ctx, id, wait)
+		var ae *apiError
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return store.Job{}, fmt.Errorf("interrupted while waiting for job %s (%s)", id, state)
 		case isNotFound(err):
+		case err != nil && answered && (!errors.As(err, &ae) || ae.status == http.StatusServiceUnavailable):
+			select {
+			case <-ctx.Done():
+			case <-time.After(retryPause):
+			}
+			continue
 		case err != nil:
 			return store.Job{}, err
 		case store.IsTerminal(j.Status):
@@ -67,6 +83,7 @@ func waitJob(ctx context.Context, c *adminClient, id string, timeout time.Durati
 		default:
 			state = "status " + j.Status
 		}
+		answered = true
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -52,10 +53,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer os.RemoveAll(dir)
 
-	var public string
+	var public atomic.Pointer[string] // set once the service listens, read by the stand-in
 	nouvel := nouveltest.New(nouveltest.Options{
 		APIKey: demoKey, WebhookSecret: demoSecret, DropRate: demoDropRate, Seed: time.Now().UnixNano(),
-		RouteWebhook: func(string) string { return public },
+		RouteWebhook: func(string) string { return *public.Load() },
 	})
 	defer nouvel.Close()
 
@@ -74,7 +75,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	done := make(chan error, 1)
 	go func() {
 		done <- serve(ctx, cfg, zerolog.Nop(), func(pub, adm string) {
-			public = pub + cfg.WebhookPath
+			hook := pub + cfg.WebhookPath
+			public.Store(&hook)
 			admin <- adm
 		})
 	}()
@@ -86,7 +88,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 
 	fmt.Fprintf(stdout, "nouvelhook demo: a stand-in Nouvel that drops %d%% of webhooks, and nouvelhook in front of it.\n", int(demoDropRate*100))
-	fmt.Fprintf(stdout, "  webhooks: %s    admin API: %s\n\n", public, adminURL)
+	fmt.Fprintf(stdout, "  webhooks: %s    admin API: %s\n\n", *public.Load(), adminURL)
 	d := &demo{admin: adminURL, nouvel: nouvel, out: stdout}
 	err = d.run(ctx)
 	cancel()

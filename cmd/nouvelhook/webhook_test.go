@@ -194,8 +194,9 @@ func TestWebhookConcurrentDistinctDeliveries(t *testing.T) {
 	}
 }
 
-// startGet sends a GET in the background and returns once the request has
-// been written, so what the test does next happens while it is in flight.
+// startGet sends a GET in the background, on a connection of its own, and
+// returns once the request has been written, so what the test does next
+// happens while it is in flight.
 func startGet(t *testing.T, url string, header http.Header) <-chan *http.Response {
 	t.Helper()
 	wrote := make(chan struct{})
@@ -207,8 +208,9 @@ func startGet(t *testing.T, url string, header http.Header) <-chan *http.Respons
 	for k, v := range header {
 		req.Header[k] = v
 	}
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	go func() {
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := client.Do(req)
 		if err != nil {
 			t.Errorf("GET %s: %v", url, err)
 			close(got)
@@ -370,5 +372,39 @@ func decodeResp(t *testing.T, resp *http.Response, v any) {
 	defer resp.Body.Close()
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatalf("decode %s: %v", resp.Request.URL, err)
+	}
+}
+
+// Shutdown ends a long-poll with the job as it stands, never an empty answer.
+func TestLongPollAnswersAtShutdown(t *testing.T) {
+	s := startService(t, nil)
+	if code, body := postJSON(t, s.Admin+"/v1/jobs", `{"jobId":"shutdown-job"}`); code != http.StatusCreated {
+		t.Fatalf("track: got %d %s", code, body)
+	}
+	respc := startGet(t, s.Admin+"/v1/jobs/shutdown-job?wait=120s", nil)
+	// The server accepts connections in order, so once a later connection
+	// is answered the long-poll's has been accepted, and shutdown waits
+	// for it.
+	if code := s.adminGet("/healthz", nil); code != http.StatusOK {
+		t.Fatalf("healthz: got %d", code)
+	}
+	if err := s.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	resp := <-respc
+	var j store.Job
+	decodeResp(t, resp, &j)
+	if resp.StatusCode != http.StatusOK || j.JobID != "shutdown-job" || j.Status != "pending" {
+		t.Fatalf("got %d %+v, want 200 with the job as it stands", resp.StatusCode, j)
+	}
+}
+
+// curl -d sends a form content type; the body is JSON all the same.
+func TestTrackAcceptsJSONWhateverTheContentType(t *testing.T) {
+	s := startService(t, nil)
+	req, _ := http.NewRequest(http.MethodPost, s.Admin+"/v1/jobs", strings.NewReader(`{"jobId":"form-job"}`))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if code, body := do(t, req); code != http.StatusCreated {
+		t.Fatalf("got %d %s, want 201", code, body)
 	}
 }
