@@ -253,7 +253,9 @@ type Stats struct {
 	LastSeq        int64          `json:"lastSeq"`
 }
 
-// Stats counts jobs by status and source, and deliveries by outcome.
+// Stats counts jobs by status and source, and deliveries by outcome. It
+// reads covering indexes, so its cost grows with the log but stays far below
+// a scan of the rows.
 func (s *Store) Stats(ctx context.Context) (Stats, error) {
 	st := Stats{ByStatus: map[string]int{}, BySource: map[string]int{}}
 	err := s.groupCount(ctx, `SELECT status, source, COUNT(*) FROM jobs GROUP BY status, source`,
@@ -283,8 +285,8 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 	if err != nil {
 		return Stats{}, err
 	}
-	err = s.rdb.QueryRowContext(ctx, `SELECT COALESCE(SUM(webhook_missed), 0), COALESCE(MAX(seq), 0) FROM jobs`).
-		Scan(&st.WebhooksMissed, &st.LastSeq)
+	err = s.rdb.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM jobs WHERE webhook_missed = 1),
+		COALESCE((SELECT MAX(seq) FROM jobs), 0)`).Scan(&st.WebhooksMissed, &st.LastSeq)
 	return st, err
 }
 

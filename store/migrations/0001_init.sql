@@ -34,6 +34,10 @@ CREATE TABLE jobs (
 
 CREATE INDEX jobs_due ON jobs (next_poll_at) WHERE terminal = 0;
 CREATE INDEX jobs_created ON jobs (created_at);
+-- Stats and the jobs-by-status metric count these small indexes, not the
+-- rows with their projects and bodies.
+CREATE INDEX jobs_status_source ON jobs (status, source);
+CREATE INDEX jobs_missed ON jobs (webhook_missed) WHERE webhook_missed = 1;
 
 -- Every signed delivery, usable or not, with the exact bytes received.
 CREATE TABLE deliveries (
@@ -54,6 +58,7 @@ CREATE TABLE deliveries (
 );
 
 CREATE INDEX deliveries_job ON deliveries (job_row, id);
+CREATE INDEX deliveries_outcome ON deliveries (outcome);
 
 CREATE TABLE meta (
 	key   TEXT PRIMARY KEY,
