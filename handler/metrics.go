@@ -18,6 +18,7 @@ const (
 	outcomeTooLarge     = "too_large"
 	outcomeStoreError   = "store_error"
 	outcomeUnreadable   = "unreadable"
+	outcomeAbandoned    = "abandoned"
 )
 
 // Metrics are the service's Prometheus metrics, on a registry of their own.
@@ -38,7 +39,7 @@ func NewMetrics(jobs *store.Store) *Metrics {
 		Registry: prometheus.NewRegistry(),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nouvelhook_webhook_deliveries_total",
-			Help: "Webhook requests by outcome: accepted, duplicate, conflict, invalid, bad_signature, too_large, unreadable, store_error.",
+			Help: "Webhook requests by outcome: accepted, duplicate, conflict, invalid, bad_signature, too_large, unreadable, abandoned, store_error.",
 		}, []string{"outcome"}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nouvelhook_webhook_duplicates_total",
@@ -61,7 +62,7 @@ func NewMetrics(jobs *store.Store) *Metrics {
 	)
 	for _, o := range []string{string(store.OutcomeAccepted), string(store.OutcomeDuplicate),
 		string(store.OutcomeConflict), string(store.OutcomeInvalid), outcomeBadSignature,
-		outcomeTooLarge, outcomeUnreadable, outcomeStoreError} {
+		outcomeTooLarge, outcomeUnreadable, outcomeAbandoned, outcomeStoreError} {
 		m.deliveries.WithLabelValues(o)
 	}
 	if jobs != nil {

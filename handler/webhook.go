@@ -64,6 +64,7 @@ func handleWebhook(d Deps) echo.HandlerFunc {
 		}
 		outcome, err := rec.RecordWebhook(req.Context(), delivery)
 		if errors.Is(err, context.Canceled) {
+			d.Metrics.observe(outcomeAbandoned, start)
 			return err // the sender left before the write was queued; nothing was stored
 		}
 		if err != nil {

@@ -93,6 +93,12 @@ type Reconciler struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// submits counts Submit calls in flight, so Close can wait for a job
+	// Nouvel has made to be tracked; closing refuses new ones.
+	submitMu sync.Mutex
+	closing  bool
+	submits  sync.WaitGroup
 }
 
 // New returns a Reconciler; it polls nothing until Start.
@@ -123,11 +129,16 @@ func (r *Reconciler) Start() {
 	}()
 }
 
-// Close stops the loop and waits for a poll in progress to be recorded.
+// Close stops the loop, waits for a poll in progress to be recorded, and
+// waits for submits in flight to track their jobs.
 func (r *Reconciler) Close() error {
 	if r.cancel != nil {
 		r.cancel()
 	}
+	r.submitMu.Lock()
+	r.closing = true
+	r.submitMu.Unlock()
+	r.submits.Wait()
 	r.wg.Wait()
 	return nil
 }

@@ -24,6 +24,15 @@ const (
 // JSON object, or that sets webhookUrl itself, is store.ErrInvalid; Nouvel's
 // refusals are *APIError as Client.Generate returns them.
 func (r *Reconciler) Submit(ctx context.Context, body []byte) (json.RawMessage, error) {
+	r.submitMu.Lock()
+	if r.closing {
+		r.submitMu.Unlock()
+		return nil, fmt.Errorf("%w: shutting down", store.ErrUnavailable)
+	}
+	r.submits.Add(1)
+	r.submitMu.Unlock()
+	defer r.submits.Done()
+
 	var req map[string]json.RawMessage
 	if err := json.Unmarshal(body, &req); err != nil || req == nil {
 		return nil, fmt.Errorf("%w: body must be a JSON object like Nouvel's generate body", store.ErrInvalid)

@@ -113,7 +113,7 @@ func (s *Store) Track(ctx context.Context, jobID string, firstPoll time.Time) (j
 	if err != nil {
 		return Job{}, false, err
 	}
-	j, err = s.Job(ctx, jobID)
+	j, err = s.Job(context.WithoutCancel(ctx), jobID) // committed: answer as stored
 	return j, created, err
 }
 

@@ -443,3 +443,27 @@ func TestCLIWaitRidesOutServiceRestart(t *testing.T) {
 		t.Fatalf("jobs wait: got %q, %v; want completed", r.out, r.err)
 	}
 }
+
+// A service that answers a long-poll at once (as the admin server does while
+// it shuts down) must not make jobs wait spin.
+func TestCLIWaitDoesNotSpinOnEarlyAnswers(t *testing.T) {
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if requests.Add(1)%2 == 0 {
+			http.Error(w, `{"error":"job not found"}`, http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"jobId":"spin","status":"running"}`))
+	}))
+	t.Cleanup(srv.Close)
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"nouvelhook", "jobs", "wait", "spin", "--timeout", "2s"},
+		mapEnv(map[string]string{"NOUVELHOOK_ADMIN_URL": srv.URL}), nil, &stdout, &stderr)
+	if err == nil {
+		t.Fatalf("jobs wait: got nil error, want a timeout")
+	}
+	if n := requests.Load(); n > 10 {
+		t.Errorf("got %d requests in 2s, want at most 10: jobs wait spins on answers that come back early", n)
+	}
+}

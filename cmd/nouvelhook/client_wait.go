@@ -51,8 +51,10 @@ const retryPause = time.Second
 // waitJob long-polls job id until it is terminal, or until timeout (0: no
 // limit) has passed. A 404 is not an answer: the job may reach the service
 // after the waiter starts, from a webhook or a track. Once the service has
-// answered, a 503 or a lost connection is a restart to wait out, not an end;
-// a service never reached is an error at once.
+// answered, a 502, 503, 504 or a lost connection is a restart to wait out,
+// not an end; a service never reached is an error at once. An answer that
+// comes back well before its wait (a service shutting down ends long-polls
+// at once) is followed by a pause, so the loop never spins.
 func waitJob(ctx context.Context, c *adminClient, id string, timeout time.Duration) (store.Job, error) {
 	start := time.Now()
 	state := "not known to the service"
@@ -64,27 +66,46 @@ func waitJob(ctx context.Context, c *adminClient, id string, timeout time.Durati
 				return store.Job{}, fmt.Errorf("timed out after %s waiting for job %s (%s)", timeout, id, state)
 			}
 		}
-		j, err := c.job(ctx, id, wait)
-		var ae *apiError
+		asked := time.Now()
+		// A service that accepts but never answers cannot hold the waiter
+		// past its own timeout by more than a little.
+		rctx, cancel := context.WithTimeout(ctx, wait+5*time.Second)
+		j, err := c.job(rctx, id, wait)
+		cancel()
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return store.Job{}, fmt.Errorf("interrupted while waiting for job %s (%s)", id, state)
 		case isNotFound(err):
-		case err != nil && answered && (!errors.As(err, &ae) || ae.status == http.StatusServiceUnavailable):
-			select {
-			case <-ctx.Done():
-			case <-time.After(retryPause):
-			}
-			continue
+			answered = true
+		case err != nil && answered && restarting(err):
 		case err != nil:
 			return store.Job{}, err
 		case store.IsTerminal(j.Status):
 			return j, nil
 		default:
-			state = "status " + j.Status
+			state, answered = "status "+j.Status, true
 		}
-		answered = true
+		if time.Since(asked) < wait/2 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(min(retryPause, wait)):
+			}
+		}
 	}
+}
+
+// restarting reports whether err looks like a service, or the proxy in front
+// of it, in the middle of a restart: no connection, or a 502, 503 or 504.
+func restarting(err error) bool {
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		return true
+	}
+	switch ae.status {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
 }
 
 // statusLine is what "jobs wait" prints: "ID STATUS (SOURCE)".

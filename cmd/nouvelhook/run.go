@@ -89,6 +89,5 @@ func run(ctx context.Context, args []string, getenv func(string) string,
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	fmt.Fprint(stderr, usage)
-	return usageError("unknown command %q", cmd)
+	return usageError("unknown command %q (run nouvelhook --help)", cmd)
 }

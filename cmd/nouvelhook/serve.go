@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -114,13 +115,19 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, ready fun
 		log.Error().Err(err).Msg("server failed; shutting down")
 	}
 	cancelAdm()
+	// Both at once: the admin listener must not keep taking requests while
+	// the public one drains.
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
+	var wg sync.WaitGroup
 	for _, s := range servers {
-		if serr := s.Shutdown(sctx); serr != nil {
-			log.Error().Err(serr).Msg("shutdown")
-		}
+		wg.Go(func() {
+			if serr := s.Shutdown(sctx); serr != nil {
+				log.Error().Err(serr).Msg("shutdown")
+			}
+		})
 	}
+	wg.Wait()
 	log.Info().Msg("stopped")
 	return err
 }
