@@ -115,6 +115,9 @@ func TestListJobsPagesNewestFirst(t *testing.T) {
 	var got []string
 	cursor := ""
 	for page := 0; ; page++ {
+		if page > 3 {
+			t.Fatalf("still paging after %d pages of 3 for 7 jobs: the cursor does not advance", page)
+		}
 		jobs, next, err := s.ListJobs(ctx, store.Filter{Limit: 3, Cursor: cursor})
 		if err != nil {
 			t.Fatal(err)
@@ -249,5 +252,44 @@ func TestStalePollDoesNotReopenAnEndedJob(t *testing.T) {
 	}
 	if due, _ := s.DuePolls(ctx, time.Now().Add(time.Hour), 10); len(due) != 0 {
 		t.Fatalf("got %d due polls, want none for an ended job", len(due))
+	}
+}
+
+func TestStatsCounts(t *testing.T) {
+	ctx := context.Background()
+	start := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
+	now := start
+	s, err := store.Open(ctx, filepath.Join(t.TempDir(), "nh.db"), store.Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	deliver(t, s, report("w1", "completed"))
+	deliver(t, s, report("w1", "completed")) // duplicate
+	deliver(t, s, report("w1", "failed"))    // conflict
+	if _, err := s.RecordWebhook(ctx, store.WebhookDelivery{Body: []byte("{"), ReceivedAt: now, Problem: "bad JSON"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"p1", "p2"} {
+		if _, _, err := s.Track(ctx, id, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.RecordPoll(ctx, "p1", store.PollResult{Report: report("p1", "partial")}); err != nil {
+		t.Fatal(err)
+	}
+	now = start.Add(3 * time.Minute)
+	if n, err := s.MarkMissedWebhooks(ctx, now, 2*time.Minute); err != nil || n != 1 {
+		t.Fatalf("MarkMissedWebhooks: got %d, %v; want 1", n, err)
+	}
+	st, err := s.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := store.Stats{Jobs: 3, ByStatus: map[string]int{"completed": 1, "partial": 1, "pending": 1},
+		BySource: map[string]int{"webhook": 1, "poll": 1}, Deliveries: 4, Duplicates: 2, Conflicts: 1,
+		Invalid: 1, WebhooksMissed: 1, LastSeq: 2}
+	if fmt.Sprint(st) != fmt.Sprint(want) {
+		t.Fatalf("got  %+v\nwant %+v", st, want)
 	}
 }

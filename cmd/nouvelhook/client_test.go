@@ -274,6 +274,11 @@ func TestCLIUnreachable(t *testing.T) {
 	if want := "cannot reach the admin API at " + u + " (is nouvelhook serve running?)"; err == nil || err.Error() != want {
 		t.Errorf("jobs list against nothing: got %v, want %q", err, want)
 	}
+	// A service never reached is an error at once, not a restart to wait out.
+	_, _, err = runCLI(context.Background(), map[string]string{"NOUVELHOOK_ADMIN_URL": u}, "", "jobs", "wait", "x", "--timeout", "30s")
+	if err == nil || !strings.Contains(err.Error(), "cannot reach the admin API") {
+		t.Errorf("jobs wait against nothing: got %v, want cannot reach", err)
+	}
 }
 
 func TestCLITrack(t *testing.T) {

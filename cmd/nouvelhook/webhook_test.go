@@ -6,11 +6,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptrace"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nouvelhook/nouvelhook/store"
 )
@@ -263,34 +265,70 @@ func TestLongPollWakesOnDelivery(t *testing.T) {
 
 func TestEventStream(t *testing.T) {
 	s := startService(t, nil)
-	first := event("sse-1", "completed")
-	s.deliver(first, sign(testSecret, first))
-	respc := startGet(t, s.Admin+"/v1/events?after=0", http.Header{"Accept": {"text/event-stream"}})
-	resp := <-respc
+	for _, id := range []string{"sse-1", "sse-2", "sse-3"} {
+		body := event(id, "completed")
+		s.deliver(body, sign(testSecret, body))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.Admin+"/v1/events", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Last-Event-ID", "1") // a client resuming after seq 1
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer resp.Body.Close()
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		t.Fatalf("Content-Type: got %q", ct)
 	}
-	second := event("sse-2", "failed")
-	s.deliver(second, sign(testSecret, second))
 
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	var ids []string
-	for sc.Scan() && len(ids) < 2 {
+	var ids, jobs []string
+	for len(jobs) < 3 && sc.Scan() {
 		line := sc.Text()
 		if id, ok := strings.CutPrefix(line, "id: "); ok {
 			ids = append(ids, id)
+			if len(ids) == 2 { // the backlog is out; the next one arrives live
+				body := event("sse-4", "failed")
+				s.deliver(body, sign(testSecret, body))
+			}
 		}
 		if data, ok := strings.CutPrefix(line, "data: "); ok {
 			var j store.Job
 			if err := json.Unmarshal([]byte(data), &j); err != nil || !j.Terminal {
 				t.Fatalf("data line %q: %v", data, err)
 			}
+			jobs = append(jobs, j.JobID)
 		}
 	}
-	if strings.Join(ids, ",") != "1,2" {
-		t.Fatalf("got event ids %v, want 1,2", ids)
+	if strings.Join(ids, ",") != "2,3,4" || strings.Join(jobs, ",") != "sse-2,sse-3,sse-4" {
+		t.Fatalf("got ids %v for jobs %v, want 2,3,4 for sse-2,sse-3,sse-4 (err %v)", ids, jobs, sc.Err())
+	}
+}
+
+func TestWebhookChunkedOversizeAndAttempt(t *testing.T) {
+	s := startService(t, map[string]string{"NOUVELHOOK_MAX_BODY": "1KiB"})
+	big := []byte(`{"jobId":"chunked","status":"completed","pad":"` + strings.Repeat("x", 1100) + `"}`)
+	req, _ := http.NewRequest(http.MethodPost, s.Public+"/webhooks/nouvel", io.MultiReader(bytes.NewReader(big)))
+	req.ContentLength = -1 // chunked: the limit must hold without a Content-Length
+	req.Header.Set("X-Nouvel-Signature", sign(testSecret, big))
+	if code, body := do(t, req); code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("chunked oversize body: got %d %s, want 413", code, body)
+	}
+
+	body := event("attempt-3", "completed")
+	req, _ = http.NewRequest(http.MethodPost, s.Public+"/webhooks/nouvel", bytes.NewReader(body))
+	req.Header.Set("X-Nouvel-Signature", sign(testSecret, body))
+	req.Header.Set("X-Nouvel-Attempt", "3")
+	if code, answer := do(t, req); code != 200 {
+		t.Fatalf("deliver: got %d %s", code, answer)
+	}
+	var j store.Job
+	s.adminGet("/v1/jobs/attempt-3", &j)
+	if len(j.Deliveries) != 1 || j.Deliveries[0].Attempt != 3 {
+		t.Fatalf("got deliveries %+v, want one with attempt 3", j.Deliveries)
 	}
 }
 
