@@ -401,8 +401,8 @@ func TestCLIJobsUsageErrors(t *testing.T) {
 }
 
 // jobs wait rides out a restart of the service it waits on: once the
-// service has answered, 503s (as a proxy gives while it restarts) are waited
-// out rather than ending the wait.
+// service has answered, a dropped connection and 503s (as a proxy gives
+// while it restarts) are waited out rather than ending the wait.
 func TestCLIWaitRidesOutServiceRestart(t *testing.T) {
 	var target atomic.Pointer[string]
 	var requests atomic.Int32
@@ -410,6 +410,11 @@ func TestCLIWaitRidesOutServiceRestart(t *testing.T) {
 		switch n := requests.Add(1); {
 		case n == 1:
 			http.Error(w, `{"error":"job not found"}`, http.StatusNotFound)
+		case n == 2: // the connection drops mid-answer, as when the service is killed
+			w.Header().Set("Content-Length", "100")
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
 		case target.Load() == nil:
 			http.Error(w, `{"error":"restarting"}`, http.StatusServiceUnavailable)
 		default:
@@ -430,7 +435,7 @@ func TestCLIWaitRidesOutServiceRestart(t *testing.T) {
 			mapEnv(map[string]string{"NOUVELHOOK_ADMIN_URL": proxy.URL}), nil, &stdout, &stderr)
 		done <- result{stdout.String(), err}
 	}()
-	for requests.Load() < 3 { // the 404, then at least one 503
+	for requests.Load() < 4 { // the 404, the dropped connection, then at least one 503
 		select {
 		case r := <-done:
 			t.Fatalf("jobs wait ended during the restart: %q, %v", r.out, r.err)
