@@ -19,8 +19,7 @@ cd "$root"
 echo "building into $bin ..." >&2
 export CGO_ENABLED=0
 go build -o "$bin/nouvelhook" ./cmd/nouvelhook
-go build -o "$bin/verifyonly" ./bench/cmd/verifyonly
-go build -o "$bin/profserve" ./bench/cmd/profserve
+go build -o "$bin/benchserve" ./bench/cmd/benchserve
 go build -o "$bin/load" ./bench/cmd/load
 
-"$bin/load" -nouvelhook "$bin/nouvelhook" -verifyonly "$bin/verifyonly" -profserve "$bin/profserve" "$@"
+"$bin/load" -nouvelhook "$bin/nouvelhook" -benchserve "$bin/benchserve" "$@"

@@ -102,33 +102,26 @@ func reportDurability(w io.Writer, cfg config, t *target, live storeCounts, live
 	exact := t.all.failures() == 0
 	match := func(got, want int64) bool { return got == want || (!exact && got >= want) }
 	fmt.Fprintf(w, "\ndurability: nouvelhook answered 200 to %d deliveries, %d of them new jobs (warm-up included)\n", acked, ackedNew)
-	all := true
-	check := func(pass bool, format string, args ...any) {
-		verdict := "PASS"
-		if !pass {
-			verdict, all = "FAIL", false
-		}
-		fmt.Fprintf(w, "  %s  %s\n", verdict, fmt.Sprintf(format, args...))
-	}
+	v := verdicts{w: w, all: true}
 	if liveErr != nil {
-		check(false, "GET /v1/stats while running: %v", liveErr)
+		v.check(false, "GET /v1/stats while running: %v", liveErr)
 	} else {
-		check(match(live.Jobs, ackedNew) && match(live.Deliveries, acked),
+		v.check(match(live.Jobs, ackedNew) && match(live.Deliveries, acked),
 			"GET /v1/stats while running: %d jobs, %d deliveries", live.Jobs, live.Deliveries)
 	}
 	how := map[string]string{"kill": "SIGKILL", "term": "SIGTERM"}[cfg.stopSignal]
 	if storedErr != nil {
-		check(false, "database after %s: %v", how, storedErr)
+		v.check(false, "database after %s: %v", how, storedErr)
 		return false
 	}
-	check(match(stored.Jobs, ackedNew) && match(stored.Deliveries, acked),
+	v.check(match(stored.Jobs, ackedNew) && match(stored.Deliveries, acked),
 		"database after %s: %d jobs, %d deliveries (%d duplicates)", how, stored.Jobs, stored.Deliveries, stored.Duplicates)
 	if stored.missing > 0 {
-		check(false, "%d acknowledged jobs missing from the database, e.g. %s", stored.missing, stored.firstMissed)
+		v.check(false, "%d acknowledged jobs missing from the database, e.g. %s", stored.missing, stored.firstMissed)
 	} else {
-		check(true, "every acknowledged job id is in the database")
+		v.check(true, "every acknowledged job id is in the database")
 	}
-	return all
+	return v.all
 }
 
 func numCPU() int { return runtime.NumCPU() }
@@ -140,4 +133,18 @@ func selfCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// verdicts prints PASS or FAIL lines and remembers whether all passed.
+type verdicts struct {
+	w   io.Writer
+	all bool
+}
+
+func (v *verdicts) check(pass bool, format string, args ...any) {
+	verdict := "PASS"
+	if !pass {
+		verdict, v.all = "FAIL", false
+	}
+	fmt.Fprintf(v.w, "  %s  %s\n", verdict, fmt.Sprintf(format, args...))
 }

@@ -4,7 +4,7 @@
 //   - nouvelhook: the shipping binary (`nouvelhook serve`) with a temp DB;
 //     each 200 means the delivery was committed (WAL, synchronous=FULL);
 //   - verify-only: the same Echo handler (handler.NewPublic) with a recorder
-//     that stores nothing (bench/cmd/verifyonly), the cost floor.
+//     that stores nothing (bench/cmd/benchserve without -db), the cost floor.
 //
 // It warms both up, then runs alternating timed rounds (A B, B A, A B, …)
 // with the same closed-loop load of correctly signed ~540-byte webhooks, each
@@ -13,8 +13,8 @@
 // the two throughputs, checked against the targets. Finally it SIGKILLs
 // nouvelhook and checks its database holds every job it answered 200 for.
 //
-// With -profile DIR it instead profiles bench/cmd/profserve (the same webhook
-// wiring in process, with net/http/pprof) under the same load.
+// With -profile DIR it instead profiles bench/cmd/benchserve (the same webhook
+// wiring, with net/http/pprof) under the same load.
 //
 // bench/run.sh builds everything and runs it; see bench/README.md.
 package main
@@ -55,7 +55,7 @@ func main() {
 var errTargetsMissed = errors.New("targets missed")
 
 type config struct {
-	nouvelhook, verifyonly, profserve string
+	nouvelhook, benchserve string
 
 	conns       int
 	duration    time.Duration
@@ -81,14 +81,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: load -nouvelhook BIN -verifyonly BIN [flags]\n"+
-			"       load -profserve BIN -profile DIR [flags]\n\n"+
+		fmt.Fprint(fs.Output(), "Usage: load -nouvelhook BIN -benchserve BIN [flags]\n"+
+			"       load -benchserve BIN -profile DIR [flags]\n\n"+
 			"Benchmarks nouvelhook's webhook path against a verify-only baseline; bench/run.sh builds the binaries.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&c.nouvelhook, "nouvelhook", "", "the nouvelhook `binary` (go build ./cmd/nouvelhook)")
-	fs.StringVar(&c.verifyonly, "verifyonly", "", "the verify-only baseline `binary` (go build ./bench/cmd/verifyonly)")
-	fs.StringVar(&c.profserve, "profserve", "", "the profiling server `binary` (go build ./bench/cmd/profserve), for -profile")
+	fs.StringVar(&c.benchserve, "benchserve", "", "the baseline and profiling server `binary` (go build ./bench/cmd/benchserve)")
 	fs.IntVar(&c.conns, "conns", 64, "concurrent keep-alive `connections`, one closed-loop worker each")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "length of each timed round")
 	fs.DurationVar(&c.warmup, "warmup", 3*time.Second, "untimed warm-up per target before the rounds")
@@ -101,7 +100,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.workdir, "workdir", "", "`folder` for the DB and server logs (default: a new temp folder)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the work folder (DB, logs) after the run")
 	fs.StringVar(&c.stopSignal, "stop", "kill", "how nouvelhook is stopped before its DB is checked: kill (SIGKILL) or term (SIGTERM)")
-	fs.StringVar(&c.profile, "profile", "", "profile profserve into `DIR` instead of benchmarking")
+	fs.StringVar(&c.profile, "profile", "", "profile benchserve into `DIR` instead of benchmarking")
 	fs.Float64Var(&c.minRatio, "min-ratio", 0.25, "target: nouvelhook req/s at least this share of verify-only's")
 	fs.DurationVar(&c.maxP99, "max-p99", 20*time.Millisecond, "target: nouvelhook p99 at most this")
 	var maxRSSMB float64
@@ -113,10 +112,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	switch {
 	case fs.NArg() > 0:
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	case c.profile == "" && (c.nouvelhook == "" || c.verifyonly == ""):
-		return c, errors.New("-nouvelhook and -verifyonly are required (bench/run.sh builds them)")
-	case c.profile != "" && c.profserve == "":
-		return c, errors.New("-profile needs -profserve")
+	case c.benchserve == "":
+		return c, errors.New("-benchserve is required (bench/run.sh builds it)")
+	case c.profile == "" && c.nouvelhook == "":
+		return c, errors.New("-nouvelhook is required (bench/run.sh builds it)")
 	case c.conns < 1 || c.conns > 4096:
 		return c, errors.New("-conns must be 1 to 4096")
 	case c.rounds < 1 || c.rounds > 20:
@@ -217,7 +216,7 @@ func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, d
 	}
 	secretEnv := "NOUVEL_WEBHOOK_SECRET=" + cfg.secret
 
-	vo, err := startServer(ctx, "verify-only", cfg.verifyonly, []string{"-listen", "127.0.0.1:0"},
+	vo, err := startServer(ctx, "verify-only", cfg.benchserve, []string{"-listen", "127.0.0.1:0"},
 		serverEnv(getenv, secretEnv), filepath.Join(dir, "verifyonly.log"))
 	if err != nil {
 		return err
@@ -332,22 +331,15 @@ func report(w io.Writer, cfg config, vo, nh *target) bool {
 	fmt.Fprintf(w, "  other processes: %.2f cores (median over nouvelhook rounds), %.2f (verify-only rounds) of %d\n\n",
 		mn.otherCores, mv.otherCores, numCPU())
 
-	all := true
-	check := func(pass bool, format string, args ...any) {
-		verdict := "PASS"
-		if !pass {
-			verdict, all = "FAIL", false
-		}
-		fmt.Fprintf(w, "  %s  %s\n", verdict, fmt.Sprintf(format, args...))
-	}
+	v := verdicts{w: w, all: true}
 	fmt.Fprintf(w, "targets at %d connections:\n", cfg.conns)
-	check(ratio >= cfg.minRatio, "nouvelhook req/s ≥ %.0f%% of verify-only: %.1f%%", cfg.minRatio*100, ratio*100)
-	check(mn.p99 <= cfg.maxP99, "nouvelhook p99 ≤ %v: %s", cfg.maxP99, ms(mn.p99))
-	check(nh.peakRSS <= cfg.maxRSS, "nouvelhook peak RSS ≤ %s: %s", mb(cfg.maxRSS), mb(nh.peakRSS))
+	v.check(ratio >= cfg.minRatio, "nouvelhook req/s ≥ %.0f%% of verify-only: %.1f%%", cfg.minRatio*100, ratio*100)
+	v.check(mn.p99 <= cfg.maxP99, "nouvelhook p99 ≤ %v: %s", cfg.maxP99, ms(mn.p99))
+	v.check(nh.peakRSS <= cfg.maxRSS, "nouvelhook peak RSS ≤ %s: %s", mb(cfg.maxRSS), mb(nh.peakRSS))
 	fv, fn := vo.all.failures(), nh.all.failures()
-	check(fv == 0 && fn == 0, "every answer (warm-up included) 200 with the expected body: %d failed (verify-only %d, nouvelhook %d)",
+	v.check(fv == 0 && fn == 0, "every answer (warm-up included) 200 with the expected body: %d failed (verify-only %d, nouvelhook %d)",
 		fv+fn, fv, fn)
-	return all
+	return v.all
 }
 
 // removeDB removes a SQLite file left by an earlier run, with its WAL and

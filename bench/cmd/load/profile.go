@@ -14,7 +14,7 @@ import (
 	"github.com/nouvelhook/nouvelhook/bench"
 )
 
-// runProfile runs the same load against profserve, once wired to a real
+// runProfile runs the same load against benchserve, once wired to a real
 // store and once storing nothing, and saves each one's CPU, block, mutex and
 // heap profiles and a short execution trace into cfg.profile.
 func runProfile(ctx context.Context, cfg config, getenv func(string) string, dir string, stdout io.Writer) error {
@@ -30,8 +30,8 @@ func runProfile(ctx context.Context, cfg config, getenv func(string) string, dir
 	} {
 		args := []string{"-listen", "127.0.0.1:0", "-pprof", "127.0.0.1:0",
 			"-block-rate", "10000", "-mutex-fraction", "10", "-db", p.db}
-		srv, err := startServer(ctx, "profserve-"+p.name, cfg.profserve, args,
-			serverEnv(getenv, "NOUVEL_WEBHOOK_SECRET="+cfg.secret), filepath.Join(dir, "profserve-"+p.name+".log"))
+		srv, err := startServer(ctx, "benchserve-"+p.name, cfg.benchserve, args,
+			serverEnv(getenv, "NOUVEL_WEBHOOK_SECRET="+cfg.secret), filepath.Join(dir, "benchserve-"+p.name+".log"))
 		if err != nil {
 			return err
 		}
@@ -48,7 +48,7 @@ func runProfile(ctx context.Context, cfg config, getenv func(string) string, dir
 }
 
 func profileOne(ctx context.Context, cfg config, srv *server, name string, stdout io.Writer) error {
-	t := &target{name: "profserve-" + name, srv: srv, checkDup: name == "store", workers: newWorkers(cfg.conns, bench.RunID())}
+	t := &target{name: "benchserve-" + name, srv: srv, checkDup: name == "store", workers: newWorkers(cfg.conns, bench.RunID())}
 	t.all.badStatus = map[int]int64{}
 	if cfg.warmup > 0 {
 		if _, err := t.phase(ctx, cfg, cfg.warmup); err != nil {

@@ -40,7 +40,7 @@ func TestMedianStat(t *testing.T) {
 }
 
 func TestParseFlags(t *testing.T) {
-	bins := []string{"-nouvelhook", "a", "-verifyonly", "b"}
+	bins := []string{"-nouvelhook", "a", "-benchserve", "b"}
 	if _, err := parseFlags(bins, io.Discard); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}

@@ -1,10 +1,13 @@
-// Command profserve is nouvelhook's webhook path wired as `nouvelhook serve`
-// wires it (store.Open, handler.NewMetrics, handler.NewPublic), plus
-// net/http/pprof on a listener of its own, so the load driver can profile
-// where a delivery's time goes. It is a bench tool: the product binary never
-// serves pprof. With -db empty it profiles the verify-only baseline instead.
+// Command benchserve is nouvelhook's public webhook server without the rest
+// of the service, for the load benchmark. It serves handler.NewPublic wired
+// as `nouvelhook serve` wires it. With -db it commits deliveries to that
+// SQLite file, as serve does (for profiling); without -db its recorder
+// stores nothing, which is the verify-only baseline. With -pprof it also
+// serves net/http/pprof on a listener of its own. The product binary never
+// serves pprof.
 //
-//	profserve -listen 127.0.0.1:0 -pprof 127.0.0.1:0 -db /tmp/p.db -secret S
+//	benchserve -listen 127.0.0.1:0 -secret S                          # the baseline
+//	benchserve -listen 127.0.0.1:0 -pprof 127.0.0.1:0 -db /tmp/p.db   # profiling
 package main
 
 import (
@@ -28,16 +31,16 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stderr)
 	stop()
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(os.Stderr, "profserve: "+err.Error())
+		fmt.Fprintln(os.Stderr, "benchserve: "+err.Error())
 		os.Exit(1)
 	}
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("profserve", flag.ContinueOnError)
+	fs := flag.NewFlagSet("benchserve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:8090", "public listener `address`")
-	pprofAddr := fs.String("pprof", "127.0.0.1:0", "net/http/pprof listener `address`")
+	pprofAddr := fs.String("pprof", "", "net/http/pprof listener `address`; empty serves no profiles")
 	db := fs.String("db", "", "SQLite `file` to commit to; empty stores nothing (the baseline)")
 	secret := fs.String("secret", "", "signing `secret`s, comma-separated (default $NOUVEL_WEBHOOK_SECRET)")
 	block := fs.Int("block-rate", 0, "runtime.SetBlockProfileRate `ns`; 0 leaves the block profile off")
