@@ -36,13 +36,6 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	return serve(ctx, cfg, log, nil)
 }
 
-func newLogger(cfg config.Config, w io.Writer) zerolog.Logger {
-	if cfg.LogFormat == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
-	}
-	return zerolog.New(w).Level(cfg.LogLevel).With().Timestamp().Logger()
-}
-
 // serve runs the service until ctx ends, then shuts down in order: stop
 // taking requests and finish those in flight, stop the reconciler, then
 // close the store. ready, when not nil, is told the base URLs of the public
