@@ -22,5 +22,10 @@ ENV NOUVELHOOK_DB=/data/nouvelhook.db
 VOLUME ["/data"]
 EXPOSE 8080
 USER 65532:65532
+# The image has no shell or curl: the binary probes its own public listener
+# (NOUVELHOOK_LISTEN, default :8080). Give serve its address through that
+# variable, not --listen, so that the probe finds it.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
+  CMD ["/usr/local/bin/nouvelhook", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/nouvelhook"]
 CMD ["serve"]

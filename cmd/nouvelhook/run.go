@@ -28,6 +28,8 @@ Usage:
   nouvelhook submit --url U [flags]   submit a generate request through the service
   nouvelhook sign [--secret S] [FILE] print the signature of a body (stdin without FILE)
   nouvelhook demo                     run the service against a stand-in Nouvel
+  nouvelhook healthcheck [--ready]    exit 0 if the local service answers /healthz
+                                      (or /readyz) on its public listener
   nouvelhook version                  version, commit and Go version
 
 Run "nouvelhook COMMAND --help" for a command's flags.
@@ -85,6 +87,8 @@ func run(ctx context.Context, args []string, getenv func(string) string,
 		return runDemo(ctx, rest, stdout, stderr)
 	case "version":
 		return runVersion(rest, stdout, stderr)
+	case "healthcheck":
+		return runHealthcheck(ctx, rest, getenv, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
