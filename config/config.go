@@ -37,6 +37,8 @@ type Config struct {
 	TrackTTL     time.Duration // NOUVELHOOK_TRACK_TTL
 	MissedGrace  time.Duration // NOUVELHOOK_MISSED_GRACE
 	MaxBody      int64         // NOUVELHOOK_MAX_BODY, in bytes
+	MaxConns     int           // NOUVELHOOK_MAX_CONNS: open connections on the public listener
+	Retain       time.Duration // NOUVELHOOK_RETAIN: 0 keeps every job
 
 	LogLevel  zerolog.Level // NOUVELHOOK_LOG_LEVEL
 	LogFormat string        // NOUVELHOOK_LOG_FORMAT: "json" or "console"
@@ -57,6 +59,7 @@ func Default() Config {
 		TrackTTL:     24 * time.Hour,
 		MissedGrace:  2 * time.Minute,
 		MaxBody:      1 << 20, // 1MiB
+		MaxConns:     1024,
 		LogLevel:     zerolog.InfoLevel,
 		LogFormat:    "json",
 	}
@@ -70,12 +73,18 @@ func Default() Config {
 func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
 	c := Default()
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// A bad flag's error is the caller's to print, once; only usage goes to
+	// stderr, with flags spelt "--name" as README spells them.
+	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: nouvelhook serve [flags]\n\n"+
+		fmt.Fprint(stderr, "Usage: nouvelhook serve [flags]\n\n"+
 			"Runs the webhook receiver, the reconciler and the admin API.\n"+
 			"Each flag overrides the environment variable named in its text.\n\nFlags:\n")
+		var b strings.Builder
+		fs.SetOutput(&b)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+		fmt.Fprint(stderr, strings.ReplaceAll("\n"+b.String(), "\n  -", "\n  --")[1:])
 	}
 	for _, s := range settings() {
 		// The default shown by --help comes from Default, never from the
@@ -153,6 +162,10 @@ func settings() []setting {
 			func(c *Config) any { return &c.MissedGrace }},
 		{"NOUVELHOOK_MAX_BODY", "max-body", "largest webhook body `size`; larger gets 413", false,
 			func(c *Config) any { return &c.MaxBody }},
+		{"NOUVELHOOK_MAX_CONNS", "max-conns", "open `connections` the public listener serves at once; more wait", false,
+			func(c *Config) any { return &c.MaxConns }},
+		{"NOUVELHOOK_RETAIN", "retain", "delete jobs that ended longer ago than this `age` (e.g. 90d, 720h); 0 keeps all", false,
+			func(c *Config) any { return (*age)(&c.Retain) }},
 		{"NOUVELHOOK_LOG_LEVEL", "log-level", "log `level`: trace, debug, info, warn, error", false,
 			func(c *Config) any { return &c.LogLevel }},
 		{"NOUVELHOOK_LOG_FORMAT", "log-format", "log `format`: json or console", false,
@@ -210,6 +223,12 @@ func parse(field any, v string) error {
 			return fmt.Errorf("%q is not a duration (e.g. 10s)", v)
 		}
 		*p = d
+	case *age:
+		a, err := parseAge(v)
+		if err != nil {
+			return fmt.Errorf("%q is not an age (e.g. 90d, 36h or 0)", v)
+		}
+		*p = a
 	case *int64: // the only int64 is a size in bytes
 		n, err := humanize.ParseBytes(v)
 		if err != nil || n > math.MaxInt64 {
@@ -226,6 +245,33 @@ func parse(field any, v string) error {
 		panic(fmt.Sprintf("config: no parser for %T", field))
 	}
 	return nil
+}
+
+// age is a duration that can also be written in days, as "90d", for
+// settings that are naturally long.
+type age time.Duration
+
+// String writes whole days as days, and anything else as a Go duration.
+func (a age) String() string {
+	d := time.Duration(a)
+	if d != 0 && d%(24*time.Hour) == 0 {
+		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + "d"
+	}
+	return d.String()
+}
+
+// parseAge reads "0", a Go duration ("36h") or a whole number of days
+// ("90d"); negative ages are left to Validate.
+func parseAge(v string) (age, error) {
+	if n, ok := strings.CutSuffix(v, "d"); ok {
+		days, err := strconv.ParseInt(n, 10, 64)
+		if err != nil || days > math.MaxInt64/int64(24*time.Hour) || days < -math.MaxInt64/int64(24*time.Hour) {
+			return 0, fmt.Errorf("%q is not a whole number of days", v)
+		}
+		return age(time.Duration(days) * 24 * time.Hour), nil
+	}
+	d, err := time.ParseDuration(v)
+	return age(d), err
 }
 
 // format is the inverse of parse, for the defaults shown by --help.

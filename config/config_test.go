@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -83,6 +84,8 @@ func TestLoadDefaults(t *testing.T) {
 		TrackTTL:       24 * time.Hour,
 		MissedGrace:    2 * time.Minute,
 		MaxBody:        1 << 20,
+		MaxConns:       1024,
+		Retain:         0,
 		LogLevel:       zerolog.InfoLevel,
 		LogFormat:      "json",
 	}
@@ -249,6 +252,22 @@ func TestLoad(t *testing.T) {
 			want: func(c *Config) { c.AdminListen = "0.0.0.0:8081"; c.AdminToken = adminToken },
 		},
 		{
+			name: "retain in days, max conns",
+			env:  map[string]string{"NOUVELHOOK_RETAIN": "90d", "NOUVELHOOK_MAX_CONNS": "200"},
+			want: func(c *Config) { c.Retain = 90 * 24 * time.Hour; c.MaxConns = 200 },
+		},
+		{
+			name: "retain as a duration, 0 keeps all",
+			env:  map[string]string{"NOUVELHOOK_RETAIN": "36h"},
+			want: func(c *Config) { c.Retain = 36 * time.Hour },
+		},
+		{
+			name: "retain and max conns flags win",
+			env:  map[string]string{"NOUVELHOOK_RETAIN": "90d", "NOUVELHOOK_MAX_CONNS": "200"},
+			args: []string{"--retain", "0", "--max-conns", "1"},
+			want: func(c *Config) { c.Retain = 0; c.MaxConns = 1 },
+		},
+		{
 			name: "both listeners on port 0",
 			env:  map[string]string{"NOUVELHOOK_LISTEN": "127.0.0.1:0", "NOUVELHOOK_ADMIN_LISTEN": "127.0.0.1:0"},
 			want: func(c *Config) { c.Listen = "127.0.0.1:0"; c.AdminListen = "127.0.0.1:0" },
@@ -376,6 +395,19 @@ func TestLoadErrors(t *testing.T) {
 			want: "NOUVELHOOK_MAX_BODY must be between 1KiB and 64MiB, got 512 bytes"},
 		{name: "max body too big", env: map[string]string{"NOUVELHOOK_MAX_BODY": "65MiB"},
 			want: "NOUVELHOOK_MAX_BODY must be between 1KiB and 64MiB, got 68157440 bytes"},
+		{name: "max conns 0", env: map[string]string{"NOUVELHOOK_MAX_CONNS": "0"},
+			want: "NOUVELHOOK_MAX_CONNS must be at least 1, got 0"},
+		{name: "max conns not a number", env: map[string]string{"NOUVELHOOK_MAX_CONNS": "many"},
+			want: `NOUVELHOOK_MAX_CONNS: "many" is not a whole number`},
+		{name: "max conns past the open-file limit", args: []string{"--max-conns", "100000000"},
+			want: fmt.Sprintf("NOUVELHOOK_MAX_CONNS (100000000) must leave 64 of the open-file limit (ulimit -n, %d) for the database and the admin listener: at most %d",
+				openFileLimit(), openFileLimit()-64)},
+		{name: "retain negative", env: map[string]string{"NOUVELHOOK_RETAIN": "-1d"},
+			want: "NOUVELHOOK_RETAIN must not be negative, got -1d"},
+		{name: "retain in weeks", env: map[string]string{"NOUVELHOOK_RETAIN": "2w"},
+			want: `NOUVELHOOK_RETAIN: "2w" is not an age (e.g. 90d, 36h or 0)`},
+		{name: "retain in fractional days", env: map[string]string{"NOUVELHOOK_RETAIN": "1.5d"},
+			want: `NOUVELHOOK_RETAIN: "1.5d" is not an age (e.g. 90d, 36h or 0)`},
 		{name: "log format", env: map[string]string{"NOUVELHOOK_LOG_FORMAT": "text"},
 			want: `NOUVELHOOK_LOG_FORMAT must be json or console, got "text"`},
 	}
@@ -528,7 +560,7 @@ func TestMarshalZerologObject(t *testing.T) {
 		"admin_token_set": true, "public_url": "", "db": "nouvelhook.db",
 		"api_base_url": "https://app.nouvel.ai", "reconciler": true, "webhook_secrets": 2.0,
 		"poll_budget": 30.0, "poll_interval": "10s", "track_ttl": "24h0m0s", "missed_grace": "2m0s",
-		"max_body": 1048576.0, "log_level": "info", "log_format": "json",
+		"max_body": 1048576.0, "max_conns": 1024.0, "retain": "0s", "log_level": "info", "log_format": "json",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %v,\nwant %v", got, want)

@@ -71,6 +71,16 @@ func (c Config) Validate() error {
 	if c.MaxBody < 1<<10 || c.MaxBody > 64<<20 {
 		return fmt.Errorf("NOUVELHOOK_MAX_BODY must be between 1KiB and 64MiB, got %d bytes", c.MaxBody)
 	}
+	if c.MaxConns < 1 {
+		return fmt.Errorf("NOUVELHOOK_MAX_CONNS must be at least 1, got %d", c.MaxConns)
+	}
+	if limit := openFileLimit(); limit > 0 && uint64(c.MaxConns)+fdReserve > limit {
+		return fmt.Errorf("NOUVELHOOK_MAX_CONNS (%d) must leave %d of the open-file limit (ulimit -n, %d) for the database and the admin listener: at most %d",
+			c.MaxConns, fdReserve, limit, max(int64(limit)-fdReserve, 0))
+	}
+	if c.Retain < 0 {
+		return fmt.Errorf("NOUVELHOOK_RETAIN must not be negative, got %s", age(c.Retain))
+	}
 	if !validLevel(c.LogLevel) {
 		return fmt.Errorf("NOUVELHOOK_LOG_LEVEL (%d) is not a zerolog level", c.LogLevel)
 	}
@@ -79,6 +89,11 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// fdReserve is how many open files NOUVELHOOK_MAX_CONNS must leave free:
+// the database and its WAL, the admin listener's clients, and calls to
+// Nouvel are not counted by the public listener's cap.
+const fdReserve = 64
 
 // CheckPublicURL returns an error when raw cannot be Nouvel's webhookUrl:
 // it must be an absolute https URL without query or fragment, whose host is
@@ -132,6 +147,8 @@ func (c Config) MarshalZerologObject(e *zerolog.Event) {
 		Str("track_ttl", c.TrackTTL.String()).
 		Str("missed_grace", c.MissedGrace.String()).
 		Int64("max_body", c.MaxBody).
+		Int("max_conns", c.MaxConns).
+		Str("retain", age(c.Retain).String()).
 		Str("log_level", c.LogLevel.String()).
 		Str("log_format", c.LogFormat)
 }
