@@ -5,26 +5,67 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"regexp"
+	"strings"
 
 	"github.com/nouvelhook/nouvelhook/store"
 )
 
 // newFlagSet returns the flag set of one command. On --help or a bad flag it
 // prints "Usage: nouvelhook <synopsis>" and the command's flags to stderr.
+// The flag package's own report of a bad flag is discarded: main prints the
+// error, once, as the last line.
 func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: nouvelhook %s\n", synopsis)
 		hasFlags := false
 		fs.VisitAll(func(*flag.Flag) { hasFlags = true })
 		if hasFlags {
 			fmt.Fprint(stderr, "\nFlags:\n")
-			fs.PrintDefaults()
+			printFlags(stderr, fs)
 		}
 	}
 	return fs
 }
+
+// printFlags is fs.PrintDefaults with the "--name" spelling that the usage
+// lines and README use; the flag package accepts both.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	var b strings.Builder
+	out := fs.Output()
+	fs.SetOutput(&b)
+	fs.PrintDefaults()
+	fs.SetOutput(out)
+	for line := range strings.Lines(b.String()) {
+		if strings.HasPrefix(line, "  -") {
+			line = "  --" + line[3:]
+		}
+		io.WriteString(w, line)
+	}
+}
+
+// flagError rewrites the flag package's errors with "--name", the spelling
+// of the usage lines: "unknown flag --nope" rather than "flag provided but
+// not defined: -nope". Any other error is returned as it is.
+func flagError(err error) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		return errors.New("unknown flag --" + name)
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
+		return errors.New("flag --" + name + " needs a value")
+	}
+	if m := invalidFlagValue.FindStringSubmatch(msg); m != nil {
+		return errors.New(m[1] + "--" + m[2] + m[3])
+	}
+	return err
+}
+
+// invalidFlagValue matches the flag package's "invalid value "x" for flag
+// -n: …" and "invalid boolean value "x" for -n: …".
+var invalidFlagValue = regexp.MustCompile(`^(invalid (?:boolean )?value ".*" for )(?:flag )?-([^\s:]+)(:.*)$`)
 
 // parseArgs parses args with fs and returns the positional arguments.
 // fs.Parse alone stops at the first positional, which would make
@@ -38,7 +79,7 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, err
 			}
-			return nil, usageError("%s: %v", fs.Name(), err)
+			return nil, usageError("%s: %v", fs.Name(), flagError(err))
 		}
 		rest := fs.Args()
 		if len(rest) == 0 {

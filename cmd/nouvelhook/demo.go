@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -35,17 +34,14 @@ const (
 // it submits a few jobs through the admin API, the stand-in drops some of
 // their webhooks, and each job is printed as it ends, with what caught it.
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: nouvelhook demo\n\nRuns nouvelhook on a temporary database against a built-in stand-in for Nouvel\n"+
-			"that drops some webhooks, submits a few jobs, and shows each one ending and\nwhether the webhook or the poller caught it. Needs no account and no flags.\n")
-	}
-	if err := fs.Parse(args); err != nil {
+	fs := newFlagSet("demo", "demo\n\nRuns nouvelhook on a temporary database against a built-in stand-in for Nouvel\n"+
+		"that drops some webhooks, submits a few jobs, and shows each one ending and\nwhether the webhook or the poller caught it. Needs no account and no flags.", stderr)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usageError("demo takes no arguments")
+	if err := checkArgs(fs, pos, 0, 0, ""); err != nil {
+		return err
 	}
 	dir, err := os.MkdirTemp("", "nouvelhook-demo-")
 	if err != nil {

@@ -30,7 +30,7 @@ Usage:
   nouvelhook demo                     run the service against a stand-in Nouvel
   nouvelhook healthcheck [--ready]    exit 0 if the local service answers /healthz
                                       (or /readyz) on its public listener
-  nouvelhook version                  version, commit and Go version
+  nouvelhook version                  version, commit and Go version (also --version)
 
 Run "nouvelhook COMMAND --help" for a command's flags.
 `
@@ -85,7 +85,7 @@ func run(ctx context.Context, args []string, getenv func(string) string,
 		return runSign(rest, getenv, stdin, stdout, stderr)
 	case "demo":
 		return runDemo(ctx, rest, stdout, stderr)
-	case "version":
+	case "version", "--version", "-version":
 		return runVersion(rest, stdout, stderr)
 	case "healthcheck":
 		return runHealthcheck(ctx, rest, getenv, stderr)
