@@ -87,17 +87,25 @@ type Job struct {
 	Seq               int64      `json:"seq"`
 
 	// Deliveries is filled only when a single job is asked for with its
-	// deliveries.
+	// deliveries: the last MaxDeliveries of them, oldest first.
 	Deliveries []Delivery `json:"deliveries,omitempty"`
+	// DeliveriesTotal, filled with Deliveries, counts every verified
+	// delivery the log holds for the job, each copy of a replay included, so
+	// it is the sum of Copies over all of them, not only those listed.
+	DeliveriesTotal int `json:"deliveriesTotal,omitempty"`
 }
 
 // Delivery is one verified webhook delivery of a job, as the admin API shows
-// it. The raw body is kept in the store but not shown.
+// it. The raw body is kept in the store but not shown. Bytes that arrived
+// more than once are one Delivery: ReceivedAt, Attempt, Duplicate and Status
+// are those of the first arrival, and Copies counts them all.
 type Delivery struct {
 	ReceivedAt time.Time `json:"receivedAt"`
 	Attempt    int       `json:"attempt"`
 	Duplicate  bool      `json:"duplicate"`
 	Status     string    `json:"status"`
+	// Copies is how many times these exact bytes arrived, at least 1.
+	Copies int `json:"copies"`
 }
 
 // Report is what a webhook or a poll says about a job. A Report with a

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -65,15 +66,32 @@ func (s *Store) Job(ctx context.Context, jobID string) (Job, error) {
 	return j, err
 }
 
-// JobWithDeliveries returns the job with its verified webhook deliveries,
-// oldest first, or ErrNotFound.
+// MaxDeliveries is how many deliveries JobWithDeliveries lists at most.
+const MaxDeliveries = 100
+
+// JobWithDeliveries returns the job with its last MaxDeliveries verified
+// webhook deliveries, oldest first, and DeliveriesTotal set, or ErrNotFound.
+// A delivery whose exact bytes arrived more than once is listed once, with
+// Copies saying how often.
 func (s *Store) JobWithDeliveries(ctx context.Context, jobID string) (Job, error) {
-	j, err := s.Job(ctx, jobID)
+	tx, err := s.rdb.BeginTx(ctx, nil) // the job and its deliveries as of one moment
 	if err != nil {
 		return Job{}, err
 	}
-	rows, err := s.rdb.QueryContext(ctx, `SELECT received_at, attempt, outcome, d.status
-		FROM deliveries d JOIN jobs ON jobs.id = d.job_row WHERE jobs.job_id = ? ORDER BY d.id`, jobID)
+	defer tx.Rollback()
+	j, row, err := scanJob(tx.QueryRowContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE job_id = ?`, jobID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Job{}, fmt.Errorf("%w: %s", ErrNotFound, jobID)
+	}
+	if err != nil {
+		return Job{}, err
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(SUM(copies), 0) FROM deliveries WHERE job_row = ?`, row).
+		Scan(&j.DeliveriesTotal); err != nil {
+		return Job{}, err
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT received_at, attempt, outcome, status, copies
+		FROM deliveries WHERE job_row = ? ORDER BY id DESC LIMIT ?`, row, MaxDeliveries)
 	if err != nil {
 		return Job{}, err
 	}
@@ -83,13 +101,17 @@ func (s *Store) JobWithDeliveries(ctx context.Context, jobID string) (Job, error
 		var d Delivery
 		var received int64
 		var outcome Outcome
-		if err := rows.Scan(&received, &d.Attempt, &outcome, &d.Status); err != nil {
+		if err := rows.Scan(&received, &d.Attempt, &outcome, &d.Status, &d.Copies); err != nil {
 			return Job{}, err
 		}
 		d.ReceivedAt, d.Duplicate = fromNanos(received), outcome.Duplicate()
 		j.Deliveries = append(j.Deliveries, d)
 	}
-	return j, rows.Err()
+	if err := rows.Err(); err != nil {
+		return Job{}, err
+	}
+	slices.Reverse(j.Deliveries)
+	return j, nil
 }
 
 // Track adds a job the log has not heard of, as pending, with its first poll
@@ -100,14 +122,20 @@ func (s *Store) Track(ctx context.Context, jobID string, firstPoll time.Time) (j
 		return Job{}, false, fmt.Errorf("%w: jobId must be 1-128 letters, digits, '-' or '_'", ErrInvalid)
 	}
 	err = s.write(ctx, func(t *txn) error {
-		now := t.now.UnixNano()
+		at, err := t.createdAt()
+		if err != nil {
+			return err
+		}
 		res, err := t.tx.ExecContext(t.ctx, `INSERT INTO jobs (job_id, status, created_at, updated_at, next_poll_at)
-			VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO NOTHING`, jobID, StatusPending, now, now, firstPoll.UnixNano())
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO NOTHING`, jobID, StatusPending, at,
+			t.now.UnixNano(), firstPoll.UnixNano())
 		if err != nil {
 			return err
 		}
 		n, err := res.RowsAffected()
-		created = n == 1
+		if created = n == 1; created {
+			t.count(statusCounter(StatusPending), 1)
+		}
 		return err
 	})
 	if err != nil {
@@ -134,37 +162,51 @@ const MaxLimit = 500
 
 // ListJobs returns a page of jobs, newest first, and the cursor of the next
 // page ("" when this is the last). A bad filter is ErrInvalid.
+//
+// Every page is an index range: a status filter walks jobs_status (one walk
+// per status, merged), and Since becomes a lower bound on the row id, found
+// by a binary search over the rows. That holds because created_at never
+// decreases in id order (see createdAt); in a log written before that was so,
+// a clock that stepped back can put a few jobs on the wrong side of Since.
 func (s *Store) ListJobs(ctx context.Context, f Filter) (jobs []Job, next string, err error) {
 	if f.Limit < 1 || f.Limit > MaxLimit {
 		return nil, "", fmt.Errorf("%w: limit must be between 1 and %d", ErrInvalid, MaxLimit)
 	}
-	where, args := []string{"1 = 1"}, []any{}
+	before := int64(math.MaxInt64)
 	if f.Cursor != "" {
-		before, err := strconv.ParseInt(f.Cursor, 10, 64)
+		before, err = strconv.ParseInt(f.Cursor, 10, 64)
 		if err != nil || before < 1 {
 			return nil, "", fmt.Errorf("%w: cursor %q is not one this API returned", ErrInvalid, f.Cursor)
 		}
-		where, args = append(where, "id < ?"), append(args, before)
 	}
-	if len(f.Statuses) > 0 {
-		for _, st := range f.Statuses {
-			if !IsKnownStatus(st) {
-				return nil, "", fmt.Errorf("%w: unknown status %q", ErrInvalid, st)
-			}
-			args = append(args, st)
+	var statuses []string
+	for _, st := range f.Statuses {
+		if !IsKnownStatus(st) {
+			return nil, "", fmt.Errorf("%w: unknown status %q", ErrInvalid, st)
 		}
-		where = append(where, "status IN (?"+strings.Repeat(", ?", len(f.Statuses)-1)+")")
+		if !slices.Contains(statuses, st) {
+			statuses = append(statuses, st)
+		}
 	}
+	tx, err := s.rdb.BeginTx(ctx, nil) // the bound and the page from one snapshot
+	if err != nil {
+		return nil, "", err
+	}
+	defer tx.Rollback()
+	jobs = []Job{}
+	low := int64(0)
 	if !f.Since.IsZero() {
-		where, args = append(where, "created_at >= ?"), append(args, clampNanos(f.Since))
+		var ok bool
+		if low, ok, err = firstCreatedAtOrAfter(ctx, tx, clampNanos(f.Since)); err != nil || !ok {
+			return jobs, "", err
+		}
 	}
-	rows, err := s.rdb.QueryContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE `+
-		strings.Join(where, " AND ")+` ORDER BY id DESC LIMIT ?`, append(args, f.Limit+1)...)
+	query, args := listQuery(statuses, low, before, f.Limit+1)
+	rows, err := tx.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, "", err
 	}
 	defer rows.Close()
-	jobs = []Job{}
 	var lastID int64
 	for rows.Next() {
 		j, id, err := scanJob(rows)
@@ -178,6 +220,64 @@ func (s *Store) ListJobs(ctx context.Context, f Filter) (jobs []Job, next string
 		jobs, lastID = append(jobs, j), id
 	}
 	return jobs, next, rows.Err()
+}
+
+// listQuery selects up to n jobs with low <= id < before, newest first, with
+// any of statuses (all when empty). With several statuses each is walked in
+// jobs_status on its own, n at most, and the ids are merged.
+func listQuery(statuses []string, low, before int64, n int) (string, []any) {
+	const rng = `id >= ? AND id < ? ORDER BY id DESC LIMIT ?`
+	switch len(statuses) {
+	case 0:
+		return `SELECT ` + jobColumns + ` FROM jobs WHERE ` + rng, []any{low, before, n}
+	case 1:
+		return `SELECT ` + jobColumns + ` FROM jobs INDEXED BY jobs_status WHERE status = ? AND ` + rng,
+			[]any{statuses[0], low, before, n}
+	}
+	arms := make([]string, len(statuses))
+	args := make([]any, 0, 4*len(statuses)+1)
+	for i, st := range statuses {
+		arms[i] = `SELECT id FROM (SELECT id FROM jobs INDEXED BY jobs_status WHERE status = ? AND ` + rng + `)`
+		args = append(args, st, low, before, n)
+	}
+	return `SELECT ` + jobColumns + ` FROM jobs WHERE id IN (` + strings.Join(arms, ` UNION ALL `) +
+		`) ORDER BY id DESC LIMIT ?`, append(args, n)
+}
+
+// rowQuerier is what a one-row read needs of *sql.DB and *sql.Tx.
+type rowQuerier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// firstCreatedAtOrAfter returns the smallest row id whose job was created at
+// or after since (unix nanoseconds); ok is false when there is none. As
+// created_at never decreases in id order, "the first row at or after id x
+// was created at or after since" holds from some x on, and a binary search
+// over x finds it in about log2(rows) probes of the primary key.
+func firstCreatedAtOrAfter(ctx context.Context, q rowQuerier, since int64) (id int64, ok bool, err error) {
+	const first = `SELECT id, created_at FROM jobs WHERE id >= ? ORDER BY id LIMIT 1`
+	var hi, created int64
+	err = q.QueryRowContext(ctx, `SELECT id, created_at FROM jobs ORDER BY id DESC LIMIT 1`).Scan(&hi, &created)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && created < since) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	id = hi
+	for lo := int64(0); lo < hi; { // row ids start at 1
+		mid := lo + (hi-lo)/2
+		var row int64
+		if err := q.QueryRowContext(ctx, first, mid).Scan(&row, &created); err != nil {
+			return 0, false, err // a row exists: hi's
+		}
+		if created >= since {
+			hi, id = mid, row
+		} else {
+			lo = mid + 1
+		}
+	}
+	return id, true, nil
 }
 
 // Events returns up to limit jobs that became terminal with seq > after,
@@ -218,26 +318,28 @@ type Stats struct {
 	LastSeq        int64          `json:"lastSeq"`
 }
 
-// Stats counts jobs by status and source, and deliveries by outcome. It
-// reads covering indexes, so its cost grows with the log but stays far below
-// a scan of the rows.
+// Stats reads the counters the write path keeps, so it costs the same
+// however long the log is. They count what is in the log: jobs and
+// deliveries removed by Prune leave them. Deliveries counts every verified
+// delivery, each copy of a replay included.
 func (s *Store) Stats(ctx context.Context) (Stats, error) {
 	st := Stats{ByStatus: map[string]int{}, BySource: map[string]int{}}
-	err := s.groupCount(ctx, `SELECT status, source, COUNT(*) FROM jobs GROUP BY status, source`,
-		func(status, source string, n int) {
+	err := s.groupCount(ctx, `SELECT name, '', n FROM counters`, func(name, _ string, n int) {
+		kind, value, _ := strings.Cut(name, ":")
+		switch {
+		case name == seqCounter:
+			st.LastSeq = int64(n)
+		case name == missedCounter:
+			st.WebhooksMissed = n
+		case n == 0:
+		case kind == "status":
 			st.Jobs += n
-			st.ByStatus[status] += n
-			if source != "" {
-				st.BySource[source] += n
-			}
-		})
-	if err != nil {
-		return Stats{}, err
-	}
-	err = s.groupCount(ctx, `SELECT outcome, '', COUNT(*) FROM deliveries GROUP BY outcome`,
-		func(outcome, _ string, n int) {
+			st.ByStatus[value] = n
+		case kind == "source":
+			st.BySource[value] = n
+		case kind == "outcome":
 			st.Deliveries += n
-			switch Outcome(outcome) {
+			switch Outcome(value) {
 			case OutcomeDuplicate:
 				st.Duplicates += n
 			case OutcomeConflict:
@@ -246,13 +348,12 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 			case OutcomeInvalid:
 				st.Invalid += n
 			}
-		})
+		}
+	})
 	if err != nil {
 		return Stats{}, err
 	}
-	err = s.rdb.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM jobs WHERE webhook_missed = 1),
-		COALESCE((SELECT MAX(seq) FROM jobs), 0)`).Scan(&st.WebhooksMissed, &st.LastSeq)
-	return st, err
+	return st, nil
 }
 
 func (s *Store) groupCount(ctx context.Context, query string, add func(a, b string, n int)) error {

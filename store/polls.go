@@ -106,6 +106,19 @@ func (s *Store) RecordPoll(ctx context.Context, jobID string, r PollResult) (Out
 		args := []any{r.Err, r.Next.UnixNano(), now}
 		switch {
 		case r.Report != nil:
+			// The status counters move with the status: read the old one.
+			var was string
+			err := t.tx.QueryRowContext(t.ctx, `SELECT status FROM jobs WHERE job_id = ? AND terminal = 0`, jobID).Scan(&was)
+			if errors.Is(err, sql.ErrNoRows) {
+				return nil // unknown, or ended meanwhile: a stale poll changes nothing
+			}
+			if err != nil {
+				return err
+			}
+			if was != r.Report.Status {
+				t.count(statusCounter(was), -1)
+				t.count(statusCounter(r.Report.Status), 1)
+			}
 			q += `, status = ?, progress = ?, stage = ?, total_projects = ?, completed_projects = ?,
 				failed_projects = ?, poll_step = poll_step + 1, fail_count = 0, not_found_count = 0`
 			args = append(args, r.Report.Status, r.Report.Progress, r.Report.Stage, r.Report.TotalProjects,
@@ -122,13 +135,20 @@ func (s *Store) RecordPoll(ctx context.Context, jobID string, r PollResult) (Out
 }
 
 // ExpireJobs ends as expired every job still not terminal that was tracked
-// at or before cutoff, and returns their ids.
+// at or before cutoff, and returns their ids. It walks jobs_open_created,
+// which holds only jobs not yet terminal, and takes no turn of the writer
+// when none is due.
 func (s *Store) ExpireJobs(ctx context.Context, cutoff time.Time) ([]string, error) {
+	const due = `SELECT job_id FROM jobs WHERE terminal = 0 AND created_at <= ? ORDER BY created_at, id`
+	var found int
+	err := s.rdb.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+due+` LIMIT 1)`, cutoff.UnixNano()).Scan(&found)
+	if err != nil || found == 0 {
+		return nil, err
+	}
 	var expired []string
-	err := s.write(ctx, func(t *txn) error {
+	err = s.write(ctx, func(t *txn) error {
 		expired = expired[:0]
-		rows, err := t.tx.QueryContext(t.ctx, `SELECT job_id FROM jobs WHERE terminal = 0 AND created_at <= ?
-			ORDER BY id`, cutoff.UnixNano())
+		rows, err := t.tx.QueryContext(t.ctx, due, cutoff.UnixNano())
 		if err != nil {
 			return err
 		}
@@ -153,22 +173,44 @@ func (s *Store) ExpireJobs(ctx context.Context, cutoff time.Time) ([]string, err
 	return expired, err
 }
 
-// MarkMissedWebhooks flags jobs whose end a poll saw at or before
-// now-grace with no verified webhook received within grace of that, and
-// returns how many it flagged.
+// MarkMissedWebhooks checks, once each, the jobs whose end a poll saw at or
+// before now-grace, flags those with no verified webhook received within
+// grace of that, and returns how many it flagged. A checked job leaves
+// jobs_missed_due, so a sweep with nothing to check is one index probe and
+// takes no turn of the writer.
 func (s *Store) MarkMissedWebhooks(ctx context.Context, now time.Time, grace time.Duration) (int, error) {
-	var n int64
-	err := s.write(ctx, func(t *txn) error {
-		res, err := t.tx.ExecContext(t.ctx, `UPDATE jobs SET webhook_missed = 1
-			WHERE webhook_missed = 0 AND poll_ended_at IS NOT NULL AND poll_ended_at <= ?
-			AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_row = jobs.id
-				AND d.outcome != 'invalid' AND d.received_at <= jobs.poll_ended_at + ?)`,
-			now.Add(-grace).UnixNano(), grace.Nanoseconds())
+	cutoff := now.Add(-grace).UnixNano()
+	const due = `FROM jobs WHERE poll_ended_at IS NOT NULL AND missed_checked = 0 AND poll_ended_at <= ?`
+	var found int
+	err := s.rdb.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 `+due+` LIMIT 1)`, cutoff).Scan(&found)
+	if err != nil || found == 0 {
+		return 0, err
+	}
+	var n int
+	err = s.write(ctx, func(t *txn) error {
+		n = 0
+		rows, err := t.tx.QueryContext(t.ctx, `UPDATE jobs SET missed_checked = 1,
+			webhook_missed = NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_row = jobs.id
+				AND d.outcome != 'invalid' AND d.received_at <= jobs.poll_ended_at + ?)
+			WHERE id IN (SELECT id `+due+`) RETURNING webhook_missed`, grace.Nanoseconds(), cutoff)
 		if err != nil {
 			return err
 		}
-		n, err = res.RowsAffected()
-		return err
+		for rows.Next() {
+			var missed bool
+			if err := rows.Scan(&missed); err != nil {
+				rows.Close()
+				return err
+			}
+			if missed {
+				n++
+			}
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return err
+		}
+		t.count(missedCounter, int64(n))
+		return nil
 	})
-	return int(n), err
+	return n, err
 }

@@ -2,9 +2,12 @@ package store_test
 
 import (
 	"context"
+	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,10 +30,16 @@ func report(id, status string) *store.Report {
 		Projects: []store.Project{{ProjectID: "p1", Title: "t", Status: "completed", VideoURL: "https://v/1.mp4"}}}
 }
 
+// deliver records r as a delivery whose body is r's JSON, so equal reports
+// are equal bytes, as they are from Nouvel.
 func deliver(t *testing.T, s *store.Store, r *store.Report) store.Outcome {
 	t.Helper()
+	body, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
 	out, err := s.RecordWebhook(context.Background(), store.WebhookDelivery{
-		Body: []byte(`{}`), ReceivedAt: time.Now(), Attempt: 1, Report: r})
+		Body: body, ReceivedAt: time.Now(), Attempt: 1, Report: r})
 	if err != nil {
 		t.Fatalf("RecordWebhook(%s): %v", r.JobID, err)
 	}
@@ -56,8 +65,10 @@ func TestRecordWebhookFirstReportWins(t *testing.T) {
 		t.Fatalf("got status=%s deliveries=%d seq=%d source=%s terminal=%v, want completed 4 1 webhook true",
 			j.Status, j.WebhookDeliveries, j.Seq, j.Source, j.Terminal)
 	}
-	if len(j.Deliveries) != 4 || j.Deliveries[0].Duplicate || !j.Deliveries[3].Duplicate || j.Deliveries[3].Status != "failed" {
-		t.Fatalf("got deliveries %+v", j.Deliveries)
+	// The three equal deliveries are one row with three copies.
+	if len(j.Deliveries) != 2 || j.Deliveries[0].Duplicate || j.Deliveries[0].Copies != 3 ||
+		!j.Deliveries[1].Duplicate || j.Deliveries[1].Status != "failed" || j.Deliveries[1].Copies != 1 || j.DeliveriesTotal != 4 {
+		t.Fatalf("got deliveries %+v total %d, want [accepted x3, failed duplicate x1] total 4", j.Deliveries, j.DeliveriesTotal)
 	}
 	if len(j.Projects) != 1 || j.Projects[0].VideoURL != "https://v/1.mp4" {
 		t.Fatalf("got projects %+v", j.Projects)
@@ -291,5 +302,129 @@ func TestStatsCounts(t *testing.T) {
 		Invalid: 1, WebhooksMissed: 1, LastSeq: 2}
 	if fmt.Sprint(st) != fmt.Sprint(want) {
 		t.Fatalf("got  %+v\nwant %+v", st, want)
+	}
+}
+
+// rawDB opens the store's file directly, to look at what is stored.
+func rawDB(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestReplayStoresBytesOnce(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "nh.db")
+	s := openStore(t, path)
+	const replays = 50
+	body := []byte(`{"event":"job.completed","jobId":"r1","status":"completed"}`)
+	bad := []byte(`{"event":"job.completed","jobId":"r2","status":"done"}`)
+	start := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	for i := range replays {
+		at := start.Add(time.Duration(i) * time.Second)
+		out, err := s.RecordWebhook(ctx, store.WebhookDelivery{Body: body, ReceivedAt: at, Attempt: 1 + i%3, Report: report("r1", "completed")})
+		if want := store.OutcomeDuplicate; i == 0 {
+			want = store.OutcomeAccepted
+			if out != want || err != nil {
+				t.Fatalf("first delivery: got %s, %v; want %s", out, err, want)
+			}
+		} else if out != want || err != nil || !out.Duplicate() {
+			t.Fatalf("replay %d: got %s, %v; want %s", i, out, err, want)
+		}
+		if _, err := s.RecordWebhook(ctx, store.WebhookDelivery{Body: bad, ReceivedAt: at, JobID: "r2", Problem: "bad status"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Other bytes for the same job are a row of their own.
+	if _, err := s.RecordWebhook(ctx, store.WebhookDelivery{Body: []byte(`{"other":1}`), ReceivedAt: start, Report: report("r1", "completed")}); err != nil {
+		t.Fatal(err)
+	}
+
+	type row struct {
+		JobID            string
+		Copies           int
+		Received, LastAt int64
+		Outcome          string
+	}
+	rows, err := rawDB(t, path).QueryContext(ctx, `SELECT COALESCE(job_id, ''), copies, received_at, last_received_at, outcome
+		FROM deliveries ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []row
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.JobID, &r.Copies, &r.Received, &r.LastAt, &r.Outcome); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, r)
+	}
+	last := start.Add((replays - 1) * time.Second).UnixNano()
+	want := []row{
+		{"r1", replays, start.UnixNano(), last, "accepted"},
+		{"r2", replays, start.UnixNano(), last, "invalid"},
+		{"r1", 1, start.UnixNano(), start.UnixNano(), "duplicate"},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("delivery rows:\ngot  %+v\nwant %+v", got, want)
+	}
+
+	j, err := s.JobWithDeliveries(ctx, "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.WebhookDeliveries != replays+1 || j.DeliveriesTotal != replays+1 || len(j.Deliveries) != 2 || j.Deliveries[0].Copies != replays {
+		t.Fatalf("got webhookDeliveries=%d deliveriesTotal=%d deliveries=%+v, want %d %d and 2 rows, the first with %d copies",
+			j.WebhookDeliveries, j.DeliveriesTotal, j.Deliveries, replays+1, replays+1, replays)
+	}
+	st, err := s.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Deliveries != 2*replays+1 || st.Duplicates != replays || st.Invalid != replays {
+		t.Fatalf("stats: got deliveries=%d duplicates=%d invalid=%d, want %d %d %d",
+			st.Deliveries, st.Duplicates, st.Invalid, 2*replays+1, replays, replays)
+	}
+}
+
+func TestJobWithDeliveriesListsTheLast100(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, filepath.Join(t.TempDir(), "nh.db"))
+	start := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	const distinct = 150
+	for i := range distinct {
+		for range 1 + i%2 { // odd ones twice
+			_, err := s.RecordWebhook(ctx, store.WebhookDelivery{Body: fmt.Appendf(nil, `{"n":%d}`, i),
+				ReceivedAt: start.Add(time.Duration(i) * time.Second), Attempt: i + 1, Report: report("many", "completed")})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	j, err := s.JobWithDeliveries(ctx, "many")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(j.Deliveries) != store.MaxDeliveries {
+		t.Fatalf("got %d deliveries listed, want %d", len(j.Deliveries), store.MaxDeliveries)
+	}
+	if want := distinct + distinct/2; j.DeliveriesTotal != want {
+		t.Fatalf("got deliveriesTotal %d, want %d", j.DeliveriesTotal, want)
+	}
+	for k, d := range j.Deliveries {
+		i := distinct - store.MaxDeliveries + k // the last 100, oldest first
+		if d.Attempt != i+1 || !d.ReceivedAt.Equal(start.Add(time.Duration(i)*time.Second)) || d.Copies != 1+i%2 {
+			t.Fatalf("delivery %d: got %+v, want attempt %d with %d copies", k, d, i+1, 1+i%2)
+		}
+	}
+	// A list answer does not carry the total.
+	b, _ := json.Marshal(store.Job{})
+	if strings.Contains(string(b), "deliveriesTotal") {
+		t.Fatalf("a job without deliveries marshals deliveriesTotal: %s", b)
 	}
 }

@@ -25,6 +25,8 @@ type txn struct {
 	// change feed are woken after the commit.
 	ended bool
 	bound map[*sql.Stmt]*sql.Stmt
+	// w holds counter changes and the seq, written by flushCounters.
+	w writeState
 }
 
 // stmt is s bound to this transaction, once per transaction rather than
@@ -121,6 +123,9 @@ func (s *Store) runTx(batch []*op) (ended bool, err error) {
 		if err := o.fn(t); err != nil {
 			return false, err
 		}
+	}
+	if err := t.flushCounters(); err != nil {
+		return false, err
 	}
 	if err := tx.Commit(); err != nil {
 		return false, fmt.Errorf("%w: %w", errCommit, err)
