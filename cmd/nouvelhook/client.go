@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,7 +17,7 @@ import (
 const jobsUsage = `Usage: nouvelhook jobs COMMAND [flags]
 
 Commands:
-  list [--status S[,S]] [--since RFC3339] [--limit N] [--json]
+  list [--status S[,S]] [--since RFC3339] [--limit N] [--cursor C] [--json]
                             the job log, newest first
   show JOBID [--json]       one job, with its deliveries
   wait JOBID [--timeout D]  wait until the job ends (exit 0 completed,
@@ -52,13 +53,16 @@ func runJobs(ctx context.Context, args []string, getenv func(string) string, std
 }
 
 func jobsList(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("jobs list", "jobs list [--status S[,S]] [--since RFC3339] [--limit N] [--json]\n\n"+
-		"Lists the job log, newest first, as a table or as JSON.", stderr)
+	fs := newFlagSet("jobs list", "jobs list [--status S[,S]] [--since RFC3339] [--limit N] [--cursor C] [--json]\n\n"+
+		"Lists the job log, newest first, as a table or as JSON. When more jobs match than\n"+
+		"--limit, the table is followed on stderr by the command that shows the next ones\n"+
+		"(more: nouvelhook jobs list … --cursor C), and the JSON has a non-empty nextCursor.", stderr)
 	status := fs.String("status", "", "only jobs with one of these comma-separated `statuses`:\n"+
 		"pending, running, completed, partial, failed, cancelled, expired, not_found")
 	since := fs.String("since", "", "only jobs created at or after this RFC3339 `time`")
 	limit := fs.Int("limit", defaultListLimit, "show at most `N` jobs")
-	asJSON := fs.Bool("json", false, `print {"jobs":[…]} as the admin API does`)
+	cursor := fs.String("cursor", "", "start after the jobs an earlier list showed: its nextCursor `C`")
+	asJSON := fs.Bool("json", false, `print {"jobs":[…],"nextCursor":"…"} as the admin API does`)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -70,18 +74,44 @@ func jobsList(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
+	if *cursor != "" {
+		q.Set("cursor", *cursor)
+	}
 	c, err := newAdminClient(getenv)
 	if err != nil {
 		return err
 	}
-	jobs, err := c.listJobs(ctx, q, *limit, store.MaxLimit)
+	jobs, next, err := c.listJobs(ctx, q, *limit, store.MaxLimit)
 	if err != nil {
 		return err
 	}
 	if *asJSON {
-		return writeJSON(stdout, map[string]any{"jobs": jobs})
+		return writeJSON(stdout, map[string]any{"jobs": jobs, "nextCursor": next})
 	}
-	return writeJobsTable(stdout, jobs)
+	if err := writeJobsTable(stdout, jobs); err != nil {
+		return err
+	}
+	if next != "" {
+		// On stderr, so that stdout stays a table that scripts can cut.
+		fmt.Fprintln(stderr, "more: "+nextListCommand(*status, *since, *limit, next))
+	}
+	return nil
+}
+
+// nextListCommand is the jobs list command that shows the page after next:
+// the same filters, starting at the cursor.
+func nextListCommand(status, since string, limit int, next string) string {
+	cmd := "nouvelhook jobs list"
+	if status != "" {
+		cmd += " --status " + status
+	}
+	if since != "" {
+		cmd += " --since " + since
+	}
+	if limit != defaultListLimit {
+		cmd += " --limit " + strconv.Itoa(limit)
+	}
+	return cmd + " --cursor " + next
 }
 
 // listQuery checks list's flags here, so that a typo is a usage error

@@ -166,9 +166,10 @@ func (c *adminClient) job(ctx context.Context, id string, wait time.Duration) (s
 }
 
 // listJobs gets up to limit jobs matching q, newest first, following
-// nextCursor in pages of at most pageSize.
-func (c *adminClient) listJobs(ctx context.Context, q url.Values, limit, pageSize int) ([]store.Job, error) {
-	jobs := []store.Job{}
+// nextCursor in pages of at most pageSize. next is the cursor of the jobs
+// after these, "" when there are none.
+func (c *adminClient) listJobs(ctx context.Context, q url.Values, limit, pageSize int) (jobs []store.Job, next string, err error) {
+	jobs = []store.Job{}
 	for len(jobs) < limit {
 		q.Set("limit", strconv.Itoa(min(pageSize, limit-len(jobs))))
 		var page struct {
@@ -176,13 +177,13 @@ func (c *adminClient) listJobs(ctx context.Context, q url.Values, limit, pageSiz
 			NextCursor string      `json:"nextCursor"`
 		}
 		if err := c.get(ctx, "/v1/jobs", q, &page); err != nil {
-			return nil, err
+			return nil, "", err
 		}
-		jobs = append(jobs, page.Jobs...)
-		if page.NextCursor == "" || len(page.Jobs) == 0 {
+		jobs, next = append(jobs, page.Jobs...), page.NextCursor
+		if next == "" || len(page.Jobs) == 0 {
 			break
 		}
-		q.Set("cursor", page.NextCursor)
+		q.Set("cursor", next)
 	}
-	return jobs, nil
+	return jobs, next, nil
 }

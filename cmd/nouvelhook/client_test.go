@@ -116,12 +116,90 @@ func TestCLIJobsListFollowsCursor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	jobs, err := c.listJobs(context.Background(), url.Values{}, 3, 2)
+	jobs, next, err := c.listJobs(context.Background(), url.Values{}, 3, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := jobIDs(jobs), "job-4,job-3,job-2"; got != want {
-		t.Errorf("3 jobs in pages of 2: got [%s], want [%s]", got, want)
+	if got, want := jobIDs(jobs), "job-4,job-3,job-2"; got != want || next == "" {
+		t.Errorf("3 jobs in pages of 2: got [%s] next %q, want [%s] and a next cursor", got, next, want)
+	}
+	jobs, next, err = c.listJobs(context.Background(), url.Values{"cursor": {next}}, 3, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := jobIDs(jobs), "job-1"; got != want || next != "" {
+		t.Errorf("from the cursor: got [%s] next %q, want [%s] and no next cursor", got, next, want)
+	}
+}
+
+// jobs list says when there are more jobs than it shows, and how to see
+// them: a "more:" line on stderr after the table, nextCursor in the JSON.
+func TestCLIJobsListPaging(t *testing.T) {
+	s := startService(t, nil)
+	for _, id := range []string{"job-1", "job-2", "job-3", "job-4", "job-5"} {
+		s.mustDeliver(id, "completed")
+	}
+
+	// The table, following each "more:" hint as a user would.
+	args := []string{"jobs", "list", "--limit", "2"}
+	var pages []string
+	for range 5 {
+		out, errOut, err := s.cli(args...)
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, errOut)
+		}
+		var ids []string
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+			ids = append(ids, strings.Fields(line)[0])
+		}
+		pages = append(pages, strings.Join(ids, ","))
+		if errOut == "" {
+			break
+		}
+		hint, ok := strings.CutPrefix(errOut, "more: nouvelhook jobs list --limit 2 --cursor ")
+		if !ok || strings.Count(errOut, "\n") != 1 {
+			t.Fatalf("%v: got stderr %q, want one line \"more: nouvelhook jobs list --limit 2 --cursor C\"", args, errOut)
+		}
+		args = []string{"jobs", "list", "--limit", "2", "--cursor", strings.TrimSpace(hint)}
+	}
+	if got, want := strings.Join(pages, " | "), "job-5,job-4 | job-3,job-2 | job-1"; got != want {
+		t.Errorf("jobs list pages: got %s, want %s", got, want)
+	}
+
+	// The JSON, following nextCursor; it is there, empty, on the last page.
+	args = []string{"jobs", "list", "--json", "--limit", "3", "--status", "completed"}
+	pages = nil
+	for range 5 {
+		out, _, err := s.cli(args...)
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		var ans map[string]json.RawMessage
+		var page struct {
+			Jobs       []store.Job `json:"jobs"`
+			NextCursor *string     `json:"nextCursor"`
+		}
+		if json.Unmarshal([]byte(out), &ans) != nil || json.Unmarshal([]byte(out), &page) != nil ||
+			len(ans) != 2 || page.NextCursor == nil {
+			t.Fatalf("%v: got %s, want {\"jobs\":[…],\"nextCursor\":\"…\"}", args, out)
+		}
+		pages = append(pages, jobIDs(page.Jobs))
+		if *page.NextCursor == "" {
+			break
+		}
+		args = []string{"jobs", "list", "--json", "--limit", "3", "--status", "completed", "--cursor", *page.NextCursor}
+	}
+	if got, want := strings.Join(pages, " | "), "job-5,job-4,job-3 | job-2,job-1"; got != want {
+		t.Errorf("jobs list --json pages: got %s, want %s", got, want)
+	}
+
+	// All of them fit: no hint.
+	if _, errOut, err := s.cli("jobs", "list"); err != nil || errOut != "" {
+		t.Errorf("jobs list of 5 jobs: got stderr %q, %v; want no hint", errOut, err)
+	}
+	if got := nextListCommand("failed,partial", "2026-01-02T00:00:00Z", 50, "17"); got !=
+		"nouvelhook jobs list --status failed,partial --since 2026-01-02T00:00:00Z --cursor 17" {
+		t.Errorf("nextListCommand: got %q", got)
 	}
 }
 
