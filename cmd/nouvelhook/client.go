@@ -180,16 +180,27 @@ func runTrack(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
+	warned := map[string]bool{}
 	for _, id := range ids {
-		var j store.Job
-		code, err := c.post(ctx, "/v1/jobs", map[string]string{"jobId": id}, &j)
-		switch {
-		case err != nil:
+		var ans struct {
+			store.Job
+			// Warning says the service will not poll the job (no
+			// NOUVEL_API_KEY); it is the same for every job, so it is
+			// printed once.
+			Warning string `json:"warning"`
+		}
+		code, err := c.post(ctx, "/v1/jobs", map[string]string{"jobId": id}, &ans)
+		if err != nil {
 			return fmt.Errorf("track %s: %w", id, err)
-		case code == http.StatusCreated:
+		}
+		if ans.Warning != "" && !warned[ans.Warning] {
+			warned[ans.Warning] = true
+			fmt.Fprintln(stderr, "nouvelhook: warning: "+strings.ReplaceAll(ans.Warning, "\n", " "))
+		}
+		if code == http.StatusCreated {
 			fmt.Fprintf(stdout, "%s tracked\n", id)
-		default:
-			fmt.Fprintf(stdout, "%s already known (status %s)\n", id, j.Status)
+		} else {
+			fmt.Fprintf(stdout, "%s already known (status %s)\n", id, ans.Status)
 		}
 	}
 	return nil

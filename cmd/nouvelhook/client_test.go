@@ -383,6 +383,28 @@ func TestCLITrack(t *testing.T) {
 	wantCode(t, err, 2)
 }
 
+// With no NOUVEL_API_KEY nothing will poll a tracked job: track says so on
+// stderr, once however many jobs it tracks, and still tracks them.
+func TestCLITrackWarnsWithoutReconciler(t *testing.T) {
+	wantWarning := regexp.MustCompile(`^nouvelhook: warning: .*NOUVEL_API_KEY.*\n$`)
+	s := startService(t, nil)
+	out, errOut, err := s.cli("track", "job-w1", "job-w2")
+	if err != nil || out != "job-w1 tracked\njob-w2 tracked\n" || !wantWarning.MatchString(errOut) {
+		t.Errorf("track without an API key: got %q, stderr %q, %v; want both tracked and one warning line naming NOUVEL_API_KEY",
+			out, errOut, err)
+	}
+	_, errOut, err = s.cli("track", "job-w1")
+	if err != nil || !wantWarning.MatchString(errOut) {
+		t.Errorf("track a known job without an API key: got stderr %q, %v; want the warning", errOut, err)
+	}
+
+	s, _ = startWithNouvel(t, "", 0)
+	out, errOut, err = s.cli("track", "job-p1")
+	if err != nil || out != "job-p1 tracked\n" || errOut != "" {
+		t.Errorf("track with an API key: got %q, stderr %q, %v; want tracked and no warning", out, errOut, err)
+	}
+}
+
 func TestCLISign(t *testing.T) {
 	body := []byte("{\"jobId\": \"x\",\n \"status\":\"completed\"}\n")
 	file := filepath.Join(t.TempDir(), "body.json")
