@@ -67,7 +67,7 @@ type Options struct {
 	// still come before it counts as missed.
 	MissedGrace time.Duration
 	// WebhookURL is what Submit sets as webhookUrl; "" submits without one
-	// (poll-only).
+	// (poll-only), and then no job is ever flagged webhookMissed.
 	WebhookURL string
 	// Logger is the root logger; the reconciler adds its component.
 	Logger zerolog.Logger
@@ -213,7 +213,8 @@ func (r *Reconciler) step(ctx context.Context) time.Duration {
 	return 0
 }
 
-// sweep ends jobs past the TTL and flags webhooks missed past the grace.
+// sweep ends jobs past the TTL and, unless polling alone, flags webhooks
+// missed past the grace.
 func (r *Reconciler) sweep(ctx context.Context, now time.Time) {
 	expired, err := r.opts.Store.ExpireJobs(ctx, now.Add(-r.opts.TTL))
 	if err != nil && ctx.Err() == nil {
@@ -221,6 +222,13 @@ func (r *Reconciler) sweep(ctx context.Context, now time.Time) {
 	}
 	for _, id := range expired {
 		r.log.Warn().Str("job_id", id).Dur("ttl", r.opts.TTL).Msg("job did not end within NOUVELHOOK_TRACK_TTL; ended as expired")
+	}
+	if r.opts.WebhookURL == "" {
+		// Poll-only: no webhook was asked for, so none can be missed. A job
+		// submitted elsewhere may have one, but without
+		// NOUVELHOOK_PUBLIC_URL there is no telling, and a warning on every
+		// job would be noise.
+		return
 	}
 	n, err := r.opts.Store.MarkMissedWebhooks(ctx, now, r.opts.MissedGrace)
 	if err != nil && ctx.Err() == nil {
