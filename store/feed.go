@@ -8,33 +8,79 @@ import (
 // WaitJob returns the job as soon as it is terminal, or as it stands when ctx
 // ends (a deadline is not an error). A job not yet in the log is waited for
 // too; it is ErrNotFound only if it is still unknown at the end.
+//
+// It reads the job once; after that, each commit is looked up in the shared
+// tail of the change feed (a job enters the feed once, when it ends), so a
+// commit costs no query per waiting job.
 func (s *Store) WaitJob(ctx context.Context, jobID string) (Job, error) {
-	for {
-		changed := s.changes.wait()
-		j, err := s.Job(context.WithoutCancel(ctx), jobID)
-		if (err == nil && j.Terminal) || (err != nil && !errors.Is(err, ErrNotFound)) {
-			return j, err
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return j, err
-		}
+	rctx := context.WithoutCancel(ctx)
+	changed, gen := s.changes.wait()
+	if err := s.changes.catchUp(ctx, s, gen); err != nil {
+		return Job{}, err
 	}
+	// Any end the read below does not see comes after this cursor.
+	cursor := s.changes.tail.lastSeq()
+	j, err := s.jobForWait(rctx, jobID)
+	if (err == nil && j.Terminal) || (err != nil && !errors.Is(err, ErrNotFound)) {
+		return j, err
+	}
+	for {
+		if !s.changes.sleep(ctx, changed) {
+			return s.jobForWait(rctx, jobID)
+		}
+		changed, gen = s.changes.wait()
+		if err := s.changes.catchUp(ctx, s, gen); err != nil {
+			return Job{}, err
+		}
+		ended, found, last, ok := s.changes.tail.find(jobID, cursor)
+		if found {
+			return ended, nil
+		}
+		if !ok { // so many jobs ended that the tail moved past the cursor
+			last = s.changes.tail.lastSeq()
+			j, err := s.jobForWait(rctx, jobID)
+			if (err == nil && j.Terminal) || (err != nil && !errors.Is(err, ErrNotFound)) {
+				return j, err
+			}
+		}
+		cursor = last
+	}
+}
+
+// jobForWait is Job, counted among the reads the wait path makes.
+func (s *Store) jobForWait(ctx context.Context, jobID string) (Job, error) {
+	s.changes.tail.reads.Add(1)
+	return s.Job(ctx, jobID)
 }
 
 // WaitEvents is Events, but when there are none yet it waits for the first
 // until ctx ends, then answers as Events would.
+//
+// Events are served from the shared tail of the change feed, which one
+// waiter refreshes per commit for all; only a cursor older than the tail
+// reads the store itself. An event from the tail shows its job as it was
+// read just after it ended.
 func (s *Store) WaitEvents(ctx context.Context, after int64, limit int) ([]Job, int64, error) {
+	if limit < 1 || limit > MaxLimit || after < 0 {
+		return s.Events(ctx, after, limit) // the same ErrInvalid
+	}
 	for {
-		changed := s.changes.wait()
-		jobs, last, err := s.Events(context.WithoutCancel(ctx), after, limit)
-		if err != nil || len(jobs) > 0 {
-			return jobs, last, err
+		changed, gen := s.changes.wait()
+		if err := s.changes.catchUp(ctx, s, gen); err != nil {
+			return nil, 0, err
 		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
+		jobs, last, ok := s.changes.tail.after(after, limit)
+		if !ok {
+			s.changes.tail.reads.Add(1)
+			var err error
+			if jobs, last, err = s.Events(context.WithoutCancel(ctx), after, limit); err != nil {
+				return jobs, last, err
+			}
+		}
+		if len(jobs) > 0 {
+			return jobs, last, nil
+		}
+		if !s.changes.sleep(ctx, changed) {
 			return jobs, last, nil
 		}
 	}

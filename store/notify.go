@@ -1,25 +1,230 @@
 package store
 
-import "sync"
+import (
+	"context"
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// tailSize is how many of the newest change-feed entries the shared tail
+// keeps at least; it holds up to twice as many between trims. A waiter whose
+// cursor is older than the tail reads the store itself.
+const tailSize = 2048
 
 // notifier wakes every waiter at once: waiters take the current channel, and
-// broadcast closes it and makes a new one.
+// broadcast closes it and makes a new one. gen counts the broadcasts, so a
+// waiter can ask the tail to be at least as new as the channel it holds.
+//
+// It also keeps the shared tail of the change feed. Without it every waiter
+// re-read the store after every commit that ended a job: with thousands of
+// long-polls and event streams open, one commit cost thousands of queries on
+// the four-connection read pool. Now one waiter reads what is new, for all.
 type notifier struct {
-	mu sync.Mutex
-	ch chan struct{}
+	mu  sync.Mutex
+	ch  chan struct{}
+	gen uint64
+
+	tail feedTail
+	// parked counts waiters blocked until the next broadcast.
+	parked atomic.Int64
 }
 
-func newNotifier() *notifier { return &notifier{ch: make(chan struct{})} }
+func newNotifier() *notifier {
+	return &notifier{ch: make(chan struct{}), tail: feedTail{size: tailSize}}
+}
 
-func (n *notifier) wait() <-chan struct{} {
+// sleep blocks until changed is closed or ctx ends, and reports whether it
+// was changed.
+func (n *notifier) sleep(ctx context.Context, changed <-chan struct{}) bool {
+	n.parked.Add(1)
+	defer n.parked.Add(-1)
+	select {
+	case <-changed:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// wait returns the channel the next broadcast closes and the number of
+// broadcasts made before it.
+func (n *notifier) wait() (<-chan struct{}, uint64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.ch
+	return n.ch, n.gen
 }
 
+// broadcast wakes every waiter. The writer calls it after a commit that
+// ended a job, so the commit is visible to any read that starts after.
 func (n *notifier) broadcast() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.gen++
 	close(n.ch)
 	n.ch = make(chan struct{})
+}
+
+// generation is the number of broadcasts made so far.
+func (n *notifier) generation() uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.gen
+}
+
+// feedTail is the newest part of the change feed, in seq order, read from
+// the store once per wake-up and shared by every waiter.
+//
+// It holds every event with base < seq <= last: seqs are given in commit
+// order by the single writer, so a read of seq > last sees every event
+// committed before it. It starts from the store's newest seq, not from
+// nothing, so a restart or another process's commits leave no gap.
+type feedTail struct {
+	size   int // tailSize; smaller in tests
+	mu     sync.Mutex
+	ready  bool   // base and last were read from the store
+	base   int64  // the tail has every event with seq > base ...
+	last   int64  // ... up to last
+	gen    uint64 // broadcasts made before the newest read started
+	events []Job  // base < Seq <= last, ascending
+	// fetching is the read in flight, if any: one at a time, the others wait
+	// for it instead of querying themselves.
+	fetching *tailFetch
+
+	// reads counts the store reads made for waiters (the tail's and the
+	// fallbacks'), so a test can tell one query per commit from one per
+	// waiter.
+	reads atomic.Int64
+}
+
+type tailFetch struct {
+	done chan struct{}
+	err  error
+}
+
+// catchUp returns once the tail holds every event committed before the
+// gen-th broadcast. At most one goroutine reads the store at a time; the
+// others wait for its result. The read is not cancelled with ctx, as other
+// waiters share it.
+func (n *notifier) catchUp(ctx context.Context, s *Store, gen uint64) error {
+	t := &n.tail
+	for {
+		t.mu.Lock()
+		if t.ready && t.gen >= gen {
+			t.mu.Unlock()
+			return nil
+		}
+		if f := t.fetching; f != nil {
+			t.mu.Unlock()
+			<-f.done
+			if f.err != nil {
+				return f.err
+			}
+			continue
+		}
+		f := &tailFetch{done: make(chan struct{})}
+		t.fetching = f
+		ready, from := t.ready, t.last
+		t.mu.Unlock()
+
+		// Every commit whose broadcast is counted in now is visible to the
+		// reads below, which start after.
+		now := n.generation()
+		events, base, last, err := n.read(context.WithoutCancel(ctx), s, ready, from)
+
+		t.mu.Lock()
+		if err == nil {
+			if !ready {
+				t.ready, t.base = true, base
+			}
+			t.events, t.last, t.gen = append(t.events, events...), last, max(t.gen, now)
+			t.trim()
+		}
+		t.fetching, f.err = nil, err
+		close(f.done)
+		t.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// read returns the events after from, oldest first, and the seq of the last
+// one. Before the first read it starts from the store's newest seq (base).
+func (n *notifier) read(ctx context.Context, s *Store, ready bool, from int64) (events []Job, base, last int64, err error) {
+	if !ready {
+		n.tail.reads.Add(1)
+		if err := s.rdb.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM jobs`).Scan(&from); err != nil {
+			return nil, 0, 0, err
+		}
+		return nil, from, from, nil
+	}
+	last = from
+	for {
+		n.tail.reads.Add(1)
+		page, end, err := s.Events(ctx, last, MaxLimit)
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		events, last = append(events, page...), end
+		if len(page) < MaxLimit {
+			return events, from, last, nil
+		}
+	}
+}
+
+// trim drops the oldest events once the tail holds twice its size, so the
+// cost of dropping is spread over many appends. Call with t.mu held.
+func (t *feedTail) trim() {
+	if len(t.events) <= 2*t.size {
+		return
+	}
+	drop := len(t.events) - t.size
+	t.base = t.events[drop-1].Seq
+	t.events = append([]Job(nil), t.events[drop:]...)
+}
+
+// after returns up to limit events with seq > cursor and the seq of the last
+// one (cursor when none); ok is false when the tail no longer holds every
+// event after cursor, and the caller must read the store.
+func (t *feedTail) after(cursor int64, limit int) (jobs []Job, last int64, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.ready || cursor < t.base {
+		return nil, 0, false
+	}
+	i := sort.Search(len(t.events), func(i int) bool { return t.events[i].Seq > cursor })
+	end := min(len(t.events), i+limit)
+	jobs, last = make([]Job, end-i), cursor
+	copy(jobs, t.events[i:end])
+	if len(jobs) > 0 {
+		last = jobs[len(jobs)-1].Seq
+	}
+	return jobs, last, true
+}
+
+// find looks for jobID among the events with seq > cursor. It returns the
+// job if there, and the seq the tail is complete up to, to pass as the next
+// cursor; ok is false when the tail no longer holds every event after
+// cursor.
+func (t *feedTail) find(jobID string, cursor int64) (j Job, found bool, last int64, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.ready || cursor < t.base {
+		return Job{}, false, 0, false
+	}
+	i := sort.Search(len(t.events), func(i int) bool { return t.events[i].Seq > cursor })
+	for _, e := range t.events[i:] {
+		if e.JobID == jobID {
+			return e, true, t.last, true
+		}
+	}
+	return Job{}, false, t.last, true
+}
+
+// lastSeq is the seq the tail is complete up to.
+func (t *feedTail) lastSeq() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.last
 }
