@@ -134,12 +134,23 @@ func (s *Store) RecordPoll(ctx context.Context, jobID string, r PollResult) (Out
 	return outcome, err
 }
 
+// The sweep's statements; each reads a partial index that holds only the
+// jobs it may act on.
+const (
+	expireDue  = `SELECT job_id FROM jobs WHERE terminal = 0 AND created_at <= ? ORDER BY created_at, id`
+	missedDue  = `FROM jobs WHERE poll_ended_at IS NOT NULL AND missed_checked = 0 AND poll_ended_at <= ?`
+	markMissed = `UPDATE jobs SET missed_checked = 1,
+		webhook_missed = NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_row = jobs.id
+			AND d.outcome != 'invalid' AND d.received_at <= jobs.poll_ended_at + ?)
+		WHERE id IN (SELECT id ` + missedDue + `) RETURNING webhook_missed`
+)
+
 // ExpireJobs ends as expired every job still not terminal that was tracked
 // at or before cutoff, and returns their ids. It walks jobs_open_created,
 // which holds only jobs not yet terminal, and takes no turn of the writer
 // when none is due.
 func (s *Store) ExpireJobs(ctx context.Context, cutoff time.Time) ([]string, error) {
-	const due = `SELECT job_id FROM jobs WHERE terminal = 0 AND created_at <= ? ORDER BY created_at, id`
+	const due = expireDue
 	var found int
 	err := s.rdb.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+due+` LIMIT 1)`, cutoff.UnixNano()).Scan(&found)
 	if err != nil || found == 0 {
@@ -180,7 +191,7 @@ func (s *Store) ExpireJobs(ctx context.Context, cutoff time.Time) ([]string, err
 // takes no turn of the writer.
 func (s *Store) MarkMissedWebhooks(ctx context.Context, now time.Time, grace time.Duration) (int, error) {
 	cutoff := now.Add(-grace).UnixNano()
-	const due = `FROM jobs WHERE poll_ended_at IS NOT NULL AND missed_checked = 0 AND poll_ended_at <= ?`
+	const due = missedDue
 	var found int
 	err := s.rdb.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 `+due+` LIMIT 1)`, cutoff).Scan(&found)
 	if err != nil || found == 0 {
@@ -189,10 +200,7 @@ func (s *Store) MarkMissedWebhooks(ctx context.Context, now time.Time, grace tim
 	var n int
 	err = s.write(ctx, func(t *txn) error {
 		n = 0
-		rows, err := t.tx.QueryContext(t.ctx, `UPDATE jobs SET missed_checked = 1,
-			webhook_missed = NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_row = jobs.id
-				AND d.outcome != 'invalid' AND d.received_at <= jobs.poll_ended_at + ?)
-			WHERE id IN (SELECT id `+due+`) RETURNING webhook_missed`, grace.Nanoseconds(), cutoff)
+		rows, err := t.tx.QueryContext(t.ctx, markMissed, grace.Nanoseconds(), cutoff)
 		if err != nil {
 			return err
 		}
