@@ -27,6 +27,9 @@ func Backup(ctx context.Context, src, dst string) error {
 	if !exists {
 		return fmt.Errorf("database %s does not exist", src)
 	}
+	if err := checkNotEmpty(src); err != nil {
+		return err
+	}
 	absSrc, err1 := filepath.Abs(src)
 	absDst, err2 := filepath.Abs(dst)
 	if err1 == nil && err2 == nil && absSrc == absDst {

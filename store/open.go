@@ -29,7 +29,7 @@ func prepareFolder(path string) error {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("database %s: cannot create its folder: %s", path, osProblem(err))
 	}
-	if err := syscall.Access(dir, accessW|accessX); err != nil {
+	if err := access(dir, accessW|accessX); err != nil {
 		return fmt.Errorf("database %s: cannot write its folder %s: %s (uid %d); SQLite keeps its -wal and -shm files beside the database",
 			path, dir, errnoText(err), os.Getuid())
 	}
@@ -43,10 +43,8 @@ const (
 )
 
 // checkExisting checks a path that should hold a database: it reports
-// whether the file exists, and refuses a folder, a special file, an empty
-// file and one this process cannot read and write. An empty file is refused
-// because SQLite would start a new log in it: a log that was expected and is
-// gone must not look like a fresh start.
+// whether the file exists, and refuses a folder, a special file, and one
+// this process cannot read (and, with write, write).
 func checkExisting(path string, write bool) (exists bool, err error) {
 	fi, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -65,13 +63,31 @@ func checkExisting(path string, write bool) (exists bool, err error) {
 	if write {
 		mode, what = accessR|accessW, "read and write"
 	}
-	if err := syscall.Access(path, mode); err != nil {
+	if err := access(path, mode); err != nil {
 		return true, fmt.Errorf("database %s: %s: uid %d cannot %s it", path, errnoText(err), os.Getuid(), what)
 	}
-	if fi.Size() == 0 {
-		return true, fmt.Errorf("database %s is an empty (0-byte) file, not a nouvelhook log; if no log is lost, delete it to start a new one", path)
+	for _, side := range []string{path + "-wal", path + "-shm"} {
+		if _, err := os.Stat(side); err == nil && write {
+			if err := access(side, accessR|accessW); err != nil {
+				return true, fmt.Errorf("database %s: %s: uid %d cannot read and write %s", path, errnoText(err), os.Getuid(), side)
+			}
+		}
 	}
 	return true, nil
+}
+
+// checkNotEmpty refuses an existing empty file: SQLite would start a new log
+// in it, and a log that was expected and is gone must not look like a fresh
+// start.
+func checkNotEmpty(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("database %s: %s", path, osProblem(err))
+	}
+	if fi.Size() == 0 {
+		return fmt.Errorf("database %s is an empty (0-byte) file, not a nouvelhook log; if no log is lost, delete it to start a new one", path)
+	}
+	return nil
 }
 
 // checkSchema refuses a file that SQLite cannot read as a database, and a
@@ -106,6 +122,30 @@ func checkSchema(ctx context.Context, q querier, path string) (bool, error) {
 
 // quickCheck runs SQLite's quick_check, which reads every page and checks
 // the b-trees' structure, and refuses a corrupt file with its first finding.
+// inspect checks an existing database file before the writer opens it, on a
+// read-only connection, so that a file that is refused is not changed (the
+// writer would switch it to WAL mode first).
+func inspect(ctx context.Context, path string) error {
+	if err := checkNotEmpty(path); err != nil {
+		return err
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(10000)")
+	if err != nil {
+		return openProblem(path, err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return openProblem(path, err)
+	}
+	defer conn.Close()
+	tables, err := checkSchema(ctx, conn, path)
+	if err != nil || !tables {
+		return err
+	}
+	return quickCheck(ctx, conn, path)
+}
+
 func quickCheck(ctx context.Context, q querier, path string) error {
 	rows, err := q.QueryContext(ctx, `PRAGMA quick_check(1)`)
 	if err != nil {

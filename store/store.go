@@ -15,8 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -54,18 +52,46 @@ type Store struct {
 	closed  bool
 	done    chan struct{}
 	changes *notifier
+	lock    *fileLock // held from Open to Close: one process per file
 }
 
 // Open opens (creating it and its folder if needed) the SQLite file at path,
 // runs any migrations not yet applied, and starts the writer. Close releases
-// it.
+// it. One process at a time may have a file open: Open fails, naming the
+// file, while another store holds it. It also refuses, each with one line
+// saying what is wrong, a path it cannot use (a folder, no permission), an
+// existing empty file, a file that is not a nouvelhook database, and a
+// corrupt one (SQLite's quick_check).
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if path == "" {
 		return nil, fmt.Errorf("%w: empty database path", ErrInvalid)
 	}
-	if dir := filepath.Dir(path); dir != "." {
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return nil, fmt.Errorf("create database folder: %w", err)
+	if err := prepareFolder(path); err != nil {
+		return nil, err
+	}
+	exists, err := checkExisting(path, true)
+	if err != nil {
+		return nil, err
+	}
+	lk, err := lock(path)
+	if err != nil {
+		return nil, err
+	}
+	s, err := open(ctx, path, exists, opts)
+	if err != nil {
+		lk.unlock()
+		return nil, err
+	}
+	s.lock = lk
+	return s, nil
+}
+
+// open checks the file at path if it exists, migrates it and starts the
+// writer; the caller holds the lock.
+func open(ctx context.Context, path string, exists bool, opts Options) (*Store, error) {
+	if exists {
+		if err := inspect(ctx, path); err != nil {
+			return nil, err
 		}
 	}
 	// Pragmas go in the DSN so that every pooled connection gets them.
@@ -73,14 +99,14 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	wdb, err := sql.Open("sqlite", "file:"+path+"?"+common+
 		"&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate")
 	if err != nil {
-		return nil, fmt.Errorf("open database: %w", err)
+		return nil, openProblem(path, err)
 	}
 	wdb.SetMaxOpenConns(1)
 	wdb.SetConnMaxIdleTime(0)
 	wdb.SetConnMaxLifetime(0)
 	if err := migrate(ctx, wdb); err != nil {
 		wdb.Close()
-		return nil, err
+		return nil, openProblem(path, err)
 	}
 	rdb, err := sql.Open("sqlite", "file:"+path+"?"+common+"&_pragma=query_only(1)")
 	if err != nil {
@@ -118,7 +144,10 @@ func (s *Store) Close() error {
 	s.closeMu.Unlock()
 	<-s.done
 	s.stmts.close()
-	return errors.Join(s.rdb.Close(), s.wdb.Close())
+	// The lock goes last, so no other process opens the file before this
+	// one has let go of it.
+	err := errors.Join(s.rdb.Close(), s.wdb.Close())
+	return errors.Join(err, s.lock.unlock())
 }
 
 // migrate applies, in name order, each embedded migration not yet recorded in

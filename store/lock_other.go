@@ -1,0 +1,12 @@
+//go:build !unix
+
+package store
+
+// fileLock is a no-op where flock(2) does not exist.
+type fileLock struct{}
+
+func lock(string) (*fileLock, error) { return &fileLock{}, nil }
+
+func (l *fileLock) unlock() error { return nil }
+
+func access(string, uint32) error { return nil }
