@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -426,5 +428,293 @@ func TestJobWithDeliveriesListsTheLast100(t *testing.T) {
 	b, _ := json.Marshal(store.Job{})
 	if strings.Contains(string(b), "deliveriesTotal") {
 		t.Fatalf("a job without deliveries marshals deliveriesTotal: %s", b)
+	}
+}
+
+// recount computes from the rows what Stats reads from its counters.
+func recount(t *testing.T, db *sql.DB) store.Stats {
+	t.Helper()
+	ctx := context.Background()
+	st := store.Stats{ByStatus: map[string]int{}, BySource: map[string]int{}}
+	for _, q := range []struct {
+		sql string
+		add func(k string, n int)
+	}{
+		{`SELECT status, COUNT(*) FROM jobs GROUP BY status`, func(k string, n int) { st.ByStatus[k], st.Jobs = n, st.Jobs+n }},
+		{`SELECT source, COUNT(*) FROM jobs WHERE source != '' GROUP BY source`, func(k string, n int) { st.BySource[k] = n }},
+		{`SELECT 'missed', COUNT(*) FROM jobs WHERE webhook_missed = 1`, func(_ string, n int) { st.WebhooksMissed = n }},
+		{`SELECT 'seq', COALESCE(MAX(seq), 0) FROM jobs`, func(_ string, n int) { st.LastSeq = int64(n) }},
+		// A copy of bytes that ended a job is a duplicate; other copies
+		// fared as the first arrival did.
+		{`SELECT outcome, SUM(copies) FROM deliveries GROUP BY outcome`, func(k string, n int) {
+			st.Deliveries += n
+			switch k {
+			case "accepted":
+				st.Duplicates += n
+			case "duplicate":
+				st.Duplicates += n
+			case "conflict":
+				st.Duplicates, st.Conflicts = st.Duplicates+n, st.Conflicts+n
+			case "invalid":
+				st.Invalid += n
+			}
+		}},
+		{`SELECT 'accepted', COUNT(*) FROM deliveries WHERE outcome = 'accepted'`, func(_ string, n int) { st.Duplicates -= n }},
+	} {
+		rows, err := db.QueryContext(ctx, q.sql)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var k string
+			var n int
+			if err := rows.Scan(&k, &n); err != nil {
+				t.Fatal(err)
+			}
+			q.add(k, n)
+		}
+		rows.Close()
+	}
+	return st
+}
+
+func TestStatsCountersFollowEveryChange(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "nh.db")
+	start := time.Date(2026, 4, 1, 8, 0, 0, 0, time.UTC)
+	now := start
+	s, err := store.Open(ctx, path, store.Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	db := rawDB(t, path)
+	poll := func(id string, r store.PollResult) {
+		t.Helper()
+		if _, err := s.RecordPoll(ctx, id, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	running := func(id, status string) store.PollResult {
+		return store.PollResult{Report: &store.Report{JobID: id, Status: status, Progress: 30}, Next: now.Add(time.Minute)}
+	}
+	steps := []struct {
+		name string
+		do   func()
+	}{
+		{"track four", func() {
+			for _, id := range []string{"p1", "p2", "p3", "p4", "p1"} {
+				if _, _, err := s.Track(ctx, id, now); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}},
+		{"poll: pending to running", func() { poll("p1", running("p1", "running")) }},
+		{"poll: running again", func() { poll("p1", running("p1", "running")) }},
+		{"poll: still pending", func() { poll("p2", running("p2", "pending")) }},
+		{"poll failures", func() {
+			poll("p1", store.PollResult{Failed: true, Err: "502", Next: now})
+			poll("p2", store.PollResult{NotFound: true, Err: "404", Next: now})
+		}},
+		{"webhook ends a running job", func() { deliver(t, s, report("p1", "completed")) }},
+		{"replays and a conflict", func() {
+			deliver(t, s, report("p1", "completed"))
+			deliver(t, s, report("p1", "completed"))
+			deliver(t, s, report("p1", "failed"))
+		}},
+		{"poll ends a job", func() { poll("p2", store.PollResult{Report: report("p2", "completed")}) }},
+		{"poll of an ended job", func() { poll("p2", running("p2", "running")) }},
+		{"not found ends a job", func() { poll("p4", store.PollResult{End: store.StatusNotFound, NotFound: true}) }},
+		{"expire", func() {
+			now = now.Add(time.Hour)
+			if ids, err := s.ExpireJobs(ctx, now.Add(-30*time.Minute)); err != nil || len(ids) != 1 || ids[0] != "p3" {
+				t.Fatalf("ExpireJobs: got %v, %v; want [p3]", ids, err)
+			}
+		}},
+		{"missed webhooks", func() {
+			now = now.Add(3 * time.Minute)
+			if n, err := s.MarkMissedWebhooks(ctx, now, 2*time.Minute); err != nil || n != 1 {
+				t.Fatalf("MarkMissedWebhooks: got %d, %v; want 1 (p2; p4 ended locally)", n, err)
+			}
+			if n, err := s.MarkMissedWebhooks(ctx, now, 2*time.Minute); err != nil || n != 0 {
+				t.Fatalf("second MarkMissedWebhooks: got %d, %v; want 0", n, err)
+			}
+		}},
+		{"invalid deliveries", func() {
+			for range 2 {
+				if _, err := s.RecordWebhook(ctx, store.WebhookDelivery{Body: []byte("{"), ReceivedAt: now, Problem: "bad JSON"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}},
+		{"a webhook for a new job", func() { deliver(t, s, report("w1", "partial")) }},
+	}
+	for _, step := range steps {
+		step.do()
+		got, err := s.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := recount(t, db); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("after %s:\nstats   %+v\nrecount %+v", step.name, got, want)
+		}
+	}
+	if j, _ := s.Job(ctx, "p2"); j.Status != store.StatusCompleted || j.Source != store.SourcePoll || !j.WebhookMissed {
+		t.Fatalf("p2: got status %s source %s missed %v, want completed by poll, missed", j.Status, j.Source, j.WebhookMissed)
+	}
+}
+
+// TestUpgradeBuildsCountersFromRows opens a log written by the first schema
+// and checks that the upgrade counts what it holds, keeps seq growing, and
+// stores replays once from then on.
+func TestUpgradeBuildsCountersFromRows(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	schema, err := os.ReadFile("migrations/0001_init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+	for _, q := range []string{
+		string(schema),
+		`CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)`,
+		`INSERT INTO schema_migrations VALUES ('migrations/0001_init.sql', 1)`,
+		fmt.Sprintf(`INSERT INTO jobs (id, job_id, status, terminal, source, webhook_missed, created_at, updated_at,
+			terminal_at, seq, poll_ended_at) VALUES
+			(1, 'o1', 'completed', 1, 'webhook', 0, %[1]d, %[1]d, %[1]d, 1, NULL),
+			(2, 'o2', 'failed',    1, 'poll',    1, %[1]d, %[1]d, %[1]d, 2, %[1]d),
+			(3, 'o3', 'running',   0, '',        0, %[1]d, %[1]d, NULL, NULL, NULL),
+			(4, 'o4', 'completed', 1, 'poll',    0, %[1]d, %[1]d, %[1]d, 7, %[1]d)`, base),
+		fmt.Sprintf(`INSERT INTO deliveries (job_row, job_id, received_at, attempt, status, outcome, body) VALUES
+			(1, 'o1', %[1]d, 1, 'completed', 'accepted', 'b1'),
+			(1, 'o1', %[1]d, 1, 'completed', 'duplicate', 'b1'),
+			(1, 'o1', %[1]d, 1, 'failed', 'conflict', 'b2'),
+			(NULL, NULL, %[1]d, 1, '', 'invalid', 'x')`, base),
+	} {
+		if _, err := old.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%.60s: %v", q, err)
+		}
+	}
+	old.Close()
+
+	s := openStore(t, path)
+	st, err := s.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := store.Stats{Jobs: 4, ByStatus: map[string]int{"completed": 2, "failed": 1, "running": 1},
+		BySource: map[string]int{"webhook": 1, "poll": 2}, Deliveries: 4, Duplicates: 2, Conflicts: 1,
+		Invalid: 1, WebhooksMissed: 1, LastSeq: 7}
+	if fmt.Sprint(st) != fmt.Sprint(want) {
+		t.Fatalf("stats after upgrade:\ngot  %+v\nwant %+v", st, want)
+	}
+	// o4's end was seen by a poll and no webhook came: the first sweep
+	// checks it; o2, already flagged, is not counted again.
+	if n, err := s.MarkMissedWebhooks(ctx, time.Now(), time.Minute); err != nil || n != 1 {
+		t.Fatalf("first sweep after upgrade: got %d, %v; want 1", n, err)
+	}
+	for range 3 { // old rows carry no hash: these bytes are stored once more, then counted
+		if _, err := s.RecordWebhook(ctx, store.WebhookDelivery{Body: []byte("b1"), ReceivedAt: time.Now(),
+			Report: &store.Report{JobID: "o1", Status: "completed"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deliver(t, s, report("n1", "completed"))
+	j, err := s.JobWithDeliveries(ctx, "o1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(j.Deliveries) != 4 || j.Deliveries[3].Copies != 3 || j.DeliveriesTotal != 6 {
+		t.Fatalf("o1 after replays: got %d rows, last %+v, total %d; want 4 rows, the last with 3 copies, total 6",
+			len(j.Deliveries), j.Deliveries[len(j.Deliveries)-1], j.DeliveriesTotal)
+	}
+	if j, _ := s.Job(ctx, "n1"); j.Seq != 8 {
+		t.Fatalf("first job ended after upgrade: got seq %d, want 8", j.Seq)
+	}
+	st, _ = s.Stats(ctx)
+	if got := recount(t, rawDB(t, path)); fmt.Sprint(st) != fmt.Sprint(got) {
+		t.Fatalf("after upgrade and writes:\nstats   %+v\nrecount %+v", st, got)
+	}
+}
+
+// TestListJobsFiltersMatchAScan pages through every filter and compares the
+// result with the whole log filtered by hand, on a log written with a clock
+// that steps back now and then.
+func TestListJobsFiltersMatchAScan(t *testing.T) {
+	ctx := context.Background()
+	start := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	now := start
+	s, err := store.Open(ctx, filepath.Join(t.TempDir(), "nh.db"), store.Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	statuses := []string{"completed", "failed", "partial", "pending", "running"}
+	for i := range 80 {
+		now = start.Add(time.Duration(i) * time.Minute)
+		if i%7 == 3 {
+			now = now.Add(-10 * time.Minute) // the clock stepped back
+		}
+		id := fmt.Sprintf("j%02d", i)
+		switch st := statuses[i%len(statuses)]; st {
+		case "pending", "running":
+			if _, _, err := s.Track(ctx, id, now); err != nil {
+				t.Fatal(err)
+			}
+			if st == "running" {
+				if _, err := s.RecordPoll(ctx, id, store.PollResult{Report: &store.Report{JobID: id, Status: st}, Next: now}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		default:
+			deliver(t, s, report(id, st))
+		}
+	}
+	all, _, err := s.ListJobs(ctx, store.Filter{Limit: store.MaxLimit})
+	if err != nil || len(all) != 80 {
+		t.Fatalf("all: got %d jobs, %v", len(all), err)
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i].CreatedAt.After(all[i-1].CreatedAt) {
+			t.Fatalf("createdAt decreases from %s to %s in insertion order", all[i].JobID, all[i-1].JobID)
+		}
+	}
+	for _, f := range []store.Filter{
+		{}, {Statuses: []string{"failed"}}, {Statuses: []string{"pending", "completed", "completed"}},
+		{Since: start.Add(30 * time.Minute)}, {Since: start.Add(33*time.Minute + time.Second)},
+		{Statuses: []string{"running", "partial"}, Since: start.Add(52 * time.Minute)},
+		{Since: start.Add(-time.Hour)}, {Since: start.Add(79 * time.Minute)}, {Since: start.Add(80 * time.Minute)},
+	} {
+		var want []string
+		for _, j := range all {
+			if (len(f.Statuses) == 0 || slices.Contains(f.Statuses, j.Status)) && !j.CreatedAt.Before(f.Since) {
+				want = append(want, j.JobID)
+			}
+		}
+		var got []string
+		f.Limit = 7
+		for page := 0; ; page++ {
+			if page > 20 {
+				t.Fatalf("%+v: the cursor does not advance", f)
+			}
+			jobs, next, err := s.ListJobs(ctx, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, j := range jobs {
+				got = append(got, j.JobID)
+			}
+			if next == "" {
+				break
+			}
+			f.Cursor = next
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("statuses %v since %s:\ngot  %v\nwant %v", f.Statuses, f.Since.Format(time.TimeOnly), got, want)
+		}
 	}
 }
