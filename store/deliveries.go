@@ -163,6 +163,7 @@ func (t *txn) endJob(r *Report, projects, source string) (Outcome, int64, error)
 // the same bytes are already stored for that job, counts one more copy of
 // them. hash is the SHA-256 of d.Body.
 func (t *txn) insertDelivery(d WebhookDelivery, hash []byte, row int64, outcome Outcome) error {
+	t.delivering(len(d.Body))
 	var jobRow, jobID any
 	status := ""
 	stmt := t.stmts.insertUnjobbed

@@ -37,6 +37,10 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives write errors; the zero value discards them.
 	Logger zerolog.Logger
+	// MaxBody is the largest delivery body the store is given
+	// (NOUVELHOOK_MAX_BODY). After a failed commit, Ping writes this much
+	// to prove there is room again. Zero means 1 MiB.
+	MaxBody int64
 }
 
 // Store is the SQLite-backed job log. It is safe for concurrent use.
@@ -53,6 +57,8 @@ type Store struct {
 	done    chan struct{}
 	changes *notifier
 	lock    *fileLock // held from Open to Close: one process per file
+	health  health
+	maxBody int
 }
 
 // Open opens (creating it and its folder if needed) the SQLite file at path,
@@ -126,6 +132,10 @@ func open(ctx context.Context, path string, exists bool, opts Options) (*Store, 
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	s.maxBody = int(opts.MaxBody)
+	if s.maxBody <= 0 {
+		s.maxBody = 1 << 20
 	}
 	go s.writeLoop()
 	return s, nil

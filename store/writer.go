@@ -5,7 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // op is one queued write. fn may run more than once (see commit), so it must
@@ -27,7 +32,16 @@ type txn struct {
 	bound map[*sql.Stmt]*sql.Stmt
 	// w holds counter changes and the seq, written by flushCounters.
 	w writeState
+	// delivered is the largest delivery body, in bytes, that an op of this
+	// transaction wrote (see delivering), and probe the size of a readiness
+	// probe: what a commit proves about free space.
+	delivered, probe int
 }
+
+// delivering notes that the op is writing a delivery body of n bytes, so
+// that readiness knows how large a write must be to prove the disk has room
+// again after a failed commit.
+func (t *txn) delivering(n int) { t.delivered = max(t.delivered, n) }
 
 // stmt is s bound to this transaction, once per transaction rather than
 // once per use.
@@ -86,11 +100,12 @@ func (s *Store) writeLoop() {
 
 // commit runs batch in one transaction. If an op fails the transaction is
 // rolled back and each op is retried alone, so one bad write cannot sink the
-// others queued with it.
+// others queued with it. Every outcome also tells readiness (see Ping).
 func (s *Store) commit(batch []*op) {
-	ended, err := s.runTx(batch)
+	t, err := s.runTx(batch)
+	s.health.observe(t, err)
 	if err == nil {
-		s.finish(batch, nil, ended)
+		s.finish(batch, nil, t.ended)
 		return
 	}
 	if len(batch) == 1 || errors.Is(err, errCommit) {
@@ -99,11 +114,12 @@ func (s *Store) commit(batch []*op) {
 		return
 	}
 	for _, o := range batch {
-		ended, err := s.runTx([]*op{o})
+		t, err := s.runTx([]*op{o})
+		s.health.observe(t, err)
 		if err != nil {
 			s.log.Error().Err(err).Msg("store write failed")
 		}
-		s.finish([]*op{o}, unavailable(err), ended)
+		s.finish([]*op{o}, unavailable(err), err == nil && t.ended)
 	}
 }
 
@@ -111,26 +127,30 @@ func (s *Store) commit(batch []*op) {
 // retrying op by op would only repeat.
 var errCommit = errors.New("commit")
 
-func (s *Store) runTx(batch []*op) (ended bool, err error) {
+// runTx runs batch in one transaction and commits it. It returns the
+// transaction, committed or not, so that readiness can see how large a
+// write it was.
+func (s *Store) runTx(batch []*op) (*txn, error) {
 	ctx := context.Background() // queued writes finish even if callers go away
+	t := &txn{ctx: ctx, stmts: s.stmts, now: s.now().UTC(), bound: map[*sql.Stmt]*sql.Stmt{}}
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
-		return false, fmt.Errorf("%w: begin: %w", errCommit, err)
+		return t, fmt.Errorf("%w: begin: %w", errCommit, err)
 	}
 	defer tx.Rollback()
-	t := &txn{ctx: ctx, tx: tx, stmts: s.stmts, now: s.now().UTC(), bound: map[*sql.Stmt]*sql.Stmt{}}
+	t.tx = tx
 	for _, o := range batch {
 		if err := o.fn(t); err != nil {
-			return false, err
+			return t, err
 		}
 	}
 	if err := t.flushCounters(); err != nil {
-		return false, err
+		return t, err
 	}
 	if err := tx.Commit(); err != nil {
-		return false, fmt.Errorf("%w: %w", errCommit, err)
+		return t, fmt.Errorf("%w: %w", errCommit, err)
 	}
-	return t.ended, nil
+	return t, nil
 }
 
 func (s *Store) finish(batch []*op, err error, ended bool) {
@@ -142,13 +162,136 @@ func (s *Store) finish(batch []*op, err error, ended bool) {
 	}
 }
 
-// Ping reports whether the store can commit a write: it updates one row
-// through the writer, the same path deliveries take.
+// Ping reports whether the store takes deliveries. From the first commit
+// that fails for want of storage (disk full, I/O error, read-only file)
+// until a write at least as large as a delivery commits again, it returns
+// that failure, wrapping ErrUnavailable: a tiny write can still fit on a
+// full disk when deliveries do not. While failing, each Ping tries such a
+// write itself (of the larger of Options.MaxBody and the failed delivery)
+// and reports ready again once it commits; a delivery that commits clears
+// it too. Otherwise Ping commits one small row through the writer, which
+// shows the writer is alive and the file writable. Concurrent Pings share
+// one write.
 func (s *Store) Ping(ctx context.Context) error {
-	return s.write(ctx, func(t *txn) error {
+	h := &s.health
+	h.mu.Lock()
+	f := h.flight
+	if f == nil {
+		f = &pingFlight{done: make(chan struct{})}
+		h.flight = f
+		size := 0
+		if h.failed != nil {
+			size = max(h.need, s.maxBody)
+		}
+		go func() {
+			f.err = s.probe(size)
+			h.mu.Lock()
+			h.flight = nil
+			h.mu.Unlock()
+			close(f.done)
+		}()
+	}
+	h.mu.Unlock()
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// probe writes size bytes through the writer (a small row when size is 0)
+// and removes them again, and returns what readiness then is.
+func (s *Store) probe(size int) error {
+	ctx := context.Background() // a Ping that gives up leaves the probe to finish
+	err := s.write(ctx, func(t *txn) error {
+		t.probe = size
+		if size == 0 {
+			_, err := t.tx.ExecContext(t.ctx,
+				`INSERT INTO meta (key, value) VALUES ('ping', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+				t.now.Format(time.RFC3339Nano))
+			return err
+		}
 		_, err := t.tx.ExecContext(t.ctx,
-			`INSERT INTO meta (key, value) VALUES ('ping', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
-			t.now.Format(time.RFC3339Nano))
+			`INSERT INTO meta (key, value) VALUES ('probe', zeroblob(?)) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+			size)
 		return err
 	})
+	if err == nil && size > 0 {
+		// The probe proved the room; giving it back is an ordinary write,
+		// and a failure of it is an ordinary failed commit.
+		err = s.write(ctx, func(t *txn) error {
+			_, err := t.tx.ExecContext(t.ctx, `DELETE FROM meta WHERE key = 'probe'`)
+			return err
+		})
+	}
+	if herr := s.health.err(); herr != nil {
+		return herr
+	}
+	return err
+}
+
+// health is what readiness knows of the commits so far.
+type health struct {
+	mu sync.Mutex
+	// failed is the first storage failure since the last write that proved
+	// there is room again, and at when it happened; nil when healthy.
+	failed error
+	at     time.Time
+	// need is the size of the largest delivery in the failed transaction:
+	// a committed write at least this large clears failed.
+	need   int
+	flight *pingFlight
+}
+
+// pingFlight is one probe that concurrent Pings wait for.
+type pingFlight struct {
+	done chan struct{}
+	err  error
+}
+
+// observe updates readiness with the outcome of the transaction t.
+func (h *health) observe(t *txn, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err != nil {
+		if h.failed == nil && storageFailure(err) {
+			h.failed, h.at, h.need = err, time.Now().UTC(), t.delivered
+		}
+		return
+	}
+	if h.failed != nil && (t.delivered > 0 || t.probe > 0) && max(t.delivered, t.probe) >= h.need {
+		h.failed, h.need = nil, 0
+	}
+}
+
+// err is the failure readiness reports, or nil.
+func (h *health) err() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.failed == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: commits have failed since %s: %s", ErrUnavailable,
+		h.at.Format(time.RFC3339), strings.TrimSpace(h.failed.Error()))
+}
+
+// storageFailure reports whether err says the database cannot store a
+// write, rather than that one op was wrong: a failed BEGIN or COMMIT, or a
+// SQLite error about the disk, the file or its locks.
+func storageFailure(err error) bool {
+	if errors.Is(err, errCommit) {
+		return true
+	}
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB,
+		sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED,
+		sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_PROTOCOL, sqlite3.SQLITE_PERM:
+		return true
+	}
+	return false
 }
