@@ -358,3 +358,68 @@ func TestOpenSaysPermissionDenied(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkOpenCheck measures what the start-up checks cost on a big log:
+// Open and Close (which includes quick_check), and quick_check alone. The
+// logs are made by direct inserts, a job and one delivery each, with bodies
+// of the size Nouvel sends. Run with
+//
+//	go test -run '^$' -bench BenchmarkOpenCheck -benchtime 5x ./store/
+func BenchmarkOpenCheck(b *testing.B) {
+	for _, jobs := range []int{100_000, 1_000_000} {
+		path := filepath.Join(b.TempDir(), "nh.db")
+		s, err := store.Open(context.Background(), path, store.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Close()
+		db, err := sql.Open("sqlite", path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		db.SetMaxOpenConns(1)
+		for _, q := range []string{
+			`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+			INSERT INTO jobs (job_id, status, terminal, total_projects, completed_projects, projects, source,
+				progress, created_at, updated_at, terminal_at, seq)
+			SELECT 'job-' || i, 'completed', 1, 1, 1,
+				printf('[{"projectId":"p%d","title":"A video about the sea","status":"completed","videoUrl":"https://cdn.example/v/%d.mp4"}]', i, i),
+				'webhook', 100, i, i, i, i FROM n`,
+			`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+			INSERT INTO deliveries (job_row, job_id, received_at, attempt, status, outcome, body, body_hash)
+			SELECT i, 'job-' || i, i, 1, 'completed', 'accepted', randomblob(377), randomblob(32) FROM n`,
+		} {
+			if _, err := db.Exec(q, jobs); err != nil {
+				b.Fatal(err)
+			}
+		}
+		db.Close()
+		info, err := os.Stat(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("jobs=%d/open", jobs), func(b *testing.B) {
+			for b.Loop() {
+				s, err := store.Open(context.Background(), path, store.Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				s.Close()
+			}
+			b.ReportMetric(float64(info.Size())/(1<<20), "file-MiB")
+		})
+		b.Run(fmt.Sprintf("jobs=%d/quick_check", jobs), func(b *testing.B) {
+			db, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			for b.Loop() {
+				var res string
+				if err := db.QueryRow(`PRAGMA quick_check(1)`).Scan(&res); err != nil || res != "ok" {
+					b.Fatalf("quick_check: %s, %v", res, err)
+				}
+			}
+		})
+	}
+}
