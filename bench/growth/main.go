@@ -34,6 +34,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -178,25 +179,34 @@ func run(ctx context.Context, c config) (bool, error) {
 		return time.Since(t), nil
 	}
 
-	// Rounds alternate off, on, on, off, ... so drift in the machine's
-	// load falls on both; the server restarts only when the mode changes.
+	// The reads are timed first, on the log as filled, with the reconciler
+	// on. Then ingest rounds alternate on, off, off, on, ... so drift in the
+	// machine's load falls on both; the server restarts only when the mode
+	// changes.
+	firstReady, err := restart(true)
+	if err != nil {
+		return false, err
+	}
+	if err := getJSON(ctx, client, srv.adminURL("/v1/stats"), &st); err != nil {
+		return false, err
+	}
+	jobsAtReads := st.Jobs
+	reads, err := measureReads(ctx, client, srv, c.tries)
+	if err != nil {
+		return false, err
+	}
+	idle, err := srv.idleCores(ctx, 5*time.Second)
+	if err != nil {
+		return false, err
+	}
 	modes := make([]bool, 0, 2*c.rounds)
 	for i := range c.rounds {
-		modes = append(modes, i%2 == 1, i%2 == 0)
+		modes = append(modes, i%2 == 0, i%2 == 1)
 	}
-	var firstReady time.Duration
-	var reads []figure
 	for i, on := range modes {
 		if i > 0 && on != modes[i-1] {
-			d, err := restart(on)
-			if err != nil {
+			if _, err := restart(on); err != nil {
 				return false, err
-			}
-			if on && firstReady == 0 {
-				firstReady = d
-				if reads, err = measureReads(ctx, client, srv, c.tries); err != nil {
-					return false, err
-				}
 			}
 		}
 		if err := doRound(on, i); err != nil {
@@ -215,8 +225,9 @@ func run(ctx context.Context, c config) (bool, error) {
 	}
 
 	size := fileSize(c.db) + fileSize(c.db+"-wal")
-	fmt.Printf("\nlog: %d jobs, %d deliveries, %.0f MB (database and WAL); %d tracked jobs not terminal\n",
-		st.Jobs, st.Deliveries, float64(size)/1e6, st.ByStatus["running"]+st.ByStatus["pending"])
+	fmt.Printf("\nlog: %d jobs when the reads were timed, %d after the ingest rounds; %.0f MB (database and WAL); %d tracked jobs not terminal\n",
+		jobsAtReads, st.Jobs, float64(size)/1e6, st.ByStatus["running"]+st.ByStatus["pending"])
+	fmt.Printf("server CPU while idle with the reconciler on: %.3f cores\n", idle)
 	ok := true
 	verdict := func(met bool) string {
 		if !met {
@@ -262,6 +273,7 @@ type figure struct {
 func measureReads(ctx context.Context, client *http.Client, srv *server, tries int) ([]figure, error) {
 	var out []figure
 	future := url(time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339))
+	hourAgo := url(time.Now().Add(-time.Hour).UTC().Format(time.RFC3339))
 	for _, r := range []struct {
 		name, path string
 		target     time.Duration
@@ -270,6 +282,7 @@ func measureReads(ctx context.Context, client *http.Client, srv *server, tries i
 		{"GET /v1/jobs?status=failed&limit=500", "/v1/jobs?status=failed&limit=500", 20 * time.Millisecond},
 		{"GET /v1/jobs?status=running,failed&limit=500", "/v1/jobs?status=running,failed&limit=500", 20 * time.Millisecond},
 		{"GET /v1/jobs?since=<future>", "/v1/jobs?since=" + future, 20 * time.Millisecond},
+		{"GET /v1/jobs?since=<an hour ago>&status=failed&limit=500", "/v1/jobs?status=failed&limit=500&since=" + hourAgo, 20 * time.Millisecond},
 		{"GET /v1/stats", "/v1/stats", 5 * time.Millisecond},
 		{"GET /metrics", "/metrics", 5 * time.Millisecond},
 	} {
@@ -583,6 +596,40 @@ func (s *server) readAddrs() {
 			s.public, s.admin = line.Public, line.Admin
 		}
 	}
+}
+
+// idleCores is the CPU the server uses over d with no requests, in cores.
+func (s *server) idleCores(ctx context.Context, d time.Duration) (float64, error) {
+	before, err := s.cpu()
+	if err != nil {
+		return 0, err
+	}
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(d):
+	}
+	after, err := s.cpu()
+	return float64(after-before) / float64(d), err
+}
+
+// cpu is the user and system time the server has used (/proc/PID/stat,
+// fields 14 and 15, in clock ticks of 10 ms).
+func (s *server) cpu() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:])) // f[0] is field 3
+	var ticks int64
+	for _, v := range f[11:13] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, err
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
 }
 
 // stop sends SIGTERM and waits for the exit; SIGKILL after 30 s.
