@@ -49,7 +49,25 @@ func Backup(ctx context.Context, src, dst string) error {
 		os.Remove(dst)
 		return err
 	}
+	// VACUUM INTO does not fsync its output; a backup must be on disk when
+	// the command says it is done.
+	if err := syncPath(dst); err != nil {
+		os.Remove(dst)
+		return fmt.Errorf("backup: sync the copy: %s", osProblem(err))
+	}
+	if err := syncPath(filepath.Dir(dst)); err != nil {
+		return fmt.Errorf("backup: sync the copy's folder: %s", osProblem(err))
+	}
 	return nil
+}
+
+func syncPath(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	return errors.Join(err, f.Close())
 }
 
 func vacuumInto(ctx context.Context, src, dst string) error {

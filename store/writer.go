@@ -256,7 +256,7 @@ func (h *health) observe(t *txn, err error) {
 	defer h.mu.Unlock()
 	if err != nil {
 		if h.failed == nil && storageFailure(err) {
-			h.failed, h.at, h.need = err, time.Now().UTC(), t.delivered
+			h.failed, h.at, h.need = err, t.now, t.delivered
 		}
 		return
 	}
