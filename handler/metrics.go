@@ -2,6 +2,7 @@ package handler
 
 import (
 	"context"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -100,7 +101,19 @@ func (c jobsCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(jobsDesc, err)
 		return
 	}
+	// Every status is exported, at 0 when no job has it, so that an alert
+	// on, say, nouvelhook_jobs{status="expired"} > 0 has a series to watch
+	// from the first scrape.
+	for _, status := range jobStatuses {
+		ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(st.ByStatus[status]), status)
+	}
 	for status, n := range st.ByStatus {
-		ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(n), status)
+		if !slices.Contains(jobStatuses, status) {
+			ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(n), status)
+		}
 	}
 }
+
+// jobStatuses are the statuses nouvelhook_jobs always has a series for.
+var jobStatuses = []string{store.StatusPending, store.StatusRunning, store.StatusCompleted, store.StatusPartial,
+	store.StatusFailed, store.StatusCancelled, store.StatusExpired, store.StatusNotFound}

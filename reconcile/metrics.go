@@ -47,6 +47,15 @@ func newReconcileMetrics(reg prometheus.Registerer, used func() int, budget int)
 	return m
 }
 
+// RegisterIdleMetrics registers the reconciler's metrics on reg, every one
+// at 0, for a service that runs no reconciler (no NOUVEL_API_KEY), so that
+// alert rules and dashboards find the same series either way. The budget
+// reads 0 too: polling may send nothing. It panics, as MustRegister does, if
+// reg already holds them.
+func RegisterIdleMetrics(reg prometheus.Registerer) {
+	newReconcileMetrics(reg, func() int { return 0 }, 0)
+}
+
 // pollLabel names a poll's outcome for the metrics; "running" for a
 // success, which the caller turns into "terminal" when the job ended.
 func pollLabel(err error) string {
