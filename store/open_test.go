@@ -423,3 +423,23 @@ func BenchmarkOpenCheck(b *testing.B) {
 		})
 	}
 }
+
+// TestOpenInAFolderNobodyMayWrite uses /sys, where creating a file is
+// denied even to root, so it runs the same as root and as anyone else.
+func TestOpenInAFolderNobodyMayWrite(t *testing.T) {
+	if _, err := os.Stat("/sys/kernel"); err != nil {
+		t.Skipf("no sysfs here: %v", err)
+	}
+	path := "/sys/nouvelhook-test.db"
+	s, err := store.Open(context.Background(), path, store.Options{})
+	if err == nil {
+		s.Close()
+		t.Fatalf("Open(%s) succeeded; want it refused", path)
+	}
+	t.Log(err)
+	msg := err.Error()
+	if !strings.Contains(msg, "database "+path) || !strings.Contains(msg, fmt.Sprintf("(uid %d)", os.Getuid())) ||
+		!(strings.Contains(msg, "permission denied") || strings.Contains(msg, "read-only file system")) {
+		t.Fatalf("got %q, want it to name %s and uid %d and say permission denied or read-only file system", msg, path, os.Getuid())
+	}
+}
