@@ -14,7 +14,7 @@ func TestCLIHelpEverywhere(t *testing.T) {
 	for _, args := range [][]string{
 		{"serve", "--help"}, {"jobs", "list", "--help"}, {"jobs", "show", "--help"}, {"jobs", "wait", "--help"},
 		{"track", "--help"}, {"submit", "--help"}, {"sign", "--help"}, {"demo", "--help"},
-		{"version", "--help"}, {"healthcheck", "--help"}, {"healthcheck", "-h"},
+		{"version", "--help"}, {"healthcheck", "--help"}, {"healthcheck", "-h"}, {"db", "--help"}, {"db", "backup", "--help"},
 	} {
 		out, errOut, err := runCLI(context.Background(), nil, "", args...)
 		text, code := mainStderr(errOut, err)
@@ -70,6 +70,7 @@ func TestCLIBadFlagReportedOnce(t *testing.T) {
 		{[]string{"demo", "--nope"}, "nouvelhook: demo: unknown flag --nope"},
 		{[]string{"version", "--nope"}, "nouvelhook: version: unknown flag --nope"},
 		{[]string{"healthcheck", "--nope"}, "nouvelhook: healthcheck: unknown flag --nope"},
+		{[]string{"db", "backup", "x.db", "--nope"}, "nouvelhook: db backup: unknown flag --nope"},
 	}
 	for _, tt := range tests {
 		out, errOut, err := runCLI(context.Background(), map[string]string{"NOUVEL_WEBHOOK_SECRET": "s"}, "", tt.args...)

@@ -28,6 +28,7 @@ Usage:
   nouvelhook submit --url U [flags]   submit a generate request through the service
   nouvelhook sign [--secret S] [FILE] print the signature of a body (stdin without FILE)
   nouvelhook demo                     run the service against a stand-in Nouvel
+  nouvelhook db backup FILE           a consistent copy of the SQLite log while serve runs
   nouvelhook healthcheck [--ready]    exit 0 if the local service answers /healthz
                                       (or /readyz) on its public listener
   nouvelhook version                  version, commit and Go version (also --version)
@@ -89,6 +90,8 @@ func run(ctx context.Context, args []string, getenv func(string) string,
 		return runVersion(rest, stdout, stderr)
 	case "healthcheck":
 		return runHealthcheck(ctx, rest, getenv, stderr)
+	case "db":
+		return runDB(ctx, rest, getenv, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
