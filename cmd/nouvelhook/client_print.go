@@ -91,7 +91,21 @@ func writeJob(w io.Writer, j store.Job) error {
 	if err := writeSection(w, "Projects", projectRows(j.Projects)); err != nil {
 		return err
 	}
-	return writeSection(w, "Deliveries", deliveryRows(j.Deliveries))
+	return writeSection(w, deliveriesTitle(j), deliveryRows(j.Deliveries))
+}
+
+// deliveriesTitle heads the deliveries table, saying so when the service
+// listed only the last of them: it lists at most store.MaxDeliveries, and
+// counts in DeliveriesTotal every copy received, those not listed included.
+func deliveriesTitle(j store.Job) string {
+	listed := 0
+	for _, d := range j.Deliveries {
+		listed += max(d.Copies, 1)
+	}
+	if j.DeliveriesTotal > listed {
+		return fmt.Sprintf("Deliveries (the last %d listed; %d received in all)", len(j.Deliveries), j.DeliveriesTotal)
+	}
+	return "Deliveries"
 }
 
 // writeSection writes a titled table; rows[0] is its header.
@@ -113,10 +127,12 @@ func projectRows(ps []store.Project) [][]string {
 }
 
 func deliveryRows(ds []store.Delivery) [][]string {
-	rows := [][]string{{"RECEIVED", "ATTEMPT", "DUPLICATE", "STATUS"}}
+	// COPIES: how many times these exact bytes came (a retry or a replay);
+	// RECEIVED and the rest are the first copy's.
+	rows := [][]string{{"RECEIVED", "ATTEMPT", "DUPLICATE", "STATUS", "COPIES"}}
 	for _, d := range ds {
 		rows = append(rows, []string{formatTime(d.ReceivedAt), strconv.Itoa(d.Attempt),
-			strconv.FormatBool(d.Duplicate), cell(d.Status)})
+			strconv.FormatBool(d.Duplicate), cell(d.Status), strconv.Itoa(max(d.Copies, 1))})
 	}
 	return rows
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -13,8 +14,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -215,19 +218,26 @@ func TestCLIJobsListBadFlags(t *testing.T) {
 func TestCLIJobsShow(t *testing.T) {
 	s := startService(t, nil)
 	s.mustDeliver("job-s", "completed")
-	s.mustDeliver("job-s", "completed") // a duplicate, kept as a delivery
+	s.mustDeliver("job-s", "completed") // the same bytes again: one delivery, two copies
+	s.mustDeliver("job-s", "failed")    // a report that disagrees: kept, marked a duplicate
 
 	out, _, err := s.cli("jobs", "show", "job-s")
 	if err != nil {
 		t.Fatalf("jobs show: %v", err)
 	}
-	for _, want := range []string{"Job ID:", "job-s", "Webhook deliveries:", "Deliveries:", "RECEIVED", "https://cdn.example/job-s.mp4"} {
+	for _, want := range []string{"Job ID:", "job-s", "Webhook deliveries:", "\nDeliveries:\n", "RECEIVED", "COPIES",
+		"https://cdn.example/job-s.mp4"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("jobs show: got\n%s\nwant it to contain %q", out, want)
 		}
 	}
-	if got := regexp.MustCompile(`(?m)^  \d{4}-\S+ +1 +(true|false) +completed$`).FindAllString(out, -1); len(got) != 2 {
-		t.Errorf("jobs show: got delivery rows %q, want 2", got)
+	rows := regexp.MustCompile(`(?m)^  \d{4}-\S+ +1 +(true|false) +(\w+) +(\d+)$`).FindAllStringSubmatch(out, -1)
+	var got []string
+	for _, r := range rows {
+		got = append(got, r[1]+" "+r[2]+" "+r[3])
+	}
+	if want := []string{"false completed 2", "true failed 1"}; !slices.Equal(got, want) {
+		t.Errorf("jobs show: got delivery rows (duplicate status copies) %q, want %q\n%s", got, want, out)
 	}
 
 	out, _, err = s.cli("jobs", "show", "job-s", "--json") // the flag after the id
@@ -238,8 +248,21 @@ func TestCLIJobsShow(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &j); err != nil {
 		t.Fatalf("jobs show --json: %q: %v", out, err)
 	}
-	if j.JobID != "job-s" || j.Status != "completed" || len(j.Deliveries) != 2 || !j.Deliveries[1].Duplicate {
-		t.Errorf("jobs show --json: got %+v, want job-s completed with 2 deliveries, the second a duplicate", j)
+	if j.JobID != "job-s" || j.Status != "completed" || len(j.Deliveries) != 2 || j.Deliveries[0].Copies != 2 ||
+		!j.Deliveries[1].Duplicate || j.DeliveriesTotal != 3 {
+		t.Errorf("jobs show --json: got %+v, want job-s completed with 2 deliveries (2 copies, then a duplicate), 3 in all", j)
+	}
+
+	// A long-poll's answer is the same job, deliveries included, as a
+	// plain GET's: jobs wait and jobs show read the same thing.
+	var plain, waited map[string]any
+	s.adminGet("/v1/jobs/job-s", &plain)
+	s.adminGet("/v1/jobs/job-s?wait=5s", &waited)
+	if !reflect.DeepEqual(plain, waited) || waited["deliveries"] == nil {
+		t.Errorf("GET ?wait=5s: got %v, want the plain GET's answer, deliveries included: %v", waited, plain)
+	}
+	if out, _, err := s.cli("jobs", "wait", "job-s"); err != nil || out != "job-s completed (webhook)\n" {
+		t.Errorf("jobs wait job-s: got %q, %v", out, err)
 	}
 
 	_, _, err = s.cli("jobs", "show", "--json", "nope")
@@ -247,6 +270,28 @@ func TestCLIJobsShow(t *testing.T) {
 		t.Errorf("jobs show nope: got %v, want job nope not found", err)
 	}
 	wantCode(t, err, 1)
+}
+
+// When the service lists only the last deliveries of a job, jobs show says
+// how many it received in all.
+func TestCLIJobsShowManyDeliveries(t *testing.T) {
+	s := startService(t, nil)
+	const n = store.MaxDeliveries + 5
+	for i := range n {
+		body := []byte(strings.Replace(string(event("job-many", "completed")), `"title":"Ad"`, fmt.Sprintf(`"title":"Ad %d"`, i), 1))
+		if code, ans := s.deliver(body, sign(testSecret, body)); code != http.StatusOK {
+			t.Fatalf("deliver %d: got %d %s", i, code, ans)
+		}
+	}
+	out, _, err := s.cli("jobs", "show", "job-many")
+	if err != nil {
+		t.Fatalf("jobs show: %v", err)
+	}
+	title := fmt.Sprintf("\nDeliveries (the last %d listed; %d received in all):\n", store.MaxDeliveries, n)
+	rows := regexp.MustCompile(`(?m)^  \d{4}-\S+ +1 +(true|false) +completed +1$`).FindAllString(out, -1)
+	if !strings.Contains(out, title) || len(rows) != store.MaxDeliveries {
+		t.Errorf("jobs show of %d deliveries: got %d rows and\n%s\nwant %d rows under %q", n, len(rows), out, store.MaxDeliveries, title)
+	}
 }
 
 // firstMiss proxies to the admin API, but answers the first request for a
