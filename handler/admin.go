@@ -52,6 +52,21 @@ func handleReadyz(d Deps) echo.HandlerFunc {
 	}
 }
 
+// handlePublicReadyz is the public listener's readiness: whether the store
+// takes deliveries, as {"ready":bool} and nothing more, since anyone can
+// ask. The reconciler does not count: webhooks are what this listener is
+// for, so it is what a Kubernetes readiness probe should use.
+func handlePublicReadyz(d Deps) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		ctx, cancel := context.WithTimeout(c.Request().Context(), 5*time.Second)
+		defer cancel()
+		if err := d.Store.Ping(ctx); err != nil {
+			return c.JSON(http.StatusServiceUnavailable, map[string]bool{"ready": false})
+		}
+		return c.JSON(http.StatusOK, map[string]bool{"ready": true})
+	}
+}
+
 func handleListJobs(d Deps) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		f := store.Filter{Cursor: c.QueryParam("cursor")}
@@ -130,8 +145,22 @@ func handleTrackJob(d Deps) echo.HandlerFunc {
 		if created {
 			status = http.StatusCreated
 		}
-		return c.JSON(status, j)
+		ans := trackAnswer{Job: j}
+		if d.Poller == nil {
+			ans.Warning = noPollerWarning
+		}
+		return c.JSON(status, ans)
 	}
+}
+
+// noPollerWarning is added to a track answer when the reconciler is off.
+const noPollerWarning = "NOUVEL_API_KEY is not set: nothing polls this job; only its webhook can end it"
+
+// trackAnswer is POST /v1/jobs: the job, and a warning when nothing will
+// poll it.
+type trackAnswer struct {
+	store.Job
+	Warning string `json:"warning,omitempty"`
 }
 
 // maxGenerateBody bounds a generate request; Nouvel's takes three URLs and
@@ -200,18 +229,22 @@ func handleEvents(d Deps) echo.HandlerFunc {
 // process knows.
 type statsAnswer struct {
 	store.Stats
-	RejectedSignatures int64 `json:"rejectedSignatures"`
-	Poller             any   `json:"poller"`
+	// RejectedSignatures counts since this process started, unlike the
+	// store's counts: rejected requests are not stored, on purpose.
+	RejectedSignatures      int64  `json:"rejectedSignatures"`
+	RejectedSignaturesSince string `json:"rejectedSignaturesSince"`
+	Poller                  any    `json:"poller"`
 }
 
 func handleStats(d Deps) echo.HandlerFunc {
+	since := d.now().UTC().Format(time.RFC3339)
 	return func(c echo.Context) error {
 		st, err := d.Store.Stats(c.Request().Context())
 		if err != nil {
 			return err
 		}
 		ans := statsAnswer{Stats: st, RejectedSignatures: d.Metrics.RejectedSignatures(),
-			Poller: map[string]any{"enabled": false}}
+			RejectedSignaturesSince: since, Poller: map[string]any{"enabled": false}}
 		if d.Poller != nil {
 			ans.Poller = d.Poller.Status()
 		}

@@ -2,28 +2,31 @@ package handler
 
 import (
 	"net/http"
-	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// NewPublic returns the public server: the webhook path and /healthz, and
-// nothing else.
+// NewPublic returns the public server: the webhook path, /healthz and
+// /readyz, and nothing else. Its headers are capped at 16 KiB (431 beyond)
+// and a whole request must arrive within the read timeout; the connection
+// cap is on its listener (see cmd/nouvelhook).
 func NewPublic(d Deps) *echo.Echo {
 	e := newEcho(d)
-	// A body trickled in slowly must not hold a connection, or shutdown, for
-	// long; Nouvel gives up after 5 to 10 s itself. The admin server has no
-	// such limit because of long-polls and event streams.
-	e.Server.ReadTimeout = 30 * time.Second
+	e.Server.MaxHeaderBytes = publicMaxHeaderBytes
+	// Echo answers OPTIONS on a known path with 204 by itself; the webhook
+	// path takes POST and nothing else.
+	e.OPTIONS(d.WebhookPath, methodNotAllowed(http.MethodPost))
 	e.POST(d.WebhookPath, handleWebhook(d))
 	e.Match([]string{http.MethodGet, http.MethodHead}, "/healthz", handleHealthz())
+	e.Match([]string{http.MethodGet, http.MethodHead}, "/readyz", handlePublicReadyz(d))
 	return e
 }
 
 // NewAdmin returns the admin server: the job log API, metrics and health.
 func NewAdmin(d Deps) *echo.Echo {
 	e := newEcho(d)
+	e.Pre(browserGuard(d.AdminHost, d.AdminToken != ""))
 	if d.AdminToken != "" {
 		e.Use(requireToken(d.AdminToken))
 	}
@@ -39,4 +42,12 @@ func NewAdmin(d Deps) *echo.Echo {
 	v1.GET("/events", handleEvents(d))
 	v1.GET("/stats", handleStats(d))
 	return e
+}
+
+// methodNotAllowed answers 405 with the methods the path takes.
+func methodNotAllowed(allow string) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		c.Response().Header().Set(echo.HeaderAllow, allow)
+		return echo.NewHTTPError(http.StatusMethodNotAllowed, "method not allowed")
+	}
 }

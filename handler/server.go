@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	stdlog "log"
 	"net/http"
 	"strings"
 	"time"
@@ -61,8 +62,30 @@ type Deps struct {
 	AdminToken string
 	// Poller is nil when the reconciler is off.
 	Poller Poller
+	// AdminHost is the host part of the admin listener's configured
+	// address; without a token the admin API also answers to it as Host.
+	AdminHost string
+	// ReadTimeout bounds reading one request, headers and body, on either
+	// listener; 0 means DefaultReadTimeout. Tests shorten it.
+	ReadTimeout time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+}
+
+// DefaultReadTimeout is how long either listener waits for a whole request,
+// headers and body. Nouvel gives up on a delivery after 5 to 10 s itself.
+const DefaultReadTimeout = 10 * time.Second
+
+// publicMaxHeaderBytes caps the request line and headers on the public
+// listener at 16 KiB: net/http allows MaxHeaderBytes plus 4 KiB of buffer
+// before it answers 431.
+const publicMaxHeaderBytes = 16<<10 - 4<<10
+
+func (d Deps) readTimeout() time.Duration {
+	if d.ReadTimeout > 0 {
+		return d.ReadTimeout
+	}
+	return DefaultReadTimeout
 }
 
 func (d Deps) now() time.Time {
@@ -76,9 +99,29 @@ func newEcho(d Deps) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(d.Logger)
-	e.Server.ReadHeaderTimeout = 10 * time.Second
+	// A read deadline covers the request only: net/http lifts it once the
+	// body has been read, so long-polls and event streams, which are
+	// about the response, are not cut. There is no WriteTimeout for that
+	// reason.
+	e.Server.ReadHeaderTimeout = d.readTimeout()
+	e.Server.ReadTimeout = d.readTimeout()
 	e.Server.IdleTimeout = 2 * time.Minute
+	e.Server.ErrorLog = NewErrorLog(d.Logger)
 	return e
+}
+
+// NewErrorLog returns a log.Logger for http.Server.ErrorLog that writes
+// each of net/http's messages (accept errors such as EMFILE, panics) as one
+// structured error line instead of plain text on stderr.
+func NewErrorLog(log zerolog.Logger) *stdlog.Logger {
+	return stdlog.New(errorLogWriter{log.With().Str("component", "http").Logger()}, "", 0)
+}
+
+type errorLogWriter struct{ log zerolog.Logger }
+
+func (w errorLogWriter) Write(p []byte) (int, error) {
+	w.log.Error().Msg(strings.TrimSpace(strings.TrimPrefix(string(p), "http: ")))
+	return len(p), nil
 }
 
 // errorHandler answers every error as {"error":"…"}: echo's own errors with

@@ -34,10 +34,25 @@ func NewVerifier(secrets []string) *Verifier {
 	return v
 }
 
+// WellFormedSignature reports whether sig has the shape of a signature, 64
+// hex digits, so that a request without one is refused before its body is
+// read.
+func WellFormedSignature(sig string) bool {
+	if len(sig) != hex.EncodedLen(sha256.Size) {
+		return false
+	}
+	for i := range len(sig) {
+		if c := sig[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
 // Verify reports whether sig is the hex HMAC-SHA256 of exactly body under one
 // of the secrets. Anything malformed is simply false.
 func (v *Verifier) Verify(body []byte, sig string) bool {
-	if len(sig) != hex.EncodedLen(sha256.Size) {
+	if !WellFormedSignature(sig) {
 		return false
 	}
 	want := make([]byte, sha256.Size)

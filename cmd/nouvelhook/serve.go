@@ -14,6 +14,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/rs/zerolog"
+	"golang.org/x/net/netutil"
 
 	"github.com/nouvelhook/nouvelhook/config"
 	"github.com/nouvelhook/nouvelhook/handler"
@@ -30,7 +31,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
-		return &exitError{code: 2, err: err}
+		return &exitError{code: 2, err: flagError(err)}
 	}
 	log := newLogger(cfg, stderr)
 	return serve(ctx, cfg, log, nil)
@@ -54,6 +55,7 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, ready fun
 	deps := handler.Deps{
 		Store: st, Verifier: handler.NewVerifier(cfg.WebhookSecrets), Metrics: handler.NewMetrics(st),
 		Logger: log, WebhookPath: cfg.WebhookPath, MaxBody: cfg.MaxBody, AdminToken: cfg.AdminToken,
+		AdminHost: adminHost(cfg.AdminListen),
 	}
 	if cfg.APIKey != "" {
 		rec := reconcile.New(reconcile.Options{
@@ -67,11 +69,15 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, ready fun
 		deps.Poller = rec
 	} else {
 		log.Warn().Msg("NOUVEL_API_KEY is not set: the reconciler is off, and jobs whose webhook is lost stay unknown")
+		reconcile.RegisterIdleMetrics(deps.Metrics.Registry) // at 0, so alert rules find them
 	}
 	pubLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("NOUVELHOOK_LISTEN %s: %w", cfg.Listen, err)
 	}
+	// Past the cap, connections wait in the kernel's backlog until one
+	// closes, rather than being accepted and starved.
+	pubLn = netutil.LimitListener(pubLn, cfg.MaxConns)
 	admLn, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
 		pubLn.Close()
@@ -123,6 +129,16 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, ready fun
 	wg.Wait()
 	log.Info().Msg("stopped")
 	return err
+}
+
+// adminHost is the host part of the admin listen address, which the admin
+// API also accepts as Host without a token.
+func adminHost(listen string) string {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return ""
+	}
+	return host
 }
 
 func httpServer(e *echo.Echo, base context.Context) *http.Server {

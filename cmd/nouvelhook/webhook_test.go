@@ -7,10 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httptrace"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -437,12 +440,235 @@ func TestLongPollAnswersAtShutdown(t *testing.T) {
 	}
 }
 
-// curl -d sends a form content type; the body is JSON all the same.
-func TestTrackAcceptsJSONWhateverTheContentType(t *testing.T) {
+// curl -d sends a form content type, which the admin API refuses without
+// reading: a browser form sends the same.
+func TestTrackRefusesFormContentType(t *testing.T) {
 	s := startService(t, nil)
 	req, _ := http.NewRequest(http.MethodPost, s.Admin+"/v1/jobs", strings.NewReader(`{"jobId":"form-job"}`))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	if code, body := do(t, req); code != http.StatusCreated {
-		t.Fatalf("got %d %s, want 201", code, body)
+	if code, body := do(t, req); code != http.StatusUnsupportedMediaType {
+		t.Fatalf("got %d %s, want 415", code, body)
+	}
+	if code := s.adminGet("/v1/jobs/form-job", nil); code != http.StatusNotFound {
+		t.Fatalf("form-job: got %d, want 404 (not tracked)", code)
+	}
+}
+
+// A page on another site cannot spend Nouvel credits through an admin
+// listener that has no token: its generate POSTs are refused before the
+// body is read, and Nouvel never hears of them.
+func TestCrossSiteGenerateNeverReachesNouvel(t *testing.T) {
+	var generates atomic.Int64
+	nouvel := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/generate") {
+			generates.Add(1)
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"jobId":"paid-job","totalProjects":1,"status":"running"}`)
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer nouvel.Close()
+	s := startService(t, map[string]string{"NOUVEL_API_KEY": "nvl_test_key", "NOUVEL_API_BASE_URL": nouvel.URL})
+	const body = `{"urls":["https://shop.example/p/1"],"variantCount":1}`
+	tests := []struct {
+		name, origin, ctype string
+		want                int
+	}{
+		{"text/plain from evil.example", "http://evil.example", "text/plain", 403},
+		{"form from evil.example", "http://evil.example", "application/x-www-form-urlencoded", 403},
+		{"multipart from evil.example", "http://evil.example", "multipart/form-data; boundary=b", 403},
+		{"JSON from evil.example", "http://evil.example", "application/json", 403},
+		{"text/plain, no origin", "", "text/plain", 415},
+		{"no content type, no origin", "", "", 415},
+	}
+	for _, tt := range tests {
+		req, _ := http.NewRequest(http.MethodPost, s.Admin+"/v1/generate", strings.NewReader(body))
+		if tt.origin != "" {
+			req.Header.Set("Origin", tt.origin)
+		}
+		if tt.ctype != "" {
+			req.Header.Set("Content-Type", tt.ctype)
+		}
+		if code, answer := do(t, req); code != tt.want {
+			t.Errorf("%s: got %d %s, want %d", tt.name, code, answer, tt.want)
+		}
+	}
+	if n := generates.Load(); n != 0 {
+		t.Fatalf("Nouvel received %d generate requests, want 0", n)
+	}
+	// The same body as JSON from this machine goes through, so the count
+	// above would have seen a leak.
+	if code, answer := postJSON(t, s.Admin+"/v1/generate", body); code != http.StatusCreated || generates.Load() != 1 {
+		t.Fatalf("JSON generate: got %d %s and %d at Nouvel, want 201 and 1", code, answer, generates.Load())
+	}
+}
+
+// The event stream is an admin route like the others: a rebound Host or a
+// cross-site Origin never gets a stream.
+func TestEventStreamRefusesBrowsers(t *testing.T) {
+	s := startService(t, nil)
+	for _, tt := range []struct {
+		name, host, origin string
+		want               int
+	}{
+		{"rebound host", "rebind.attacker.example:8081", "", http.StatusMisdirectedRequest},
+		{"cross-site origin", "", "http://evil.example", http.StatusForbidden},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, s.Admin+"/v1/events", nil)
+		req.Header.Set("Accept", "text/event-stream")
+		if tt.host != "" {
+			req.Host = tt.host
+		}
+		if tt.origin != "" {
+			req.Header.Set("Origin", tt.origin)
+		}
+		code, body := do(t, req)
+		if code != tt.want || !strings.Contains(body, `"error"`) {
+			t.Errorf("%s: got %d %q, want %d with an error", tt.name, code, body, tt.want)
+		}
+	}
+}
+
+// With a token, the token is what keeps browsers out: other Host names
+// work, and only the content-type rule remains.
+func TestAdminTokenReplacesTheHostCheck(t *testing.T) {
+	s := startService(t, map[string]string{"NOUVELHOOK_ADMIN_TOKEN": "admin-tok"})
+	req, _ := http.NewRequest(http.MethodGet, s.Admin+"/v1/jobs", nil)
+	req.Host = "nouvelhook-admin.default.svc:8081"
+	req.Header.Set("Authorization", "Bearer admin-tok")
+	if code, body := do(t, req); code != http.StatusOK {
+		t.Errorf("service name as Host with the token: got %d %s, want 200", code, body)
+	}
+	req, _ = http.NewRequest(http.MethodPost, s.Admin+"/v1/jobs", strings.NewReader(`{"jobId":"tok-job"}`))
+	req.Header.Set("Authorization", "Bearer admin-tok")
+	req.Header.Set("Content-Type", "text/plain")
+	if code, body := do(t, req); code != http.StatusUnsupportedMediaType {
+		t.Errorf("text/plain POST with the token: got %d %s, want 415", code, body)
+	}
+}
+
+// rawRequest writes head to the public listener on a fresh connection and
+// reads the answer's status.
+func rawRequest(t *testing.T, base, head string) int {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, head); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("reading the answer to %.40q: %v", head, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestPublicListenerLimits(t *testing.T) {
+	s := startService(t, nil)
+	header := func(n int) string { return "X-Pad: " + strings.Repeat("a", n) + "\r\n" }
+	tests := []struct {
+		name string
+		head string
+		want int
+	}{
+		{"14 KiB of headers", "GET /healthz HTTP/1.1\r\nHost: x\r\n" + header(14<<10) + "\r\n", http.StatusOK},
+		{"17 KiB of headers", "GET /healthz HTTP/1.1\r\nHost: x\r\n" + header(17<<10) + "\r\n", http.StatusRequestHeaderFieldsTooLarge},
+		{"OPTIONS on the webhook path", "OPTIONS /webhooks/nouvel HTTP/1.1\r\nHost: x\r\nOrigin: http://evil.example\r\nAccess-Control-Request-Method: POST\r\n\r\n", http.StatusMethodNotAllowed},
+		{"GET on the webhook path", "GET /webhooks/nouvel HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusMethodNotAllowed},
+		{"PUT on the webhook path", "PUT /webhooks/nouvel HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", http.StatusMethodNotAllowed},
+		// The body is announced and never sent: answered at once, since
+		// nothing without a signature is read.
+		{"no signature, body never sent", "POST /webhooks/nouvel HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", http.StatusUnauthorized},
+		{"malformed signature, body never sent", "POST /webhooks/nouvel HTTP/1.1\r\nHost: x\r\nX-Nouvel-Signature: abc\r\nContent-Length: 1000\r\n\r\n", http.StatusUnauthorized},
+		{"chunked, no signature, body never sent", "POST /webhooks/nouvel HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", http.StatusUnauthorized},
+	}
+	for _, tt := range tests {
+		if got := rawRequest(t, s.Public, tt.head); got != tt.want {
+			t.Errorf("%s: got %d, want %d", tt.name, got, tt.want)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodOptions, s.Public+"/webhooks/nouvel", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != http.MethodPost {
+		t.Errorf("OPTIONS: got %d Allow %q, want 405 Allow POST", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+}
+
+func TestPublicReadyz(t *testing.T) {
+	s := startService(t, nil)
+	code, body := do(t, mustRequest(t, http.MethodGet, s.Public+"/readyz"))
+	if code != http.StatusOK || strings.TrimSpace(body) != `{"ready":true}` {
+		t.Fatalf("public readyz: got %d %s, want 200 {\"ready\":true}", code, body)
+	}
+}
+
+func mustRequest(t *testing.T, method, url string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+// Without NOUVEL_API_KEY a tracked job is kept, and the answer says that
+// nothing will poll it.
+func TestTrackWithoutReconcilerWarns(t *testing.T) {
+	s := startService(t, nil)
+	code, body := postJSON(t, s.Admin+"/v1/jobs", `{"jobId":"lonely-job"}`)
+	var ans struct {
+		JobID   string `json:"jobId"`
+		Warning string `json:"warning"`
+	}
+	if err := json.Unmarshal([]byte(body), &ans); err != nil {
+		t.Fatal(err)
+	}
+	const want = "NOUVEL_API_KEY is not set: nothing polls this job; only its webhook can end it"
+	if code != http.StatusCreated || ans.JobID != "lonely-job" || ans.Warning != want {
+		t.Fatalf("got %d %s, want 201 for lonely-job with warning %q", code, body, want)
+	}
+}
+
+// A ?wait= answer is the same shape as a plain GET: the job with its
+// deliveries.
+func TestWaitAnswerHasDeliveries(t *testing.T) {
+	s := startService(t, nil)
+	body := event("wait-deliv", "completed")
+	if code, ans := s.deliver(body, sign(testSecret, body)); code != http.StatusOK {
+		t.Fatalf("deliver: got %d %s", code, ans)
+	}
+	for _, path := range []string{"/v1/jobs/wait-deliv", "/v1/jobs/wait-deliv?wait=5s"} {
+		var j struct {
+			JobID      string           `json:"jobId"`
+			Deliveries []map[string]any `json:"deliveries"`
+		}
+		if code := s.adminGet(path, &j); code != http.StatusOK || j.JobID != "wait-deliv" || len(j.Deliveries) != 1 {
+			t.Errorf("%s: got %d %+v, want 200 with 1 delivery", path, code, j)
+		}
+	}
+}
+
+// rejectedSignatures counts since the process started, and says since when.
+func TestStatsSaysSinceWhenSignaturesWereRejected(t *testing.T) {
+	before := time.Now().UTC().Truncate(time.Second)
+	s := startService(t, nil)
+	s.deliver([]byte(`{}`), strings.Repeat("0", 64))
+	var st struct {
+		RejectedSignatures int    `json:"rejectedSignatures"`
+		Since              string `json:"rejectedSignaturesSince"`
+	}
+	s.adminGet("/v1/stats", &st)
+	since, err := time.Parse(time.RFC3339, st.Since)
+	if err != nil || st.RejectedSignatures != 1 || since.Before(before) || since.After(time.Now()) {
+		t.Fatalf("got %+v (%v), want 1 rejected since the service started (after %s)", st, err, before)
 	}
 }
