@@ -24,6 +24,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -53,10 +54,10 @@ const (
 )
 
 type config struct {
-	jobs, conns, tries, rounds, track int
-	round, timeout                    time.Duration
-	workdir, db, bin                  string
-	keep                              bool
+	jobs, conns, tries, rounds, track, replays int
+	round, timeout                             time.Duration
+	workdir, db, bin                           string
+	keep                                       bool
 }
 
 func main() {
@@ -66,6 +67,7 @@ func main() {
 	flag.IntVar(&c.tries, "tries", 9, "tries per latency figure; the median is printed")
 	flag.IntVar(&c.rounds, "rounds", 2, "ingest rounds per mode (reconciler off, on)")
 	flag.IntVar(&c.track, "track", 200, "jobs tracked for the reconciler that stay running")
+	flag.IntVar(&c.replays, "replays", 20000, "times one signed delivery is replayed")
 	flag.DurationVar(&c.round, "round", 8*time.Second, "length of one ingest round")
 	flag.DurationVar(&c.timeout, "timeout", 20*time.Minute, "the whole run stops after this")
 	flag.StringVar(&c.workdir, "workdir", "", "folder for the database, binary and logs (default: a temp folder)")
@@ -145,6 +147,12 @@ func run(ctx context.Context, c config) (bool, error) {
 	if err := trackJobs(ctx, client, srv, fake, run, c.track); err != nil {
 		return false, err
 	}
+	replayed := run + "-replayed"
+	replayStart := time.Now()
+	if err := replay(ctx, client, srv, replayed, c.replays, c.conns); err != nil {
+		return false, err
+	}
+	fmt.Printf("replayed one signed delivery %d times in %s\n", c.replays, time.Since(replayStart).Round(time.Millisecond))
 
 	ingest := map[bool][]phase{}
 	doRound := func(on bool, i int) error {
@@ -191,7 +199,7 @@ func run(ctx context.Context, c config) (bool, error) {
 		return false, err
 	}
 	jobsAtReads := st.Jobs
-	reads, err := measureReads(ctx, client, srv, c.tries)
+	reads, err := measureReads(ctx, client, srv, c.tries, replayed)
 	if err != nil {
 		return false, err
 	}
@@ -223,11 +231,17 @@ func run(ctx context.Context, c config) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	rows, copies, bodyBytes, err := deliveryRows(ctx, c.db, replayed)
+	if err != nil {
+		return false, err
+	}
 
 	size := fileSize(c.db) + fileSize(c.db+"-wal")
 	fmt.Printf("\nlog: %d jobs when the reads were timed, %d after the ingest rounds; %.0f MB (database and WAL); %d tracked jobs not terminal\n",
 		jobsAtReads, st.Jobs, float64(size)/1e6, st.ByStatus["running"]+st.ByStatus["pending"])
 	fmt.Printf("server CPU while idle with the reconciler on: %.3f cores\n", idle)
+	fmt.Printf("replays: %d deliveries of one body stored as %d row(s), %d body bytes, copies %d (%.3f body bytes a replay)\n",
+		c.replays, rows, bodyBytes, copies, float64(bodyBytes)/float64(max(c.replays, 1)))
 	ok := true
 	verdict := func(met bool) string {
 		if !met {
@@ -236,7 +250,7 @@ func run(ctx context.Context, c config) (bool, error) {
 		}
 		return "met"
 	}
-	fmt.Printf("\n%-52s %10s  %-10s %s\n", "what (median of tries)", "latency", "target", "")
+	fmt.Printf("\n%-58s %10s  %-10s %s\n", "what (median of tries)", "latency", "target", "")
 	figures := append([]figure{sweep}, reads...)
 	figures = append(figures, figure{name: "first /readyz after a start, reconciler on", d: firstReady})
 	for _, f := range figures {
@@ -244,7 +258,7 @@ func run(ctx context.Context, c config) (bool, error) {
 		if f.target > 0 {
 			target, met = "<= "+f.target.String(), verdict(f.d <= f.target)
 		}
-		fmt.Printf("%-52s %10s  %-10s %s\n", f.name, fmtDur(f.d), target, met)
+		fmt.Printf("%-58s %10s  %-10s %s\n", f.name, fmtDur(f.d), target, met)
 	}
 	off, on := medianPhase(ingest[false]), medianPhase(ingest[true])
 	fmt.Printf("\n%-30s %9s %9s %9s %9s\n", "ingest (median of rounds)", "req/s", "p50", "p99", "p99.9")
@@ -270,7 +284,7 @@ type figure struct {
 }
 
 // measureReads times the admin reads whose cost must not grow with the log.
-func measureReads(ctx context.Context, client *http.Client, srv *server, tries int) ([]figure, error) {
+func measureReads(ctx context.Context, client *http.Client, srv *server, tries int, replayed string) ([]figure, error) {
 	var out []figure
 	future := url(time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339))
 	hourAgo := url(time.Now().Add(-time.Hour).UTC().Format(time.RFC3339))
@@ -283,6 +297,7 @@ func measureReads(ctx context.Context, client *http.Client, srv *server, tries i
 		{"GET /v1/jobs?status=running,failed&limit=500", "/v1/jobs?status=running,failed&limit=500", 20 * time.Millisecond},
 		{"GET /v1/jobs?since=<future>", "/v1/jobs?since=" + future, 20 * time.Millisecond},
 		{"GET /v1/jobs?since=<an hour ago>&status=failed&limit=500", "/v1/jobs?status=failed&limit=500&since=" + hourAgo, 20 * time.Millisecond},
+		{"GET /v1/jobs/{id} after the replays", "/v1/jobs/" + replayed, 20 * time.Millisecond},
 		{"GET /v1/stats", "/v1/stats", 5 * time.Millisecond},
 		{"GET /metrics", "/metrics", 5 * time.Millisecond},
 	} {
@@ -332,6 +347,75 @@ func measureSweep(ctx context.Context, path string, tries int) (figure, error) {
 		ds = append(ds, time.Since(t))
 	}
 	return figure{name: "reconciler sweep (ExpireJobs + MarkMissedWebhooks)", d: median(ds), target: time.Millisecond}, nil
+}
+
+// replay sends one signed delivery for jobID n times on conns connections;
+// every answer but the first must say duplicate.
+func replay(ctx context.Context, client *http.Client, srv *server, jobID string, n, conns int) error {
+	body := appendBody(nil, jobID, 50)
+	sig := bench.NewSigner(secret).AppendSignature(nil, body)
+	send := func() (bool, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+srv.public+webhook, bytes.NewReader(body))
+		if err != nil {
+			return false, err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Nouvel-Signature", string(sig))
+		resp, err := client.Do(req)
+		if err != nil {
+			return false, err
+		}
+		defer resp.Body.Close()
+		var a struct {
+			Duplicate bool `json:"duplicate"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&a); err != nil || resp.StatusCode != http.StatusOK {
+			return false, fmt.Errorf("replay: status %d, %v", resp.StatusCode, err)
+		}
+		return a.Duplicate, nil
+	}
+	if _, err := send(); err != nil {
+		return err
+	}
+	var left atomic.Int64
+	left.Store(int64(n - 1))
+	errc := make(chan error, conns)
+	for range conns {
+		go func() {
+			for left.Add(-1) >= 0 {
+				dup, err := send()
+				if err == nil && !dup {
+					err = errors.New("replay: a repeat was not answered as a duplicate")
+				}
+				if err != nil {
+					errc <- err
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	var first error
+	for range conns {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			left.Store(0)
+		}
+	}
+	return first
+}
+
+// deliveryRows reads, from the file, what the log holds for jobID's
+// deliveries: rows, copies counted, and body bytes.
+func deliveryRows(ctx context.Context, path, jobID string) (rows, copies, bodyBytes int64, err error) {
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer db.Close()
+	err = db.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(copies), 0), COALESCE(SUM(LENGTH(body)), 0)
+		FROM deliveries WHERE job_id = ?`, jobID).Scan(&rows, &copies, &bodyBytes)
+	return rows, copies, bodyBytes, err
 }
 
 // trackJobs adds n jobs to the stand-in that stay running, and a few that
