@@ -71,6 +71,11 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, ready fun
 		log.Warn().Msg("NOUVEL_API_KEY is not set: the reconciler is off, and jobs whose webhook is lost stay unknown")
 		reconcile.RegisterIdleMetrics(deps.Metrics.Registry) // at 0, so alert rules find them
 	}
+	if cfg.Retain > 0 {
+		ret := newRetainer(st, cfg.Retain, nil, log)
+		ret.Start(ctx)
+		defer ret.Close() // runs before the store closes
+	}
 	pubLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("NOUVELHOOK_LISTEN %s: %w", cfg.Listen, err)

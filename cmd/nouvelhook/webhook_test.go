@@ -98,8 +98,9 @@ func TestWebhookDedupe(t *testing.T) {
 	if code := s.adminGet("/v1/jobs/dup-job", &j); code != 200 {
 		t.Fatalf("GET job: got %d", code)
 	}
-	if j.WebhookDeliveries != 3 || j.Seq != 1 || len(j.Deliveries) != 3 || !j.Deliveries[2].Duplicate {
-		t.Fatalf("got webhookDeliveries=%d seq=%d deliveries=%+v, want 3, 1, 3 with the last duplicate",
+	// Identical bytes are stored once and counted.
+	if j.WebhookDeliveries != 3 || j.Seq != 1 || len(j.Deliveries) != 1 || j.Deliveries[0].Copies != 3 {
+		t.Fatalf("got webhookDeliveries=%d seq=%d deliveries=%+v, want 3, 1, one delivery with 3 copies",
 			j.WebhookDeliveries, j.Seq, j.Deliveries)
 	}
 	var feed struct {
@@ -670,5 +671,56 @@ func TestStatsSaysSinceWhenSignaturesWereRejected(t *testing.T) {
 	since, err := time.Parse(time.RFC3339, st.Since)
 	if err != nil || st.RejectedSignatures != 1 || since.Before(before) || since.After(time.Now()) {
 		t.Fatalf("got %+v (%v), want 1 rejected since the service started (after %s)", st, err, before)
+	}
+}
+
+// Past NOUVELHOOK_MAX_CONNS a new connection waits until one closes; it is
+// not served alongside.
+func TestPublicConnectionCap(t *testing.T) {
+	s := startService(t, map[string]string{"NOUVELHOOK_MAX_CONNS": "1"})
+	addr := strings.TrimPrefix(s.Public, "http://")
+	holder, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	holder.SetDeadline(time.Now().Add(20 * time.Second)) // fail rather than hang
+	rd := bufio.NewReader(holder)
+	roundTrip := func() {
+		t.Helper()
+		io.WriteString(holder, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(rd, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	roundTrip() // the holder has been accepted, and keeps the only slot
+
+	waiter := &http.Client{Transport: &http.Transport{}, Timeout: 20 * time.Second}
+	done := make(chan int, 1)
+	go func() {
+		resp, err := waiter.Get(s.Public + "/healthz")
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	// While the holder keeps using its connection, the other one is not
+	// served.
+	for range 20 {
+		roundTrip()
+	}
+	select {
+	case code := <-done:
+		t.Fatalf("a second connection was served (%d) while the only slot was held", code)
+	default:
+	}
+	holder.Close()
+	if code := <-done; code != http.StatusOK {
+		t.Fatalf("after the slot freed: got %d, want 200", code)
 	}
 }
