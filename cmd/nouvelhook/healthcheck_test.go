@@ -49,14 +49,16 @@ func TestHealthcheckLocalURL(t *testing.T) {
 func TestHealthcheckRealService(t *testing.T) {
 	s := startService(t, nil)
 	env := map[string]string{"NOUVELHOOK_LISTEN": strings.TrimPrefix(s.Public, "http://")}
-	out, errOut, err := runCLI(context.Background(), env, "", "healthcheck")
-	if err != nil || out != "" || errOut != "" {
-		t.Fatalf("healthcheck against a running service: got %q, %q, %v; want silence and exit 0", out, errOut, err)
+	for _, args := range [][]string{{"healthcheck"}, {"healthcheck", "--ready"}} {
+		out, errOut, err := runCLI(context.Background(), env, "", args...)
+		if err != nil || out != "" || errOut != "" {
+			t.Fatalf("%v against a running service: got %q, %q, %v; want silence and exit 0", args, out, errOut, err)
+		}
 	}
 	// Not the admin listener: its /healthz would answer too, so the public
 	// address must be the one dialled.
 	env["NOUVELHOOK_LISTEN"] = strings.TrimPrefix(closedURL(t), "http://")
-	_, errOut, err = runCLI(context.Background(), env, "", "healthcheck")
+	_, errOut, err := runCLI(context.Background(), env, "", "healthcheck")
 	if text, code := mainStderr(errOut, err); code != 1 || strings.Count(text, "\n") != 1 ||
 		!strings.HasPrefix(text, "nouvelhook: healthcheck: GET http://127.0.0.1:") {
 		t.Errorf("healthcheck with nothing listening: got exit %d and %q, want exit 1 and one line naming the URL", code, text)
