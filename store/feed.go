@@ -9,41 +9,26 @@ import (
 // ends (a deadline is not an error). A job not yet in the log is waited for
 // too; it is ErrNotFound only if it is still unknown at the end.
 //
-// It reads the job once; after that, each commit is looked up in the shared
-// tail of the change feed (a job enters the feed once, when it ends), so a
-// commit costs no query per waiting job.
+// It reads the job once, then sleeps until its job enters the change feed (a
+// job does so once, when it ends): commits that end other jobs do not wake
+// it, and a commit costs no query per waiting job.
 func (s *Store) WaitJob(ctx context.Context, jobID string) (Job, error) {
 	rctx := context.WithoutCancel(ctx)
-	changed, gen := s.changes.wait()
-	if err := s.changes.catchUp(ctx, s, gen); err != nil {
+	// Only a tail that has read the store once sees every later end.
+	if err := s.changes.catchUp(ctx, s, 0); err != nil {
 		return Job{}, err
 	}
-	// Any end the read below does not see comes after this cursor.
-	cursor := s.changes.tail.lastSeq()
-	j, err := s.jobForWait(rctx, jobID)
-	if (err == nil && j.Terminal) || (err != nil && !errors.Is(err, ErrNotFound)) {
-		return j, err
-	}
 	for {
-		if !s.changes.sleep(ctx, changed) {
+		w := s.changes.watch(s, jobID)
+		j, err := s.jobForWait(rctx, jobID)
+		if (err == nil && j.Terminal) || (err != nil && !errors.Is(err, ErrNotFound)) {
+			s.changes.unwatch(w)
+			return j, err
+		}
+		if !s.changes.sleep(ctx, w.ch) {
+			s.changes.unwatch(w)
 			return s.jobForWait(rctx, jobID)
 		}
-		changed, gen = s.changes.wait()
-		if err := s.changes.catchUp(ctx, s, gen); err != nil {
-			return Job{}, err
-		}
-		ended, found, last, ok := s.changes.tail.find(jobID, cursor)
-		if found {
-			return ended, nil
-		}
-		if !ok { // so many jobs ended that the tail moved past the cursor
-			last = s.changes.tail.lastSeq()
-			j, err := s.jobForWait(rctx, jobID)
-			if (err == nil && j.Terminal) || (err != nil && !errors.Is(err, ErrNotFound)) {
-				return j, err
-			}
-		}
-		cursor = last
 	}
 }
 

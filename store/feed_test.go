@@ -48,6 +48,16 @@ func awaitParked(t *testing.T, s *Store, n int64) {
 	}
 }
 
+// caughtUp returns once the tail holds every commit made so far, and so has
+// woken the job waiters of the jobs they ended.
+func caughtUp(t *testing.T, s *Store) {
+	t.Helper()
+	_, gen := s.changes.wait()
+	if err := s.changes.catchUp(context.Background(), s, gen); err != nil {
+		t.Fatalf("catchUp: %v", err)
+	}
+}
+
 func TestManyWaitersCostOneReadPerCommit(t *testing.T) {
 	const waiters = 500
 	s := openFeedStore(t, filepath.Join(t.TempDir(), "nh.db"))
@@ -60,26 +70,27 @@ func TestManyWaitersCostOneReadPerCommit(t *testing.T) {
 		last int64
 		err  error
 	}
+	type jobResult struct {
+		id  string
+		j   Job
+		err error
+	}
 	evs := make(chan evResult, waiters)
-	jobs := make(chan error, waiters)
+	jobs := make(chan jobResult, waiters)
 	for i := range waiters {
 		go func() {
 			j, last, err := s.WaitEvents(ctx, 1, 100)
 			evs <- evResult{j, last, err}
 		}()
 		go func() {
-			j, err := s.WaitJob(ctx, fmt.Sprintf("never-%d", i))
-			if err == nil || !errors.Is(err, ErrNotFound) || j.Terminal {
-				err = fmt.Errorf("WaitJob(never-%d) at ctx end: got %+v, %v; want ErrNotFound", i, j, err)
-			} else {
-				err = nil
-			}
-			jobs <- err
+			id := fmt.Sprintf("never-%d", i)
+			j, err := s.WaitJob(ctx, id)
+			jobs <- jobResult{id, j, err}
 		}()
 	}
 	awaitParked(t, s, 2*waiters)
 
-	reads := s.changes.tail.reads.Load()
+	reads, woken := s.changes.tail.reads.Load(), s.changes.woken.Load()
 	endJob(t, s, "first")
 	for range waiters {
 		r := <-evs
@@ -87,24 +98,38 @@ func TestManyWaitersCostOneReadPerCommit(t *testing.T) {
 			t.Fatalf("WaitEvents after 1: got %d jobs, last %d, %v; want job first at seq 2", len(r.jobs), r.last, r.err)
 		}
 	}
-	awaitParked(t, s, waiters) // every WaitJob looked and went back to sleep
-	if got := s.changes.tail.reads.Load() - reads; got < 1 || got > 2 {
-		t.Fatalf("store reads for one commit with %d waiters: got %d, want 1 or 2", 2*waiters, got)
+	caughtUp(t, s)
+	if got := s.changes.tail.reads.Load() - reads; got != 1 {
+		t.Fatalf("store reads for one commit with %d waiters: got %d, want 1", 2*waiters, got)
 	}
 
-	reads = s.changes.tail.reads.Load()
 	const commits = 20
 	for i := range commits {
 		endJob(t, s, fmt.Sprintf("other-%d", i))
-		awaitParked(t, s, waiters)
+		caughtUp(t, s)
 	}
-	if got := s.changes.tail.reads.Load() - reads; got < 1 || got > commits {
-		t.Fatalf("store reads for %d commits with %d job waiters: got %d, want 1 to %d", commits, waiters, got, commits)
+	if got := s.changes.tail.reads.Load() - reads; got < 2 || got > 1+commits {
+		t.Fatalf("store reads for %d more commits with %d job waiters: got %d, want 1 to %d", commits, waiters, got-1, commits)
+	}
+	if got := s.changes.woken.Load() - woken; got != 0 {
+		t.Fatalf("job waiters woken by commits of other jobs: got %d, want 0", got)
+	}
+	if got := s.changes.parked.Load(); got != waiters {
+		t.Fatalf("job waiters parked: got %d, want %d", got, waiters)
+	}
+
+	endJob(t, s, "never-7")
+	caughtUp(t, s)
+	if got := s.changes.woken.Load() - woken; got != 1 {
+		t.Fatalf("job waiters woken when never-7 ended: got %d, want 1", got)
+	}
+	if r := <-jobs; r.id != "never-7" || r.err != nil || !r.j.Terminal || r.j.JobID != "never-7" {
+		t.Fatalf("first WaitJob to return: got %s: %+v, %v; want never-7, terminal", r.id, r.j, r.err)
 	}
 	cancel()
-	for range waiters {
-		if err := <-jobs; err != nil {
-			t.Fatal(err)
+	for range waiters - 1 {
+		if r := <-jobs; !errors.Is(r.err, ErrNotFound) || r.j.Terminal {
+			t.Fatalf("WaitJob(%s) at ctx end: got %+v, %v; want ErrNotFound", r.id, r.j, r.err)
 		}
 	}
 }
@@ -128,11 +153,9 @@ func TestWaitJobWakesForItsJobOnly(t *testing.T) {
 	awaitParked(t, s, 1)
 	for i := range 5 {
 		endJob(t, s, fmt.Sprintf("other-%d", i))
-		awaitParked(t, s, 1) // it woke, looked, and went back to waiting
-		select {
-		case r := <-got:
-			t.Fatalf("after other-%d ended: WaitJob(mine) returned %+v, %v; want it still waiting", i, r.j, r.err)
-		default:
+		caughtUp(t, s)
+		if n := s.changes.woken.Load(); n != 0 {
+			t.Fatalf("after other-%d ended: %d job waiters woken, want 0", i, n)
 		}
 	}
 	endJob(t, s, "mine")
@@ -150,20 +173,21 @@ func TestWaitJobWakesForItsJobOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	short, stop := context.WithCancel(ctx)
+	done := make(chan result, 1)
 	go func() {
 		j, err := s.WaitJob(short, "pending")
-		got <- result{j, err}
+		done <- result{j, err}
 	}()
 	awaitParked(t, s, 1)
 	stop()
-	if r := <-got; r.err != nil || r.j.JobID != "pending" || r.j.Status != StatusPending {
+	if r := <-done; r.err != nil || r.j.JobID != "pending" || r.j.Status != StatusPending {
 		t.Fatalf("WaitJob(pending) at ctx end: got %+v, %v; want it pending", r.j, r.err)
 	}
 }
 
-// TestWaitJobTailOverrun: when more jobs end between two looks than the
-// tail holds, the waiter reads its job from the store instead.
-func TestWaitJobTailOverrun(t *testing.T) {
+// TestWaitJobManyEndsInOneCommit: a waiter on a job is woken even when its
+// job ends in one commit with more jobs than the tail holds.
+func TestWaitJobManyEndsInOneCommit(t *testing.T) {
 	s := openFeedStore(t, filepath.Join(t.TempDir(), "nh.db"))
 	s.changes.tail.size = 4
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -303,5 +327,36 @@ func TestFeedTailStartsFromTheStore(t *testing.T) {
 	}
 	if _, _, err := s.WaitEvents(ctx, 0, MaxLimit+1); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("WaitEvents limit %d: got %v, want ErrInvalid", MaxLimit+1, err)
+	}
+}
+
+// TestWaitJobFirstCommitAfterOpen: the first commit after Open ends the
+// awaited job; the tail, read for the first time then, must not take that
+// end for history.
+func TestWaitJobFirstCommitAfterOpen(t *testing.T) {
+	for _, reopen := range []bool{false, true} {
+		path := filepath.Join(t.TempDir(), "nh.db")
+		if reopen { // the file has history
+			old := openFeedStore(t, path)
+			endJob(t, old, "old")
+			old.Close()
+		}
+		s := openFeedStore(t, path)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		got := make(chan error, 1)
+		go func() {
+			j, err := s.WaitJob(ctx, "first")
+			if err == nil && (ctx.Err() != nil || !j.Terminal) {
+				err = fmt.Errorf("got %+v at ctx end, want it when its job ended", j)
+			}
+			got <- err
+		}()
+		awaitParked(t, s, 1)
+		endJob(t, s, "first")
+		if err := <-got; err != nil {
+			t.Fatalf("reopened %v: WaitJob(first): %v", reopen, err)
+		}
+		cancel()
+		s.Close()
 	}
 }

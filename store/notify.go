@@ -12,26 +12,41 @@ import (
 // cursor is older than the tail reads the store itself.
 const tailSize = 2048
 
-// notifier wakes every waiter at once: waiters take the current channel, and
-// broadcast closes it and makes a new one. gen counts the broadcasts, so a
-// waiter can ask the tail to be at least as new as the channel it holds.
+// notifier wakes waiters on the change feed and keeps a shared tail of it.
 //
-// It also keeps the shared tail of the change feed. Without it every waiter
-// re-read the store after every commit that ended a job: with thousands of
-// long-polls and event streams open, one commit cost thousands of queries on
-// the four-connection read pool. Now one waiter reads what is new, for all.
+// Without it every waiter re-read the store after every commit that ended a
+// job: with thousands of long-polls and event streams open, one commit cost
+// thousands of queries on the four-connection read pool. Now:
+//   - feed waiters (WaitEvents) take the current channel, which broadcast
+//     closes; woken, they read the new events from the tail, which one of
+//     them refreshes from the store for all (gen counts the broadcasts, so a
+//     waiter can ask the tail to be at least as new as its channel);
+//   - job waiters (WaitJob) are filed by job id and woken only when their
+//     job enters the feed, by whichever goroutine refreshes the tail. When
+//     there are job waiters, broadcast starts that refresh itself.
 type notifier struct {
 	mu  sync.Mutex
 	ch  chan struct{}
 	gen uint64
 
+	store      *Store // set by the first job waiter, for refresh
+	jobs       map[string][]*jobWaiter
+	refreshing bool
+
 	tail feedTail
-	// parked counts waiters blocked until the next broadcast.
-	parked atomic.Int64
+	// parked counts waiters blocked until a commit wakes them, and woken
+	// the job waiters woken so far; tests read them.
+	parked, woken atomic.Int64
+}
+
+// jobWaiter is one WaitJob, woken by closing ch.
+type jobWaiter struct {
+	jobID string
+	ch    chan struct{}
 }
 
 func newNotifier() *notifier {
-	return &notifier{ch: make(chan struct{}), tail: feedTail{size: tailSize}}
+	return &notifier{ch: make(chan struct{}), jobs: map[string][]*jobWaiter{}, tail: feedTail{size: tailSize}}
 }
 
 // sleep blocks until changed is closed or ctx ends, and reports whether it
@@ -55,14 +70,93 @@ func (n *notifier) wait() (<-chan struct{}, uint64) {
 	return n.ch, n.gen
 }
 
-// broadcast wakes every waiter. The writer calls it after a commit that
-// ended a job, so the commit is visible to any read that starts after.
+// broadcast wakes every feed waiter, and has the tail refreshed for the job
+// waiters. The writer calls it after a commit that ended a job, so the
+// commit is visible to any read that starts after.
 func (n *notifier) broadcast() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.gen++
 	close(n.ch)
 	n.ch = make(chan struct{})
+	if len(n.jobs) > 0 && !n.refreshing {
+		n.refreshing = true
+		go n.refresh()
+	}
+}
+
+// refresh catches the tail up until no broadcast came meanwhile, which
+// wakes the job waiters whose jobs ended. If the store cannot be read it
+// wakes every job waiter, to read its job itself.
+func (n *notifier) refresh() {
+	for {
+		gen := n.generation()
+		err := n.catchUp(context.Background(), n.store, gen)
+		n.mu.Lock()
+		if err != nil {
+			for id, ws := range n.jobs {
+				for _, w := range ws {
+					close(w.ch)
+				}
+				delete(n.jobs, id)
+			}
+		}
+		if n.gen == gen || len(n.jobs) == 0 {
+			n.refreshing = false
+			n.mu.Unlock()
+			return
+		}
+		n.mu.Unlock()
+	}
+}
+
+// watch files a waiter for jobID. Any refresh that finishes after it
+// returns and saw the job end closes w.ch; the caller reads the job after
+// watch, so an end no refresh saw yet is in that read.
+func (n *notifier) watch(s *Store, jobID string) *jobWaiter {
+	w := &jobWaiter{jobID: jobID, ch: make(chan struct{})}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.store == nil {
+		n.store = s
+	}
+	n.jobs[jobID] = append(n.jobs[jobID], w)
+	return w
+}
+
+// unwatch removes w, if a wake-up has not already.
+func (n *notifier) unwatch(w *jobWaiter) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ws := n.jobs[w.jobID]
+	for i, o := range ws {
+		if o == w {
+			ws = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(ws) == 0 {
+		delete(n.jobs, w.jobID)
+	} else {
+		n.jobs[w.jobID] = ws
+	}
+}
+
+// wakeJobs wakes the waiters of the jobs in events, which just entered the
+// tail.
+func (n *notifier) wakeJobs(events []Job) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.jobs) == 0 {
+		return
+	}
+	for _, e := range events {
+		for _, w := range n.jobs[e.JobID] {
+			close(w.ch)
+			n.woken.Add(1)
+		}
+		delete(n.jobs, e.JobID)
+	}
 }
 
 // generation is the number of broadcasts made so far.
@@ -139,6 +233,7 @@ func (n *notifier) catchUp(ctx context.Context, s *Store, gen uint64) error {
 			}
 			t.events, t.last, t.gen = append(t.events, events...), last, max(t.gen, now)
 			t.trim()
+			n.wakeJobs(events)
 		}
 		t.fetching, f.err = nil, err
 		close(f.done)
@@ -201,30 +296,4 @@ func (t *feedTail) after(cursor int64, limit int) (jobs []Job, last int64, ok bo
 		last = jobs[len(jobs)-1].Seq
 	}
 	return jobs, last, true
-}
-
-// find looks for jobID among the events with seq > cursor. It returns the
-// job if there, and the seq the tail is complete up to, to pass as the next
-// cursor; ok is false when the tail no longer holds every event after
-// cursor.
-func (t *feedTail) find(jobID string, cursor int64) (j Job, found bool, last int64, ok bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if !t.ready || cursor < t.base {
-		return Job{}, false, 0, false
-	}
-	i := sort.Search(len(t.events), func(i int) bool { return t.events[i].Seq > cursor })
-	for _, e := range t.events[i:] {
-		if e.JobID == jobID {
-			return e, true, t.last, true
-		}
-	}
-	return Job{}, false, t.last, true
-}
-
-// lastSeq is the seq the tail is complete up to.
-func (t *feedTail) lastSeq() int64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.last
 }
