@@ -85,8 +85,9 @@ func probe(ctx context.Context, u string, timeout time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
-	// No keep-alive: a probe runs once and exits.
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
+	// A Transport of its own: no keep-alive, since a probe runs once and
+	// exits, and no HTTP_PROXY, which must not route a loopback probe.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := client.Do(req)
 	if err != nil {
 		var ue *url.Error
