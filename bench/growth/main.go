@@ -65,7 +65,7 @@ func main() {
 	flag.IntVar(&c.jobs, "jobs", 100000, "jobs to fill the log to before measuring")
 	flag.IntVar(&c.conns, "conns", 32, "concurrent connections for filling and ingest rounds")
 	flag.IntVar(&c.tries, "tries", 9, "tries per latency figure; the median is printed")
-	flag.IntVar(&c.rounds, "rounds", 2, "ingest rounds per mode (reconciler off, on)")
+	flag.IntVar(&c.rounds, "rounds", 3, "ingest rounds per mode (reconciler off, on)")
 	flag.IntVar(&c.track, "track", 200, "jobs tracked for the reconciler that stay running")
 	flag.IntVar(&c.replays, "replays", 20000, "times one signed delivery is replayed")
 	flag.DurationVar(&c.round, "round", 8*time.Second, "length of one ingest round")
