@@ -13,9 +13,10 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,7 +78,8 @@ type Request struct {
 // concurrent use.
 type Server struct {
 	opts   Options
-	ts     *httptest.Server
+	srv    *http.Server
+	url    string
 	ctx    context.Context // cancelled by Close; ends sleeps and webhooks
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // webhook retry goroutines
@@ -123,12 +125,20 @@ func New(opts Options) *Server {
 		limiter: newLimiter(opts.RateLimit),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.ts = httptest.NewServer(s.routes())
+	// A plain http.Server rather than httptest's: the demo ships this
+	// package in the binary, and test fakes stay out of it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(fmt.Sprintf("nouveltest: listen on loopback: %v", err))
+	}
+	s.url = "http://" + ln.Addr().String()
+	s.srv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+	go s.srv.Serve(ln)
 	return s
 }
 
 // URL is the Server's base URL, such as http://127.0.0.1:41234.
-func (s *Server) URL() string { return s.ts.URL }
+func (s *Server) URL() string { return s.url }
 
 // Close stops the Server: it ends sleeping faults and webhooks in flight,
 // waits for requests in progress and webhook retries to finish, and frees
@@ -136,7 +146,9 @@ func (s *Server) URL() string { return s.ts.URL }
 func (s *Server) Close() {
 	s.once.Do(func() {
 		s.cancel()
-		s.ts.Close() // after this no handler can start a retry goroutine
+		// Shutdown returns once every handler has: after it none can start a
+		// retry goroutine.
+		s.srv.Shutdown(context.Background())
 		s.wg.Wait()
 	})
 }
