@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // WaitJob returns the job as soon as it is terminal, or as it stands when ctx
@@ -44,29 +45,78 @@ func (s *Store) jobForWait(ctx context.Context, jobID string) (Job, error) {
 // Events are served from the shared tail of the change feed, which one
 // waiter refreshes per commit for all; only a cursor older than the tail
 // reads the store itself. An event from the tail shows its job as it was
-// read just after it ended.
+// read just after it ended. Once woken by a commit, a waiter lingers a
+// moment (feedLinger) so that the commits of a busy feed reach it in one
+// answer rather than one answer each.
 func (s *Store) WaitEvents(ctx context.Context, after int64, limit int) ([]Job, int64, error) {
+	entries, last, err := s.waitFeed(ctx, after, limit)
+	if err != nil {
+		return nil, 0, err
+	}
+	jobs := make([]Job, len(entries))
+	for i, e := range entries {
+		jobs[i] = e.job
+	}
+	return jobs, last, nil
+}
+
+// FeedEvent is one change-feed event in the JSON form the API shows a job
+// in. JSON is shared by every reader of the event: do not modify it.
+type FeedEvent struct {
+	Seq  int64
+	JSON []byte
+}
+
+// WaitFeed is WaitEvents with each job already encoded, once for all
+// readers: what an event stream writes to every subscriber.
+func (s *Store) WaitFeed(ctx context.Context, after int64, limit int) ([]FeedEvent, int64, error) {
+	entries, last, err := s.waitFeed(ctx, after, limit)
+	if err != nil {
+		return nil, 0, err
+	}
+	events := make([]FeedEvent, len(entries))
+	for i, e := range entries {
+		data, err := e.json()
+		if err != nil {
+			return nil, 0, err
+		}
+		events[i] = FeedEvent{Seq: e.job.Seq, JSON: data}
+	}
+	return events, last, nil
+}
+
+// feedLinger is how long a feed waiter woken by a commit waits for more
+// before it answers.
+const feedLinger = 50 * time.Millisecond
+
+func (s *Store) waitFeed(ctx context.Context, after int64, limit int) ([]*feedEntry, int64, error) {
 	if limit < 1 || limit > MaxLimit || after < 0 {
-		return s.Events(ctx, after, limit) // the same ErrInvalid
+		_, _, err := s.Events(ctx, after, limit) // the same ErrInvalid
+		return nil, 0, err
 	}
 	for {
 		changed, gen := s.changes.wait()
 		if err := s.changes.catchUp(ctx, s, gen); err != nil {
 			return nil, 0, err
 		}
-		jobs, last, ok := s.changes.tail.after(after, limit)
+		entries, last, ok := s.changes.tail.after(after, limit)
 		if !ok {
 			s.changes.tail.reads.Add(1)
-			var err error
-			if jobs, last, err = s.Events(context.WithoutCancel(ctx), after, limit); err != nil {
-				return jobs, last, err
+			jobs, end, err := s.Events(context.WithoutCancel(ctx), after, limit)
+			if err != nil {
+				return nil, 0, err
+			}
+			entries, last = make([]*feedEntry, len(jobs)), end
+			for i, j := range jobs {
+				entries[i] = newFeedEntry(j)
 			}
 		}
-		if len(jobs) > 0 {
-			return jobs, last, nil
+		if len(entries) > 0 {
+			return entries, last, nil
 		}
 		if !s.changes.sleep(ctx, changed) {
-			return jobs, last, nil
+			return entries, last, nil
 		}
+		s.changes.linger(ctx)
 	}
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -358,5 +359,33 @@ func TestWaitJobFirstCommitAfterOpen(t *testing.T) {
 		}
 		cancel()
 		s.Close()
+	}
+}
+
+// TestWaitFeedEncodesOnceForAll: every stream gets the same bytes, the JSON
+// the API shows the job in, encoded once.
+func TestWaitFeedEncodesOnceForAll(t *testing.T) {
+	s := openFeedStore(t, filepath.Join(t.TempDir(), "nh.db"))
+	ctx := context.Background()
+	caughtUp(t, s) // the tail starts before the events, so it holds them
+	endJob(t, s, "a")
+	endJob(t, s, "b")
+	a, lastA, errA := s.WaitFeed(ctx, 0, 10)
+	b, lastB, errB := s.WaitFeed(ctx, 1, 10)
+	jobs, _, err := s.Events(ctx, 0, 10)
+	if err := errors.Join(errA, errB, err); err != nil {
+		t.Fatal(err)
+	}
+	if len(a) != 2 || len(b) != 1 || lastA != 2 || lastB != 2 || a[1].Seq != 2 {
+		t.Fatalf("got %d events (last %d) and %d (last %d); want 2 and 1, last 2", len(a), lastA, len(b), lastB)
+	}
+	for i, e := range a {
+		want, _ := json.Marshal(jobs[i])
+		if string(e.JSON) != string(want) {
+			t.Errorf("event %d: got %s, want %s", e.Seq, e.JSON, want)
+		}
+	}
+	if &a[1].JSON[0] != &b[0].JSON[0] {
+		t.Errorf("event 2 was encoded twice, want once for both readers")
 	}
 }

@@ -2,9 +2,12 @@ package store
 
 import (
 	"context"
+	"encoding/json"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // tailSize is how many of the newest change-feed entries the shared tail
@@ -34,6 +37,8 @@ type notifier struct {
 	refreshing bool
 
 	tail feedTail
+	// lingerFor is feedLinger; tests shorten it.
+	lingerFor time.Duration
 	// parked counts waiters blocked until a commit wakes them, and woken
 	// the job waiters woken so far; tests read them.
 	parked, woken atomic.Int64
@@ -46,7 +51,21 @@ type jobWaiter struct {
 }
 
 func newNotifier() *notifier {
-	return &notifier{ch: make(chan struct{}), jobs: map[string][]*jobWaiter{}, tail: feedTail{size: tailSize}}
+	return &notifier{ch: make(chan struct{}), jobs: map[string][]*jobWaiter{}, tail: feedTail{size: tailSize},
+		lingerFor: feedLinger}
+}
+
+// linger waits lingerFor, or until ctx ends.
+func (n *notifier) linger(ctx context.Context) {
+	if n.lingerFor <= 0 {
+		return
+	}
+	t := time.NewTimer(n.lingerFor)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // sleep blocks until changed is closed or ctx ends, and reports whether it
@@ -176,11 +195,11 @@ func (n *notifier) generation() uint64 {
 type feedTail struct {
 	size   int // tailSize; smaller in tests
 	mu     sync.Mutex
-	ready  bool   // base and last were read from the store
-	base   int64  // the tail has every event with seq > base ...
-	last   int64  // ... up to last
-	gen    uint64 // broadcasts made before the newest read started
-	events []Job  // base < Seq <= last, ascending
+	ready  bool         // base and last were read from the store
+	base   int64        // the tail has every event with seq > base ...
+	last   int64        // ... up to last
+	gen    uint64       // broadcasts made before the newest read started
+	events []*feedEntry // base < seq <= last, ascending
 	// fetching is the read in flight, if any: one at a time, the others wait
 	// for it instead of querying themselves.
 	fetching *tailFetch
@@ -231,7 +250,10 @@ func (n *notifier) catchUp(ctx context.Context, s *Store, gen uint64) error {
 			if !ready {
 				t.ready, t.base = true, base
 			}
-			t.events, t.last, t.gen = append(t.events, events...), last, max(t.gen, now)
+			for _, j := range events {
+				t.events = append(t.events, newFeedEntry(j))
+			}
+			t.last, t.gen = last, max(t.gen, now)
 			t.trim()
 			n.wakeJobs(events)
 		}
@@ -275,25 +297,40 @@ func (t *feedTail) trim() {
 		return
 	}
 	drop := len(t.events) - t.size
-	t.base = t.events[drop-1].Seq
-	t.events = append([]Job(nil), t.events[drop:]...)
+	t.base = t.events[drop-1].job.Seq
+	t.events = append([]*feedEntry(nil), t.events[drop:]...)
 }
 
-// after returns up to limit events with seq > cursor and the seq of the last
-// one (cursor when none); ok is false when the tail no longer holds every
-// event after cursor, and the caller must read the store.
-func (t *feedTail) after(cursor int64, limit int) (jobs []Job, last int64, ok bool) {
+// after returns up to limit entries with seq > cursor and the seq of the
+// last one (cursor when none); ok is false when the tail no longer holds
+// every event after cursor, and the caller must read the store.
+func (t *feedTail) after(cursor int64, limit int) (entries []*feedEntry, last int64, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.ready || cursor < t.base {
 		return nil, 0, false
 	}
-	i := sort.Search(len(t.events), func(i int) bool { return t.events[i].Seq > cursor })
+	i := sort.Search(len(t.events), func(i int) bool { return t.events[i].job.Seq > cursor })
 	end := min(len(t.events), i+limit)
-	jobs, last = make([]Job, end-i), cursor
-	copy(jobs, t.events[i:end])
-	if len(jobs) > 0 {
-		last = jobs[len(jobs)-1].Seq
+	entries, last = slices.Clone(t.events[i:end]), cursor
+	if len(entries) > 0 {
+		last = entries[len(entries)-1].job.Seq
 	}
-	return jobs, last, true
+	return entries, last, true
+}
+
+// feedEntry is one event of the tail. Its JSON is encoded once, by the
+// first event stream that sends it, for every stream.
+type feedEntry struct {
+	job  Job
+	once sync.Once
+	data []byte
+	err  error
+}
+
+func newFeedEntry(j Job) *feedEntry { return &feedEntry{job: j} }
+
+func (e *feedEntry) json() ([]byte, error) {
+	e.once.Do(func() { e.data, e.err = json.Marshal(e.job) })
+	return e.data, e.err
 }
