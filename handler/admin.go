@@ -208,16 +208,10 @@ func handleEvents(d Deps) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		ctx := c.Request().Context()
-		var jobs []store.Job
-		var last int64
 		if wait > 0 {
-			wctx, cancel := context.WithTimeout(ctx, wait)
-			jobs, last, err = d.Store.WaitEvents(wctx, after, limit)
-			cancel()
-		} else {
-			jobs, last, err = d.Store.Events(ctx, after, limit)
+			return longPollEvents(c, d.Store, after, limit, wait)
 		}
+		jobs, last, err := d.Store.Events(c.Request().Context(), after, limit)
 		if err != nil {
 			return err
 		}

@@ -19,9 +19,9 @@ const keepAlive = 15 * time.Second
 // per terminal job with the seq as its id, until the client goes away or the
 // server shuts down. A client resumes with Last-Event-ID.
 //
-// Each job's JSON comes encoded once from the store for every stream, and a
-// batch goes out in one write, so a thousand streams cost a thousand copies
-// of the bytes, not a thousand encodings.
+// Each job's JSON comes encoded once from the store for every stream, so a
+// thousand streams cost a thousand copies of the bytes, not a thousand
+// encodings.
 func streamEvents(c echo.Context, st *store.Store, after int64, limit int) error {
 	w := c.Response()
 	w.Header().Set(echo.HeaderContentType, "text/event-stream")
@@ -30,7 +30,6 @@ func streamEvents(c echo.Context, st *store.Store, after int64, limit int) error
 	w.WriteHeader(http.StatusOK)
 	w.Flush()
 	ctx := c.Request().Context()
-	var buf []byte
 	for {
 		wctx, cancel := context.WithTimeout(ctx, keepAlive)
 		events, last, err := st.WaitFeed(wctx, after, limit)
@@ -41,23 +40,54 @@ func streamEvents(c echo.Context, st *store.Store, after int64, limit int) error
 		if err != nil {
 			return err
 		}
-		buf = buf[:0]
 		if len(events) == 0 {
-			buf = append(buf, ": keep-alive\n\n"...)
+			if _, err := w.Write([]byte(": keep-alive\n\n")); err != nil {
+				return nil
+			}
 		}
+		// Small writes into the response's own buffer: a stream holds no
+		// batch-sized buffer of its own, which a thousand streams would
+		// multiply.
+		var head []byte
 		for _, e := range events {
-			buf = append(buf, "id: "...)
-			buf = strconv.AppendInt(buf, e.Seq, 10)
-			buf = append(buf, "\nevent: job\ndata: "...)
-			buf = append(append(buf, e.JSON...), "\n\n"...)
-		}
-		if _, err := w.Write(buf); err != nil {
-			return nil
+			head = strconv.AppendInt(append(head[:0], "id: "...), e.Seq, 10)
+			head = append(head, "\nevent: job\ndata: "...)
+			if _, err := w.Write(head); err != nil {
+				return nil
+			}
+			if _, err := w.Write(e.JSON); err != nil {
+				return nil
+			}
+			if _, err := w.Write([]byte("\n\n")); err != nil {
+				return nil
+			}
 		}
 		w.Flush()
 		after = last
-		if cap(buf) > 1<<20 {
-			buf = nil // do not hold a big backlog's buffer for the stream's life
-		}
 	}
+}
+
+// longPollEvents answers GET /v1/events?wait= as the plain GET does,
+// {"events":[job…],"last":SEQ}, once there are events after after or the
+// wait ends. The jobs' JSON comes encoded once for every long-poll.
+func longPollEvents(c echo.Context, st *store.Store, after int64, limit int, wait time.Duration) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), wait)
+	events, last, err := st.WaitFeed(ctx, after, limit)
+	cancel()
+	if err != nil {
+		return err
+	}
+	size := 32
+	for _, e := range events {
+		size += len(e.JSON) + 1
+	}
+	b := append(make([]byte, 0, size), `{"events":[`...)
+	for i, e := range events {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, e.JSON...)
+	}
+	b = strconv.AppendInt(append(b, `],"last":`...), last, 10)
+	return c.JSONBlob(http.StatusOK, append(b, "}\n"...))
 }

@@ -137,3 +137,51 @@ func TestEventStreamsDeliverEveryEventOnceInOrder(t *testing.T) {
 	wg.Wait()
 	done.Wait()
 }
+
+// TestLongPollEventsAnswersAsThePlainGet: a ?wait= answer, built from the
+// shared encoded events, is byte for byte the plain GET's answer.
+func TestLongPollEventsAnswersAsThePlainGet(t *testing.T) {
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "nh.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e := NewAdmin(Deps{Store: st, Metrics: NewMetrics(nil), Logger: zerolog.Nop()})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go e.Server.Serve(ln)
+	t.Cleanup(func() { e.Server.Close() })
+	get := func(query string) (string, string) {
+		resp, err := http.Get("http://" + ln.Addr().String() + "/v1/events" + query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		b.ReadFrom(resp.Body)
+		return resp.Header.Get("Content-Type"), fmt.Sprintf("%d %s", resp.StatusCode, b.String())
+	}
+	// The first long-poll starts the tail before any event, so the later
+	// ones are served from it rather than from the store.
+	get("?after=0&wait=1ms")
+	for _, id := range []string{"a", "b", "c"} {
+		body := []byte(`{"event":"job.completed","jobId":"` + id + `","status":"completed","totalProjects":1,"completedProjects":1,"failedProjects":0,"projects":[{"projectId":"p","title":"t","status":"completed","videoUrl":"https://v/` + id + `"}]}`)
+		report, jobID, err := ParseEvent(body)
+		if err == nil {
+			_, err = st.RecordWebhook(context.Background(), store.WebhookDelivery{
+				Body: body, ReceivedAt: time.Now(), Attempt: 1, Report: report, JobID: jobID})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, q := range []string{"?after=1", "?after=0&limit=2", "?after=3"} {
+		wantType, want := get(q)
+		gotType, got := get(q + "&wait=10ms")
+		if got != want || gotType != wantType {
+			t.Errorf("GET %s&wait=10ms: got %s %q, want %s %q as without wait", q, gotType, got, wantType, want)
+		}
+	}
+}
