@@ -14,6 +14,11 @@ import (
 func NewPublic(d Deps) *echo.Echo {
 	e := newEcho(d)
 	e.Server.MaxHeaderBytes = publicMaxHeaderBytes
+	// With a ShedListener under it, the server tells it which connections
+	// are still sending a request and which are being answered.
+	e.Server.ConnState = shedConnState
+	e.Server.ConnContext = shedConnContext
+	e.Pre(markBodilessRead)
 	// Echo answers OPTIONS on a known path with 204 by itself; the webhook
 	// path takes POST and nothing else.
 	e.OPTIONS(d.WebhookPath, methodNotAllowed(http.MethodPost))
@@ -42,6 +47,17 @@ func NewAdmin(d Deps) *echo.Echo {
 	v1.GET("/events", handleEvents(d))
 	v1.GET("/stats", handleStats(d))
 	return e
+}
+
+// markBodilessRead marks a request without a body as read once its
+// headers are, so that its connection is not cut while it is answered.
+func markBodilessRead(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if r := c.Request(); r.ContentLength == 0 && len(r.TransferEncoding) == 0 {
+			markRead(r.Context())
+		}
+		return next(c)
+	}
 }
 
 // methodNotAllowed answers 405 with the methods the path takes.

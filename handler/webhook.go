@@ -63,6 +63,7 @@ func handleWebhook(d Deps) echo.HandlerFunc {
 			d.Metrics.observe(outcomeTooLarge, start)
 			return tooLarge
 		}
+		markRead(req.Context()) // from here on the sender only waits for the answer
 		if !d.Verifier.Verify(body, sig) {
 			d.Metrics.observe(outcomeBadSignature, start)
 			log.Debug().Str("remote", c.RealIP()).Int("bytes", len(body)).Msg("rejected signature")

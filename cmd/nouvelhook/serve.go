@@ -14,7 +14,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/rs/zerolog"
-	"golang.org/x/net/netutil"
 
 	"github.com/nouvelhook/nouvelhook/config"
 	"github.com/nouvelhook/nouvelhook/handler"
@@ -81,8 +80,8 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, ready fun
 		return fmt.Errorf("NOUVELHOOK_LISTEN %s: %w", cfg.Listen, err)
 	}
 	// Past the cap, connections wait in the kernel's backlog until one
-	// closes, rather than being accepted and starved.
-	pubLn = netutil.LimitListener(pubLn, cfg.MaxConns)
+	// closes or a stalled one is cut, rather than being accepted and starved.
+	pubLn = handler.NewShedListener(pubLn, cfg.MaxConns, handler.ShedGrace)
 	admLn, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
 		pubLn.Close()
