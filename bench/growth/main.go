@@ -3,8 +3,9 @@
 // fills the log to -jobs jobs through the webhook path (signed deliveries
 // over loopback, -conns at a time), then prints the median of -tries for:
 //
-//   - one reconciler sweep (store.ExpireJobs + store.MarkMissedWebhooks), timed
-//     in process on the same file once the server has stopped;
+//   - one reconciler sweep (store.ExpireJobs + store.MarkMissedWebhooks) and
+//     one store.Prune of 500 jobs, timed in process on the same file once the
+//     server has stopped;
 //   - GET /v1/jobs?status=completed&limit=500, ?status=failed, ?since=<future>,
 //     /v1/stats and /metrics on the admin listener, with the reconciler on;
 //   - the first /readyz after a start with the reconciler on;
@@ -227,7 +228,7 @@ func run(ctx context.Context, c config) (bool, error) {
 	if err := srv.stop(); err != nil {
 		return false, fmt.Errorf("stop: %w", err)
 	}
-	sweep, err := measureSweep(ctx, c.db, c.tries)
+	sweep, prune, err := measureStore(ctx, c.db, c.tries)
 	if err != nil {
 		return false, err
 	}
@@ -251,7 +252,7 @@ func run(ctx context.Context, c config) (bool, error) {
 		return "met"
 	}
 	fmt.Printf("\n%-58s %10s  %-10s %s\n", "what (median of tries)", "latency", "target", "")
-	figures := append([]figure{sweep}, reads...)
+	figures := append([]figure{sweep, prune}, reads...)
 	figures = append(figures, figure{name: "first /readyz after a start, reconciler on", d: firstReady})
 	for _, f := range figures {
 		target, met := "", ""
@@ -325,28 +326,38 @@ func measureReads(ctx context.Context, client *http.Client, srv *server, tries i
 
 func url(s string) string { return strings.ReplaceAll(s, "+", "%2B") }
 
-// measureSweep times the reconciler's sweep on the log, in this process,
-// as the reconciler runs it: expire jobs past a 24 h TTL, then flag missed
-// webhooks with a 2 min grace.
-func measureSweep(ctx context.Context, path string, tries int) (figure, error) {
+// measureStore times, in this process on the same file, the reconciler's
+// sweep as the reconciler runs it (expire jobs past a 24 h TTL, then flag
+// missed webhooks with a 2 min grace), and then one Prune of 500 jobs that
+// ended before now, as NOUVELHOOK_RETAIN would; the prunes delete
+// tries x 500 of the oldest jobs.
+func measureStore(ctx context.Context, path string, tries int) (sweep, prune figure, err error) {
 	s, err := store.Open(ctx, path, store.Options{})
 	if err != nil {
-		return figure{}, err
+		return figure{}, figure{}, err
 	}
 	defer s.Close()
-	var ds []time.Duration
+	var ds, ps []time.Duration
 	for range tries {
 		now := time.Now()
 		t := time.Now()
 		if _, err := s.ExpireJobs(ctx, now.Add(-24*time.Hour)); err != nil {
-			return figure{}, err
+			return figure{}, figure{}, err
 		}
 		if _, err := s.MarkMissedWebhooks(ctx, now, 2*time.Minute); err != nil {
-			return figure{}, err
+			return figure{}, figure{}, err
 		}
 		ds = append(ds, time.Since(t))
 	}
-	return figure{name: "reconciler sweep (ExpireJobs + MarkMissedWebhooks)", d: median(ds), target: time.Millisecond}, nil
+	for range tries {
+		t := time.Now()
+		if _, err := s.Prune(ctx, time.Now(), 500); err != nil {
+			return figure{}, figure{}, err
+		}
+		ps = append(ps, time.Since(t))
+	}
+	return figure{name: "reconciler sweep (ExpireJobs + MarkMissedWebhooks)", d: median(ds), target: time.Millisecond},
+		figure{name: "Prune, a batch of 500 ended jobs", d: median(ps)}, nil
 }
 
 // replay sends one signed delivery for jobID n times on conns connections;
