@@ -52,8 +52,8 @@ func main() {
 var errMissed = errors.New("targets missed")
 
 type config struct {
-	bin                  string
-	label                string
+	bin, base            string
+	label, baseLabel     string
 	conns                int
 	duration, warmup     time.Duration
 	rounds               int
@@ -71,7 +71,9 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs := flag.NewFlagSet("fanout", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&c.bin, "nouvelhook", "", "the nouvelhook `binary` to measure")
-	fs.StringVar(&c.label, "label", "", "a name for this binary in the output (e.g. before, after)")
+	fs.StringVar(&c.label, "label", "", "a name for this binary in the output (e.g. after)")
+	fs.StringVar(&c.base, "base", "", "a second nouvelhook `binary` (e.g. before a change), measured in the same run, rounds interleaved")
+	fs.StringVar(&c.baseLabel, "base-label", "base", "a name for the -base binary in the output")
 	fs.IntVar(&c.conns, "conns", 64, "webhook `connections`, one closed-loop worker each")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "length of each timed round")
 	fs.DurationVar(&c.warmup, "warmup", 3*time.Second, "untimed warm-up before the rounds")
@@ -116,12 +118,26 @@ type roundStat struct {
 	subscriberEventTotal int64
 }
 
+// target is one binary under test, with its own server, database and load.
+type target struct {
+	label  string
+	srv    *server
+	load   *ingest
+	runID  string
+	rounds []roundStat
+}
+
 func run(ctx context.Context, args []string, out io.Writer) error {
 	cfg, err := parseFlags(args, out)
 	if err != nil {
 		return err
 	}
-	budget := time.Duration(2*cfg.rounds)*(cfg.duration+cfg.settle+cfg.catchUp) + cfg.warmup + 2*time.Minute
+	bins := []string{cfg.bin}
+	labels := []string{cfg.label}
+	if cfg.base != "" {
+		bins, labels = append(bins, cfg.base), append(labels, cfg.baseLabel)
+	}
+	budget := time.Duration(2*len(bins)*cfg.rounds)*(cfg.duration+cfg.settle+cfg.catchUp) + cfg.warmup + 2*time.Minute
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 
@@ -136,52 +152,75 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	} else if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
-	env := []string{"PATH=" + os.Getenv("PATH"), "NOUVEL_WEBHOOK_SECRET=" + cfg.secret,
-		"NOUVELHOOK_LISTEN=127.0.0.1:0", "NOUVELHOOK_ADMIN_LISTEN=127.0.0.1:0",
-		"NOUVELHOOK_DB=" + filepath.Join(dir, "nouvelhook.db"), "NOUVELHOOK_LOG_LEVEL=info"}
-	for _, k := range []string{"GOMAXPROCS", "GOGC", "GOMEMLIMIT"} {
-		if v := os.Getenv(k); v != "" {
-			env = append(env, k+"="+v)
+	var targets []*target
+	for i, bin := range bins {
+		env := []string{"PATH=" + os.Getenv("PATH"), "NOUVEL_WEBHOOK_SECRET=" + cfg.secret,
+			"NOUVELHOOK_LISTEN=127.0.0.1:0", "NOUVELHOOK_ADMIN_LISTEN=127.0.0.1:0",
+			"NOUVELHOOK_DB=" + filepath.Join(dir, fmt.Sprintf("nouvelhook-%d.db", i)), "NOUVELHOOK_LOG_LEVEL=info"}
+		for _, k := range []string{"GOMAXPROCS", "GOGC", "GOMEMLIMIT"} {
+			if v := os.Getenv(k); v != "" {
+				env = append(env, k+"="+v)
+			}
 		}
-	}
-	srv, err := startServer(ctx, cfg.bin, env, filepath.Join(dir, "nouvelhook.log"))
-	if err != nil {
-		return err
-	}
-	defer srv.stop()
-
-	label := cfg.label
-	if label == "" {
-		label = cfg.bin
-	}
-	fmt.Fprintf(out, "fanout benchmark [%s]: %d webhook connections, %d rounds of %v per kind (alternating), subs = %d event streams + %d event long-polls + %d job long-polls, %d CPUs shared by server and driver\n",
-		label, cfg.conns, cfg.rounds, cfg.duration, cfg.streams, cfg.polls, cfg.jobs, runtime.NumCPU())
-
-	runID := bench.RunID()
-	g := &ingest{addr: srv.public, secret: cfg.secret, runID: runID}
-	if cfg.warmup > 0 {
-		r, err := g.run(ctx, cfg.conns, cfg.warmup)
+		srv, err := startServer(ctx, bin, env, filepath.Join(dir, fmt.Sprintf("nouvelhook-%d.log", i)))
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "  warm-up   %8.0f req/s  failed %d\n", float64(r.ok)/r.elapsed.Seconds(), r.failed)
-	}
-	var rounds []roundStat
-	for round := 1; round <= cfg.rounds; round++ {
-		kinds := []bool{false, true}
-		if round%2 == 0 {
-			kinds = []bool{true, false}
+		defer srv.stop()
+		label := labels[i]
+		if label == "" {
+			label = bin
 		}
-		for _, withSubs := range kinds {
-			st, err := phase(ctx, cfg, srv, g, runID, withSubs)
+		runID := bench.RunID()
+		targets = append(targets, &target{label: label, srv: srv, runID: runID,
+			load: &ingest{addr: srv.public, secret: cfg.secret, runID: runID}})
+	}
+	fmt.Fprintf(out, "fanout benchmark: %d webhook connections, %d rounds of %v per kind and binary (alternating), subs = %d event streams + %d event long-polls + %d job long-polls, %d CPUs shared by servers and driver\n",
+		cfg.conns, cfg.rounds, cfg.duration, cfg.streams, cfg.polls, cfg.jobs, runtime.NumCPU())
+	for _, t := range targets {
+		fmt.Fprintf(out, "  %s: pid %d\n", t.label, t.srv.cmd.Process.Pid)
+		if cfg.warmup > 0 {
+			r, err := t.load.run(ctx, cfg.conns, cfg.warmup)
 			if err != nil {
 				return err
 			}
-			rounds = append(rounds, st)
-			printRound(out, round, cfg.rounds, st)
+			fmt.Fprintf(out, "  warm-up %-10s %8.0f req/s  failed %d\n", t.label, float64(r.ok)/r.elapsed.Seconds(), r.failed)
 		}
 	}
-	return report(out, cfg, label, rounds, srv.peakRSS())
+	for round := 1; round <= cfg.rounds; round++ {
+		// Alternate both the binaries and the kinds, so that the noise of
+		// a shared machine falls on each alike.
+		order := slices.Clone(targets)
+		kinds := []bool{false, true}
+		if round%2 == 0 {
+			slices.Reverse(order)
+			kinds = []bool{true, false}
+		}
+		for _, t := range order {
+			for _, withSubs := range kinds {
+				st, err := phase(ctx, cfg, t.srv, t.load, t.runID, withSubs)
+				if err != nil {
+					return fmt.Errorf("%s: %w", t.label, err)
+				}
+				t.rounds = append(t.rounds, st)
+				printRound(out, round, cfg.rounds, t.label, st)
+			}
+		}
+	}
+	ok := true
+	var ratios []float64
+	for _, t := range targets {
+		ratio, pass := report(out, cfg, t.label, t.rounds, t.srv.peakRSS())
+		ratios, ok = append(ratios, ratio), ok && pass
+	}
+	if len(ratios) == 2 && ratios[1] > 0 {
+		fmt.Fprintf(out, "\nsubs/none ratio, %s / %s: %.2f / %.2f = %.1fx\n", targets[0].label, targets[1].label,
+			ratios[0], ratios[1], ratios[0]/ratios[1])
+	}
+	if !ok {
+		return errMissed
+	}
+	return nil
 }
 
 // phase runs one timed round, with subscribers or without.
@@ -242,13 +281,13 @@ func phase(ctx context.Context, cfg config, srv *server, g *ingest, runID string
 	return st, nil
 }
 
-func printRound(w io.Writer, round, rounds int, s roundStat) {
+func printRound(w io.Writer, round, rounds int, label string, s roundStat) {
 	kind := "none"
 	if s.subs {
 		kind = "subs"
 	}
-	fmt.Fprintf(w, "  round %d/%d %-4s %8.0f req/s  p50 %7.2fms  p99 %7.2fms  server %.2f cores  driver %.2f  other %.2f  failed %d",
-		round, rounds, kind, s.rps, ms(s.p50), ms(s.p99), s.srvCores, s.drvCores, s.otherCores, s.failed)
+	fmt.Fprintf(w, "  round %d/%d %-10s %-4s %8.0f req/s  p50 %7.2fms  p99 %7.2fms  server %.2f cores  driver %.2f  other %.2f  failed %d",
+		round, rounds, label, kind, s.rps, ms(s.p50), ms(s.p99), s.srvCores, s.drvCores, s.otherCores, s.failed)
 	if s.subs {
 		fmt.Fprintf(w, "  | %d events each, %d delivered to subscribers, %d wrong, %d behind, %d job polls answered early",
 			s.eventsPerSubscriber, s.subscriberEventTotal, s.bad, s.behind, s.early)
@@ -279,7 +318,9 @@ func median(rounds []roundStat, subs bool, f func(roundStat) float64) float64 {
 	}
 }
 
-func report(w io.Writer, cfg config, label string, rounds []roundStat, peak int64) error {
+// report prints one binary's medians and verdicts, and returns its subs/none
+// ratio and whether every target was met.
+func report(w io.Writer, cfg config, label string, rounds []roundStat, peak int64) (float64, bool) {
 	fmt.Fprintf(w, "\n[%s] median of %d rounds each:\n", label, cfg.rounds)
 	fmt.Fprintf(w, "  %-5s %9s %9s %9s %12s %12s %12s\n", "kind", "req/s", "p50", "p99", "server cores", "driver cores", "other cores")
 	for _, subs := range []bool{false, true} {
@@ -323,8 +364,5 @@ func report(w io.Writer, cfg config, label string, rounds []roundStat, peak int6
 	check(bad == 0 && behind == 0, "every stream and event long-poll got every event once, in order, and caught up: %d wrong, %d behind", bad, behind)
 	check(early == 0, "no long-poll on a job that never ends was answered: %d were", early)
 	check(failed == 0, "every webhook answered 200 as new: %d failed", failed)
-	if !ok {
-		return errMissed
-	}
-	return nil
+	return ratio, ok
 }
