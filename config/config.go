@@ -251,10 +251,14 @@ func parse(field any, v string) error {
 // settings that are naturally long.
 type age time.Duration
 
-// String writes whole days as days, and anything else as a Go duration.
+// String writes 0 as 0, whole days as days, and anything else as a Go
+// duration.
 func (a age) String() string {
 	d := time.Duration(a)
-	if d != 0 && d%(24*time.Hour) == 0 {
+	if d == 0 {
+		return "0"
+	}
+	if d%(24*time.Hour) == 0 {
 		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + "d"
 	}
 	return d.String()

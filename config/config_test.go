@@ -560,7 +560,7 @@ func TestMarshalZerologObject(t *testing.T) {
 		"admin_token_set": true, "public_url": "", "db": "nouvelhook.db",
 		"api_base_url": "https://app.nouvel.ai", "reconciler": true, "webhook_secrets": 2.0,
 		"poll_budget": 30.0, "poll_interval": "10s", "track_ttl": "24h0m0s", "missed_grace": "2m0s",
-		"max_body": 1048576.0, "max_conns": 1024.0, "retain": "0s", "log_level": "info", "log_format": "json",
+		"max_body": 1048576.0, "max_conns": 1024.0, "retain": "0", "log_level": "info", "log_format": "json",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %v,\nwant %v", got, want)
