@@ -389,3 +389,50 @@ func TestWaitFeedEncodesOnceForAll(t *testing.T) {
 		t.Errorf("event 2 was encoded twice, want once for both readers")
 	}
 }
+
+// TestFeedTailStartsOverAfterAFlood: when more jobs ended since the tail's
+// last read than it would keep, it starts over at the newest seq instead of
+// reading them all; job waiters are woken to read their jobs themselves,
+// and older cursors are served from the store.
+func TestFeedTailStartsOverAfterAFlood(t *testing.T) {
+	const flood = 1100
+	s := openFeedStore(t, filepath.Join(t.TempDir(), "nh.db"))
+	s.changes.tail.size = 4
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	got := make(chan Job, 1)
+	go func() {
+		j, _ := s.WaitJob(ctx, "mine")
+		if ctx.Err() != nil {
+			j = Job{} // answered at ctx end, not when woken
+		}
+		got <- j
+	}()
+	awaitParked(t, s, 1)
+	err := s.write(ctx, func(tx *txn) error {
+		for i := range flood {
+			id := fmt.Sprintf("flood-%d", i)
+			if i == 0 {
+				id = "mine"
+			}
+			if _, _, err := tx.endJob(&Report{JobID: id, Status: StatusCompleted}, "[]", SourcePoll); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := <-got; j.JobID != "mine" || !j.Terminal || j.Seq != 1 {
+		t.Fatalf("WaitJob(mine): got %+v; want it terminal at seq 1", j)
+	}
+	caughtUp(t, s)
+	if base, n := s.changes.tail.base, len(s.changes.tail.events); base != flood || n != 0 {
+		t.Fatalf("tail after the flood: base %d with %d events; want base %d, none", base, n, flood)
+	}
+	jobs, last, err := s.WaitEvents(ctx, 0, 10)
+	if err != nil || len(jobs) != 10 || jobs[0].JobID != "mine" || last != 10 {
+		t.Fatalf("WaitEvents after 0: got %d jobs, last %d, %v; want 10 from mine, last 10", len(jobs), last, err)
+	}
+}

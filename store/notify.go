@@ -111,15 +111,10 @@ func (n *notifier) refresh() {
 	for {
 		gen := n.generation()
 		err := n.catchUp(context.Background(), n.store, gen)
-		n.mu.Lock()
 		if err != nil {
-			for id, ws := range n.jobs {
-				for _, w := range ws {
-					close(w.ch)
-				}
-				delete(n.jobs, id)
-			}
+			n.wakeAllJobs()
 		}
+		n.mu.Lock()
 		if n.gen == gen || len(n.jobs) == 0 {
 			n.refreshing = false
 			n.mu.Unlock()
@@ -158,6 +153,19 @@ func (n *notifier) unwatch(w *jobWaiter) {
 		delete(n.jobs, w.jobID)
 	} else {
 		n.jobs[w.jobID] = ws
+	}
+}
+
+// wakeAllJobs wakes every job waiter, to read its job itself.
+func (n *notifier) wakeAllJobs() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for id, ws := range n.jobs {
+		for _, w := range ws {
+			close(w.ch)
+			n.woken.Add(1)
+		}
+		delete(n.jobs, id)
 	}
 }
 
@@ -243,12 +251,15 @@ func (n *notifier) catchUp(ctx context.Context, s *Store, gen uint64) error {
 		// Every commit whose broadcast is counted in now is visible to the
 		// reads below, which start after.
 		now := n.generation()
-		events, base, last, err := n.read(context.WithoutCancel(ctx), s, ready, from)
+		events, base, last, restart, err := n.read(context.WithoutCancel(ctx), s, ready, from)
 
 		t.mu.Lock()
 		if err == nil {
-			if !ready {
-				t.ready, t.base = true, base
+			if restart {
+				// Job waiters whose jobs ended in what was skipped read
+				// them themselves.
+				t.ready, t.base, t.events = true, base, nil
+				n.wakeAllJobs()
 			}
 			for _, j := range events {
 				t.events = append(t.events, newFeedEntry(j))
@@ -267,27 +278,29 @@ func (n *notifier) catchUp(ctx context.Context, s *Store, gen uint64) error {
 }
 
 // read returns the events after from, oldest first, and the seq of the last
-// one. Before the first read it starts from the store's newest seq (base).
-func (n *notifier) read(ctx context.Context, s *Store, ready bool, from int64) (events []Job, base, last int64, err error) {
-	if !ready {
-		n.tail.reads.Add(1)
-		if err := s.rdb.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM jobs`).Scan(&from); err != nil {
-			return nil, 0, 0, err
-		}
-		return nil, from, from, nil
-	}
+// one. It starts over from the store's newest seq (restart, and base is that
+// seq) before the first read, and when more than twice the tail's size
+// ended since from, as after a long time without waiters: the tail would
+// keep only the newest of them anyway.
+func (n *notifier) read(ctx context.Context, s *Store, ready bool, from int64) (events []Job, base, last int64, restart bool, err error) {
 	last = from
-	for {
+	for ready {
 		n.tail.reads.Add(1)
 		page, end, err := s.Events(ctx, last, MaxLimit)
 		if err != nil {
-			return nil, 0, 0, err
+			return nil, 0, 0, false, err
 		}
 		events, last = append(events, page...), end
 		if len(page) < MaxLimit {
-			return events, from, last, nil
+			return events, from, last, false, nil
 		}
+		ready = len(events) <= 2*n.tail.size
 	}
+	n.tail.reads.Add(1)
+	if err := s.rdb.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM jobs`).Scan(&last); err != nil {
+		return nil, 0, 0, false, err
+	}
+	return nil, last, last, true, nil
 }
 
 // trim drops the oldest events once the tail holds twice its size, so the
