@@ -11,6 +11,10 @@ import (
 	"github.com/nouvelhook/nouvelhook/store"
 )
 
+// sseWriteSize bounds the buffer of one event stream: what it writes at
+// once, and keeps while events flow.
+const sseWriteSize = 32 << 10
+
 // keepAlive is how often an idle event stream gets a comment line, so
 // proxies do not cut it.
 const keepAlive = 15 * time.Second
@@ -21,7 +25,7 @@ const keepAlive = 15 * time.Second
 //
 // Each job's JSON comes encoded once from the store for every stream, so a
 // thousand streams cost a thousand copies of the bytes, not a thousand
-// encodings.
+// encodings, and a batch goes out in few writes.
 func streamEvents(c echo.Context, st *store.Store, after int64, limit int) error {
 	w := c.Response()
 	w.Header().Set(echo.HeaderContentType, "text/event-stream")
@@ -30,6 +34,7 @@ func streamEvents(c echo.Context, st *store.Store, after int64, limit int) error
 	w.WriteHeader(http.StatusOK)
 	w.Flush()
 	ctx := c.Request().Context()
+	var buf []byte
 	for {
 		wctx, cancel := context.WithTimeout(ctx, keepAlive)
 		events, last, err := st.WaitFeed(wctx, after, limit)
@@ -41,26 +46,32 @@ func streamEvents(c echo.Context, st *store.Store, after int64, limit int) error
 			return err
 		}
 		if len(events) == 0 {
+			buf = nil // an idle stream holds no buffer
 			if _, err := w.Write([]byte(": keep-alive\n\n")); err != nil {
 				return nil
 			}
 		}
-		// Small writes into the response's own buffer: a stream holds no
-		// batch-sized buffer of its own, which a thousand streams would
-		// multiply.
-		var head []byte
+		// Frames go out in writes of up to sseWriteSize: on loopback the
+		// cost of a stream is mostly write calls, not bytes.
 		for _, e := range events {
-			head = strconv.AppendInt(append(head[:0], "id: "...), e.Seq, 10)
-			head = append(head, "\nevent: job\ndata: "...)
-			if _, err := w.Write(head); err != nil {
+			if len(buf) > 0 && len(buf)+len(e.JSON)+64 > sseWriteSize {
+				if _, err := w.Write(buf); err != nil {
+					return nil
+				}
+				buf = buf[:0]
+			}
+			buf = strconv.AppendInt(append(buf, "id: "...), e.Seq, 10)
+			buf = append(buf, "\nevent: job\ndata: "...)
+			buf = append(append(buf, e.JSON...), "\n\n"...)
+		}
+		if len(buf) > 0 {
+			if _, err := w.Write(buf); err != nil {
 				return nil
 			}
-			if _, err := w.Write(e.JSON); err != nil {
-				return nil
-			}
-			if _, err := w.Write([]byte("\n\n")); err != nil {
-				return nil
-			}
+			buf = buf[:0]
+		}
+		if cap(buf) > 2*sseWriteSize {
+			buf = nil // grown by one large job: do not keep it
 		}
 		w.Flush()
 		after = last
