@@ -15,8 +15,8 @@ import (
 // it, and a commit costs no query per waiting job.
 func (s *Store) WaitJob(ctx context.Context, jobID string) (Job, error) {
 	rctx := context.WithoutCancel(ctx)
-	// Only a tail that has read the store once sees every later end.
-	if err := s.changes.catchUp(ctx, s, 0); err != nil {
+	// Any end the reads below do not see comes after the cursor.
+	if err := s.changes.startCursor(ctx, s); err != nil {
 		return Job{}, err
 	}
 	for {

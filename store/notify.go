@@ -25,8 +25,9 @@ const tailSize = 2048
 //     them refreshes from the store for all (gen counts the broadcasts, so a
 //     waiter can ask the tail to be at least as new as its channel);
 //   - job waiters (WaitJob) are filed by job id and woken only when their
-//     job enters the feed, by whichever goroutine refreshes the tail. When
-//     there are job waiters, broadcast starts that refresh itself.
+//     job enters the feed. When there are job waiters, broadcast starts a
+//     refresh, which reads only the ids of the jobs that ended since its
+//     cursor, for all of them.
 type notifier struct {
 	mu  sync.Mutex
 	ch  chan struct{}
@@ -35,6 +36,12 @@ type notifier struct {
 	store      *Store // set by the first job waiter, for refresh
 	jobs       map[string][]*jobWaiter
 	refreshing bool
+
+	// cursorMu serializes the reads of ended job ids; cursor is the seq
+	// they have been read up to, once cursorReady.
+	cursorMu    sync.Mutex
+	cursor      int64
+	cursorReady bool
 
 	tail feedTail
 	// lingerFor is feedLinger; tests shorten it.
@@ -104,16 +111,12 @@ func (n *notifier) broadcast() {
 	}
 }
 
-// refresh catches the tail up until no broadcast came meanwhile, which
-// wakes the job waiters whose jobs ended. If the store cannot be read it
-// wakes every job waiter, to read its job itself.
+// refresh wakes the job waiters whose jobs ended, until no broadcast came
+// meanwhile.
 func (n *notifier) refresh() {
 	for {
 		gen := n.generation()
-		err := n.catchUp(context.Background(), n.store, gen)
-		if err != nil {
-			n.wakeAllJobs()
-		}
+		n.scanJobs()
 		n.mu.Lock()
 		if n.gen == gen || len(n.jobs) == 0 {
 			n.refreshing = false
@@ -122,6 +125,74 @@ func (n *notifier) refresh() {
 		}
 		n.mu.Unlock()
 	}
+}
+
+// jobScanLimit bounds one read of ended job ids. More than that since the
+// cursor, as after a long time without job waiters, and the cursor skips to
+// the newest seq, waking every job waiter to read its job itself.
+const jobScanLimit = 1000
+
+// scanJobs reads the ids of the jobs that ended since the cursor and wakes
+// their waiters. If the store cannot be read it wakes every job waiter, to
+// read its job itself.
+func (n *notifier) scanJobs() {
+	n.cursorMu.Lock()
+	defer n.cursorMu.Unlock()
+	ctx := context.Background()
+	ids, last, err := n.endedSince(ctx, n.cursor)
+	if err == nil && len(ids) == jobScanLimit {
+		err = n.store.rdb.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM jobs`).Scan(&last)
+		n.tail.reads.Add(1)
+		if err == nil {
+			n.cursor = last
+		}
+		n.wakeAllJobs()
+		return
+	}
+	if err != nil {
+		n.wakeAllJobs()
+		return
+	}
+	n.wakeJobs(ids)
+	n.cursor = last
+}
+
+// endedSince returns the ids of up to jobScanLimit jobs that ended with a
+// seq above after, and the last seq read (after when none).
+func (n *notifier) endedSince(ctx context.Context, after int64) (ids []string, last int64, err error) {
+	n.tail.reads.Add(1)
+	rows, err := n.store.rdb.QueryContext(ctx, `SELECT job_id, seq FROM jobs WHERE seq > ? ORDER BY seq LIMIT ?`,
+		after, jobScanLimit)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rows.Close()
+	last = after
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id, &last); err != nil {
+			return nil, 0, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, last, rows.Err()
+}
+
+// startCursor reads the newest seq as the cursor of ended job ids, once. A
+// job waiter calls it before it reads its job, so that any end the read
+// does not see comes after the cursor.
+func (n *notifier) startCursor(ctx context.Context, s *Store) error {
+	n.cursorMu.Lock()
+	defer n.cursorMu.Unlock()
+	if n.cursorReady {
+		return nil
+	}
+	n.tail.reads.Add(1)
+	if err := s.rdb.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM jobs`).Scan(&n.cursor); err != nil {
+		return err
+	}
+	n.cursorReady = true
+	return nil
 }
 
 // watch files a waiter for jobID. Any refresh that finishes after it
@@ -169,20 +240,19 @@ func (n *notifier) wakeAllJobs() {
 	}
 }
 
-// wakeJobs wakes the waiters of the jobs in events, which just entered the
-// tail.
-func (n *notifier) wakeJobs(events []Job) {
+// wakeJobs wakes the waiters of these jobs, which just ended.
+func (n *notifier) wakeJobs(ids []string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if len(n.jobs) == 0 {
 		return
 	}
-	for _, e := range events {
-		for _, w := range n.jobs[e.JobID] {
+	for _, id := range ids {
+		for _, w := range n.jobs[id] {
 			close(w.ch)
 			n.woken.Add(1)
 		}
-		delete(n.jobs, e.JobID)
+		delete(n.jobs, id)
 	}
 }
 
@@ -256,17 +326,13 @@ func (n *notifier) catchUp(ctx context.Context, s *Store, gen uint64) error {
 		t.mu.Lock()
 		if err == nil {
 			if restart {
-				// Job waiters whose jobs ended in what was skipped read
-				// them themselves.
 				t.ready, t.base, t.events = true, base, nil
-				n.wakeAllJobs()
 			}
 			for _, j := range events {
 				t.events = append(t.events, newFeedEntry(j))
 			}
 			t.last, t.gen = last, max(t.gen, now)
 			t.trim()
-			n.wakeJobs(events)
 		}
 		t.fetching, f.err = nil, err
 		close(f.done)
