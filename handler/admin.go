@@ -31,42 +31,6 @@ func handleHealthz() echo.HandlerFunc {
 	}
 }
 
-// handleReadyz is ready when the store commits a write and the reconciler,
-// if on, is not locked out.
-func handleReadyz(d Deps) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		ctx, cancel := context.WithTimeout(c.Request().Context(), 5*time.Second)
-		defer cancel()
-		reason := ""
-		if err := d.Store.Ping(ctx); err != nil {
-			reason = "store is not writable: " + err.Error()
-		} else if d.Poller != nil {
-			if err := d.Poller.Ready(); err != nil {
-				reason = "reconciler: " + err.Error()
-			}
-		}
-		if reason != "" {
-			return c.JSON(http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": reason})
-		}
-		return c.JSON(http.StatusOK, map[string]any{"ready": true})
-	}
-}
-
-// handlePublicReadyz is the public listener's readiness: whether the store
-// takes deliveries, as {"ready":bool} and nothing more, since anyone can
-// ask. The reconciler does not count: webhooks are what this listener is
-// for, so it is what a Kubernetes readiness probe should use.
-func handlePublicReadyz(d Deps) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		ctx, cancel := context.WithTimeout(c.Request().Context(), 5*time.Second)
-		defer cancel()
-		if err := d.Store.Ping(ctx); err != nil {
-			return c.JSON(http.StatusServiceUnavailable, map[string]bool{"ready": false})
-		}
-		return c.JSON(http.StatusOK, map[string]bool{"ready": true})
-	}
-}
-
 func handleListJobs(d Deps) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		f := store.Filter{Cursor: c.QueryParam("cursor")}

@@ -220,7 +220,9 @@ func (lockedOut) Submit(context.Context, []byte) (json.RawMessage, error) {
 // but {"ready":bool}; the admin one adds the reconciler and a reason.
 func TestPublicReadyz(t *testing.T) {
 	st := openStore(t)
-	d := Deps{Store: st, Metrics: NewMetrics(nil), Logger: zerolog.Nop(), WebhookPath: "/webhooks/nouvel", Poller: lockedOut{}}
+	var now atomic.Int64 // the clock readiness results are kept by
+	d := Deps{Store: st, Metrics: NewMetrics(nil), Logger: zerolog.Nop(), WebhookPath: "/webhooks/nouvel", Poller: lockedOut{},
+		Now: func() time.Time { return time.Unix(0, now.Load()) }}
 	pub, adm := serveOn(t, NewPublic(d)), serveOn(t, NewAdmin(d))
 	get := func(addr string) (int, string) {
 		t.Helper()
@@ -238,7 +240,12 @@ func TestPublicReadyz(t *testing.T) {
 	if code, body := get(adm); code != 503 || !strings.Contains(body, "reconciler") {
 		t.Errorf("admin, reconciler locked out: got %d %s, want 503 naming the reconciler", code, body)
 	}
-	st.Close()
+	for range 5 {
+		if code, _ := get(pub); code != 200 {
+			t.Errorf("public, probed again within a second: got %d, want the kept 200", code)
+		}
+	}
+	st.Close() // known without a write: the kept answer does not hide it
 	if code, body := get(pub); code != 503 || body != `{"ready":false}` {
 		t.Errorf("public, store closed: got %d %s, want 503 {\"ready\":false}", code, body)
 	}

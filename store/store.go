@@ -121,14 +121,14 @@ func open(ctx context.Context, path string, exists bool, opts Options) (*Store, 
 	rdb, err := sql.Open("sqlite", "file:"+path+"?"+common+"&_pragma=query_only(1)")
 	if err != nil {
 		wdb.Close()
-		return nil, fmt.Errorf("open database: %w", err)
+		return nil, openProblem(path, err)
 	}
 	rdb.SetMaxOpenConns(4)
 	stmts, err := prepare(ctx, wdb)
 	if err != nil {
 		wdb.Close()
 		rdb.Close()
-		return nil, err
+		return nil, openProblem(path, err)
 	}
 	s := &Store{
 		wdb: wdb, rdb: rdb, now: opts.Now, log: opts.Logger, stmts: stmts,

@@ -200,6 +200,20 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 }
 
+// Failed reports, without writing, whether a commit has failed for want of
+// storage since a delivery-sized write last committed, or the store is
+// closed: the error Ping would start from. nil does not prove the store
+// can commit; only Ping's write does.
+func (s *Store) Failed() error {
+	s.closeMu.RLock()
+	closed := s.closed
+	s.closeMu.RUnlock()
+	if closed {
+		return fmt.Errorf("%w: store is closed", ErrUnavailable)
+	}
+	return s.health.err()
+}
+
 // probe writes size bytes through the writer (a small row when size is 0)
 // and removes them again, and returns what readiness then is.
 func (s *Store) probe(size int) error {

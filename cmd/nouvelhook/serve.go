@@ -41,9 +41,10 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 // close the store. ready, when not nil, is told the base URLs of the public
 // and admin listeners once both listen.
 func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, ready func(public, admin string)) error {
-	st, err := store.Open(ctx, cfg.DBPath, store.Options{Logger: log.With().Str("component", "store").Logger()})
+	st, err := store.Open(ctx, cfg.DBPath, store.Options{
+		Logger: log.With().Str("component", "store").Logger(), MaxBody: cfg.MaxBody})
 	if err != nil {
-		return fmt.Errorf("NOUVELHOOK_DB %s: %w", cfg.DBPath, err)
+		return fmt.Errorf("NOUVELHOOK_DB: %w", err) // the store's errors name the path
 	}
 	defer func() {
 		if err := st.Close(); err != nil {
