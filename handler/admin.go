@@ -80,8 +80,17 @@ func handleGetJob(d Deps) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		return c.JSON(http.StatusOK, j)
+		return c.JSON(http.StatusOK, jobAnswer{Job: j, Deliveries: j.Deliveries, DeliveriesTotal: j.DeliveriesTotal})
 	}
+}
+
+// jobAnswer is one job as GET /v1/jobs/{id} answers it: its deliveries and
+// their total are always there, [] and 0 for a job ended by a poll, where a
+// job in a list leaves them out.
+type jobAnswer struct {
+	store.Job
+	Deliveries      []store.Delivery `json:"deliveries"`
+	DeliveriesTotal int              `json:"deliveriesTotal"`
 }
 
 func handleTrackJob(d Deps) echo.HandlerFunc {

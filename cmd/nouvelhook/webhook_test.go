@@ -658,6 +658,26 @@ func TestWaitAnswerHasDeliveries(t *testing.T) {
 	}
 }
 
+// A job with no deliveries (tracked, or ended by a poll) still answers
+// "deliveries":[] and "deliveriesTotal":0, so a client can read both keys
+// of any job.
+func TestJobAnswerAlwaysHasDeliveries(t *testing.T) {
+	s := startService(t, nil)
+	if _, stderr, err := s.cli("track", "no-deliv"); err != nil {
+		t.Fatalf("track: %v %s", err, stderr)
+	}
+	var j map[string]json.RawMessage
+	if code := s.adminGet("/v1/jobs/no-deliv", &j); code != http.StatusOK {
+		t.Fatalf("get: %d", code)
+	}
+	if got := string(j["deliveries"]); got != "[]" {
+		t.Errorf("deliveries: got %q, want []", got)
+	}
+	if got := string(j["deliveriesTotal"]); got != "0" {
+		t.Errorf("deliveriesTotal: got %q, want 0", got)
+	}
+}
+
 // rejectedSignatures counts since the process started, and says since when.
 func TestStatsSaysSinceWhenSignaturesWereRejected(t *testing.T) {
 	before := time.Now().UTC().Truncate(time.Second)
