@@ -42,10 +42,14 @@ type Clock interface {
 	After(d time.Duration) <-chan time.Time
 }
 
-type realClock struct{}
+// WallClock is the Clock of a running service: the system's time.
+type WallClock struct{}
 
-func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+// Now is time.Now.
+func (WallClock) Now() time.Time { return time.Now() }
+
+// After is time.After.
+func (WallClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // Options configure a Reconciler.
 type Options struct {
@@ -104,7 +108,7 @@ type Reconciler struct {
 // New returns a Reconciler; it polls nothing until Start.
 func New(opts Options) *Reconciler {
 	if opts.Clock == nil {
-		opts.Clock = realClock{}
+		opts.Clock = WallClock{}
 	}
 	r := &Reconciler{
 		opts:  opts,

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/nouvelhook/nouvelhook/reconcile"
 )
 
 // Retention's pace. A batch is one turn of the store's writer, and the pause
@@ -24,17 +26,6 @@ type pruner interface {
 	Prune(ctx context.Context, cutoff time.Time, batch int) (deleted int, err error)
 }
 
-// clock is the time the retainer runs on; tests drive a fake one.
-type clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
 // retainer deletes jobs that ended longer ago than age (NOUVELHOOK_RETAIN),
 // with their deliveries, in small batches on its own goroutine. It is a
 // resource: Start it, then Close it before the store.
@@ -42,16 +33,16 @@ type retainer struct {
 	store pruner
 	age   time.Duration
 	batch int
-	clock clock
+	clock reconcile.Clock
 	log   zerolog.Logger
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
-func newRetainer(st pruner, age time.Duration, clk clock, log zerolog.Logger) *retainer {
+func newRetainer(st pruner, age time.Duration, clk reconcile.Clock, log zerolog.Logger) *retainer {
 	if clk == nil {
-		clk = realClock{}
+		clk = reconcile.WallClock{}
 	}
 	return &retainer{store: st, age: age, batch: retainBatch, clock: clk, log: log.With().Str("component", "retain").Logger()}
 }
