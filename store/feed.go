@@ -16,7 +16,7 @@ import (
 func (s *Store) WaitJob(ctx context.Context, jobID string) (Job, error) {
 	rctx := context.WithoutCancel(ctx)
 	// Any end the reads below do not see comes after the cursor.
-	if err := s.changes.startCursor(ctx, s); err != nil {
+	if err := s.changes.startCursor(rctx, s); err != nil {
 		return Job{}, err
 	}
 	for {
