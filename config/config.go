@@ -90,15 +90,18 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		// The default shown by --help comes from Default, never from the
 		// environment, so that help cannot print a secret.
 		def := text("")
-		if !s.secret {
+		if s.kind != secret {
 			def = text(format(s.field(&c)))
 		}
 		usage := s.usage + " (env " + s.env + ")"
-		if s.secret {
+		switch s.kind {
+		case secret:
 			usage += "; a flag's value shows in ps, so prefer the env or --" + s.flag + "-file"
+		case credential:
+			usage += "; a flag's value shows in ps, so give one with a password in the env or --" + s.flag + "-file"
 		}
 		fs.Var(&def, s.flag, usage)
-		if s.secret {
+		if s.kind.fromFile() {
 			fs.Var(new(text), s.flag+"-file", "read --"+s.flag+" from `file` (env "+s.env+"_FILE)")
 		}
 	}
@@ -126,60 +129,76 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 type setting struct {
 	env, flag string
 	usage     string // a `word` in it names the flag's argument in --help
-	// secret settings also come from a file (env+"_FILE", --flag-file), and
-	// their value never appears in an error.
-	secret bool
-	field  func(*Config) any // a pointer to the field
+	kind      kind
+	field     func(*Config) any // a pointer to the field
 }
+
+// kind says how a setting's value is kept from showing.
+type kind int
+
+const (
+	plain kind = iota
+	// secret settings also come from a file (env+"_FILE", --flag-file), and
+	// their value never appears in --help or an error.
+	secret
+	// credential settings may hold a secret, as a URL holds its password,
+	// so they also come from a file; their default shows in --help, and
+	// they show elsewhere only redacted.
+	credential
+)
+
+// fromFile reports whether the setting also has a _FILE form.
+func (k kind) fromFile() bool { return k == secret || k == credential }
 
 func settings() []setting {
 	return []setting{
-		{"NOUVEL_WEBHOOK_SECRET", "webhook-secret", "signing `secret`, required; a comma-separated list accepts any of them", true,
+		{"NOUVEL_WEBHOOK_SECRET", "webhook-secret", "signing `secret`, required; a comma-separated list accepts any of them", secret,
 			func(c *Config) any { return &c.WebhookSecrets }},
-		{"NOUVEL_API_KEY", "api-key", "Nouvel API `key`; enables the reconciler", true,
+		{"NOUVEL_API_KEY", "api-key", "Nouvel API `key`; enables the reconciler", secret,
 			func(c *Config) any { return &c.APIKey }},
-		{"NOUVEL_API_BASE_URL", "api-base-url", "Nouvel's API root `URL`", false,
+		{"NOUVEL_API_BASE_URL", "api-base-url", "Nouvel's API root `URL`", plain,
 			func(c *Config) any { return &c.APIBaseURL }},
-		{"NOUVELHOOK_LISTEN", "listen", "public listener `address`: the webhook path and /healthz", false,
+		{"NOUVELHOOK_LISTEN", "listen", "public listener `address`: the webhook path and /healthz", plain,
 			func(c *Config) any { return &c.Listen }},
-		{"NOUVELHOOK_WEBHOOK_PATH", "webhook-path", "the `path` Nouvel posts to", false,
+		{"NOUVELHOOK_WEBHOOK_PATH", "webhook-path", "the `path` Nouvel posts to", plain,
 			func(c *Config) any { return &c.WebhookPath }},
-		{"NOUVELHOOK_ADMIN_LISTEN", "admin-listen", "admin listener `address`", false,
+		{"NOUVELHOOK_ADMIN_LISTEN", "admin-listen", "admin listener `address`", plain,
 			func(c *Config) any { return &c.AdminListen }},
-		{"NOUVELHOOK_ADMIN_TOKEN", "admin-token", "bearer `token` for the admin API; required off loopback", true,
+		{"NOUVELHOOK_ADMIN_TOKEN", "admin-token", "bearer `token` for the admin API; required off loopback", secret,
 			func(c *Config) any { return &c.AdminToken }},
-		{"NOUVELHOOK_PUBLIC_URL", "public-url", "this receiver's public https base `URL`, for submit's webhookUrl", false,
+		{"NOUVELHOOK_PUBLIC_URL", "public-url", "this receiver's public https base `URL`, for submit's webhookUrl", plain,
 			func(c *Config) any { return &c.PublicURL }},
-		{"NOUVELHOOK_DB", "db", "the SQLite `file`", false,
+		{"NOUVELHOOK_DB", "db", "the log: a SQLite file `path`, or a postgres:// URL", credential,
 			func(c *Config) any { return &c.DBPath }},
-		{"NOUVELHOOK_POLL_BUDGET", "poll-budget", "Nouvel `requests` per minute the reconciler may spend, 1 to 60", false,
+		{"NOUVELHOOK_POLL_BUDGET", "poll-budget", "Nouvel `requests` per minute the reconciler may spend, 1 to 60", plain,
 			func(c *Config) any { return &c.PollBudget }},
-		{"NOUVELHOOK_POLL_INTERVAL", "poll-interval", "first poll `gap` for a running job", false,
+		{"NOUVELHOOK_POLL_INTERVAL", "poll-interval", "first poll `gap` for a running job", plain,
 			func(c *Config) any { return &c.PollInterval }},
-		{"NOUVELHOOK_TRACK_TTL", "track-ttl", "stop polling a job not ended after this `duration`", false,
+		{"NOUVELHOOK_TRACK_TTL", "track-ttl", "stop polling a job not ended after this `duration`", plain,
 			func(c *Config) any { return &c.TrackTTL }},
-		{"NOUVELHOOK_MISSED_GRACE", "missed-grace", "`wait` after a poll sees a job end before its webhook counts as missed", false,
+		{"NOUVELHOOK_MISSED_GRACE", "missed-grace", "`wait` after a poll sees a job end before its webhook counts as missed", plain,
 			func(c *Config) any { return &c.MissedGrace }},
-		{"NOUVELHOOK_MAX_BODY", "max-body", "largest webhook body `size`; larger gets 413", false,
+		{"NOUVELHOOK_MAX_BODY", "max-body", "largest webhook body `size`; larger gets 413", plain,
 			func(c *Config) any { return &c.MaxBody }},
-		{"NOUVELHOOK_MAX_CONNS", "max-conns", "open `connections` the public listener serves at once; more wait", false,
+		{"NOUVELHOOK_MAX_CONNS", "max-conns", "open `connections` the public listener serves at once; more wait", plain,
 			func(c *Config) any { return &c.MaxConns }},
-		{"NOUVELHOOK_RETAIN", "retain", "delete jobs that ended longer ago than this `age` (e.g. 90d, 720h); 0 keeps all", false,
+		{"NOUVELHOOK_RETAIN", "retain", "delete jobs that ended longer ago than this `age` (e.g. 90d, 720h); 0 keeps all", plain,
 			func(c *Config) any { return (*age)(&c.Retain) }},
-		{"NOUVELHOOK_LOG_LEVEL", "log-level", "log `level`: trace, debug, info, warn, error", false,
+		{"NOUVELHOOK_LOG_LEVEL", "log-level", "log `level`: trace, debug, info, warn, error", plain,
 			func(c *Config) any { return &c.LogLevel }},
-		{"NOUVELHOOK_LOG_FORMAT", "log-format", "log `format`: json or console", false,
+		{"NOUVELHOOK_LOG_FORMAT", "log-format", "log `format`: json or console", plain,
 			func(c *Config) any { return &c.LogFormat }},
 	}
 }
 
 // apply sets the field from its flag when given, else from its environment
-// variable when set. A secret's value and file forms count as one source, so
-// a flag of either form overrides both environment forms.
+// variable when set. The value and file forms of a secret or a credential
+// count as one source, so a flag of either form overrides both environment
+// forms.
 func (s setting) apply(c *Config, getenv func(string) string, given map[string]string) error {
 	name, fileName := s.env, s.env+"_FILE"
 	v, file := getenv(name), ""
-	if s.secret {
+	if s.kind.fromFile() {
 		file = getenv(fileName)
 	}
 	fv, fromFlag := given[s.flag]
@@ -188,7 +207,7 @@ func (s setting) apply(c *Config, getenv func(string) string, given map[string]s
 		name, fileName = "--"+s.flag, "--"+s.flag+"-file"
 		v, file = fv, ff
 	}
-	if s.secret {
+	if s.kind.fromFile() {
 		var err error
 		if v, err = readSecret(v, file, name, fileName); err != nil {
 			return err
@@ -204,7 +223,7 @@ func (s setting) apply(c *Config, getenv func(string) string, given map[string]s
 }
 
 // parse sets *field from v. Its errors quote v, so it must never fail for a
-// secret; secrets are strings, which always parse.
+// secret or a credential; those are strings, which always parse.
 func parse(field any, v string) error {
 	switch p := field.(type) {
 	case *string:

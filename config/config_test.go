@@ -24,9 +24,13 @@ const (
 	adminToken  = "tok-SECRET-3"
 	fileSecret  = "file-SECRET-4"
 	otherSecret = "whsec-SECRET-5"
+	dbPassword  = "pg-SECRET-6"
 )
 
-var allSecrets = []string{hookSecret, apiKey, adminToken, fileSecret, otherSecret}
+var allSecrets = []string{hookSecret, apiKey, adminToken, fileSecret, otherSecret, dbPassword}
+
+// pgURL is a Postgres URL whose password is dbPassword.
+const pgURL = "postgres://nouvelhook:" + dbPassword + "@db.internal:5432/jobs?sslmode=require"
 
 // getenv returns a getenv backed by m.
 func getenv(m map[string]string) func(string) string {
@@ -101,6 +105,7 @@ func TestLoad(t *testing.T) {
 	secretFile := writeFile(t, " "+fileSecret+" , "+otherSecret+"\n\n")
 	keyFile := writeFile(t, apiKey+"\r\n")
 	tokenFile := writeFile(t, adminToken+"\n")
+	dbFile := writeFile(t, pgURL+"\n")
 
 	base := map[string]string{"NOUVEL_WEBHOOK_SECRET": hookSecret}
 	tests := []struct {
@@ -268,6 +273,43 @@ func TestLoad(t *testing.T) {
 			want: func(c *Config) { c.Retain = 0; c.MaxConns = 1 },
 		},
 		{
+			name: "a postgres URL",
+			env:  map[string]string{"NOUVELHOOK_DB": pgURL},
+			want: func(c *Config) { c.DBPath = pgURL },
+		},
+		{
+			name: "a postgresql URL over a unix socket",
+			env:  map[string]string{"NOUVELHOOK_DB": "postgresql:///jobs?host=/var/run/postgresql"},
+			want: func(c *Config) { c.DBPath = "postgresql:///jobs?host=/var/run/postgresql" },
+		},
+		{
+			name: "a postgres URL with the database as a parameter",
+			env:  map[string]string{"NOUVELHOOK_DB": "postgres://u@127.0.0.1?dbname=jobs"},
+			want: func(c *Config) { c.DBPath = "postgres://u@127.0.0.1?dbname=jobs" },
+		},
+		{
+			name: "a SQLite path with a colon",
+			env:  map[string]string{"NOUVELHOOK_DB": "./data:2026/jobs.db"},
+			want: func(c *Config) { c.DBPath = "./data:2026/jobs.db" },
+		},
+		{
+			name: "db file is read and trimmed",
+			env:  map[string]string{"NOUVELHOOK_DB_FILE": dbFile},
+			want: func(c *Config) { c.DBPath = pgURL },
+		},
+		{
+			name: "db file flag overrides both env forms",
+			env:  map[string]string{"NOUVELHOOK_DB": "env.db"},
+			args: []string{"--db-file", dbFile},
+			want: func(c *Config) { c.DBPath = pgURL },
+		},
+		{
+			name: "db flag overrides the env's file",
+			env:  map[string]string{"NOUVELHOOK_DB_FILE": "/does/not/exist"},
+			args: []string{"--db", "flag.db"},
+			want: func(c *Config) { c.DBPath = "flag.db" },
+		},
+		{
 			name: "both listeners on port 0",
 			env:  map[string]string{"NOUVELHOOK_LISTEN": "127.0.0.1:0", "NOUVELHOOK_ADMIN_LISTEN": "127.0.0.1:0"},
 			want: func(c *Config) { c.Listen = "127.0.0.1:0"; c.AdminListen = "127.0.0.1:0" },
@@ -381,6 +423,33 @@ func TestLoadErrors(t *testing.T) {
 			want: "NOUVELHOOK_PUBLIC_URL must not be on a loopback, private or link-local address (192.168.1.10); Nouvel refuses it"},
 		{name: "empty db", args: []string{"--db", ""},
 			want: "NOUVELHOOK_DB must not be empty"},
+		{name: "db and its file", env: map[string]string{"NOUVELHOOK_DB": pgURL, "NOUVELHOOK_DB_FILE": secretFile},
+			want: "NOUVELHOOK_DB and NOUVELHOOK_DB_FILE are both set; use one"},
+		{name: "db flag and its file flag", args: []string{"--db", pgURL, "--db-file", secretFile},
+			want: "--db and --db-file are both set; use one"},
+		{name: "missing db file", env: map[string]string{"NOUVELHOOK_DB_FILE": missing},
+			want: "NOUVELHOOK_DB_FILE: open " + missing + ": no such file or directory"},
+		{name: "empty db file", env: map[string]string{"NOUVELHOOK_DB_FILE": emptyFile},
+			want: "NOUVELHOOK_DB_FILE: " + emptyFile + " is empty"},
+		{name: "postgres URL without a host", env: map[string]string{"NOUVELHOOK_DB": "postgres://u:" + dbPassword + "@/jobs"},
+			want: "NOUVELHOOK_DB (postgres://u:xxxxx@/jobs) has no host; give postgres://user:password@host:5432/dbname"},
+		{name: "postgres URL without a database", env: map[string]string{"NOUVELHOOK_DB": "postgres://u:" + dbPassword + "@db:5432/"},
+			want: "NOUVELHOOK_DB (postgres://u:xxxxx@db:5432/) has no database name; give postgres://user:password@host:5432/dbname"},
+		{name: "postgres URL with its password in a parameter and no database",
+			env:  map[string]string{"NOUVELHOOK_DB": "postgresql://db?password=" + dbPassword},
+			want: "NOUVELHOOK_DB (postgresql://db?password=xxxxx) has no database name; give postgres://user:password@host:5432/dbname"},
+		{name: "postgres URL with a slash in the password", env: map[string]string{"NOUVELHOOK_DB": "postgres://u:" + dbPassword + "/x@db/jobs"},
+			want: "NOUVELHOOK_DB is not a valid postgres:// URL (postgres://user:password@host:5432/dbname, with special characters in the password percent-encoded)"},
+		{name: "postgres URL with a bad escape", env: map[string]string{"NOUVELHOOK_DB": "postgres://u:" + dbPassword + "%zz@db/jobs"},
+			want: "NOUVELHOOK_DB is not a valid postgres:// URL (postgres://user:password@host:5432/dbname, with special characters in the password percent-encoded)"},
+		{name: "postgres URL in upper case", env: map[string]string{"NOUVELHOOK_DB": "POSTGRES://u:" + dbPassword + "@db/jobs"},
+			want: "NOUVELHOOK_DB must spell its scheme in lower case, postgres://"},
+		{name: "another database's URL", env: map[string]string{"NOUVELHOOK_DB": "mysql://u:" + dbPassword + "@db/jobs"},
+			want: "NOUVELHOOK_DB is a mysql:// URL; give a SQLite file path or a postgres:// URL"},
+		{name: "a key=value connection string", env: map[string]string{"NOUVELHOOK_DB": "host=db dbname=jobs password=" + dbPassword},
+			want: "NOUVELHOOK_DB looks like a key=value connection string; give a postgres://user:password@host:5432/dbname URL or a SQLite file path"},
+		{name: "bad db flag", args: []string{"--db", "postgres://u:" + dbPassword + "@:5432/jobs"},
+			want: "NOUVELHOOK_DB (postgres://u:xxxxx@:5432/jobs) has no host; give postgres://user:password@host:5432/dbname"},
 		{name: "poll budget 0", env: map[string]string{"NOUVELHOOK_POLL_BUDGET": "0"},
 			want: "NOUVELHOOK_POLL_BUDGET must be between 1 and 60 requests a minute (the API key's limit), got 0"},
 		{name: "poll budget 61", env: map[string]string{"NOUVELHOOK_POLL_BUDGET": "61"},
@@ -439,6 +508,7 @@ func TestLoadHelp(t *testing.T) {
 		"NOUVEL_API_KEY":         apiKey,
 		"NOUVELHOOK_ADMIN_TOKEN": adminToken,
 		"NOUVELHOOK_LISTEN":      ":9999",
+		"NOUVELHOOK_DB":          pgURL,
 	}
 	for _, arg := range []string{"--help", "-h"} {
 		t.Run(arg, func(t *testing.T) {
@@ -461,13 +531,13 @@ func TestLoadHelp(t *testing.T) {
 				"NOUVEL_API_BASE_URL", "NOUVELHOOK_LISTEN", "NOUVELHOOK_WEBHOOK_PATH", "NOUVELHOOK_ADMIN_LISTEN",
 				"NOUVELHOOK_ADMIN_TOKEN)", "NOUVELHOOK_ADMIN_TOKEN_FILE", "NOUVELHOOK_PUBLIC_URL", "NOUVELHOOK_DB",
 				"NOUVELHOOK_POLL_BUDGET", "NOUVELHOOK_POLL_INTERVAL", "NOUVELHOOK_TRACK_TTL", "NOUVELHOOK_MISSED_GRACE",
-				"NOUVELHOOK_MAX_BODY", "NOUVELHOOK_LOG_LEVEL", "NOUVELHOOK_LOG_FORMAT",
+				"NOUVELHOOK_MAX_BODY", "NOUVELHOOK_LOG_LEVEL", "NOUVELHOOK_LOG_FORMAT", "NOUVELHOOK_DB_FILE",
 				"-webhook-secret secret", "-webhook-secret-file file", "-api-key key", "-api-key-file file",
 				"-api-base-url URL", "-listen address", "-webhook-path path", "-admin-listen address",
-				"-admin-token token", "-admin-token-file file", "-public-url URL", "-db file",
+				"-admin-token token", "-admin-token-file file", "-public-url URL", "-db path", "-db-file file",
 				"-poll-budget requests", "-poll-interval gap", "-track-ttl duration", "-missed-grace wait",
 				"-max-body size", "-log-level level", "-log-format format",
-				"(default 127.0.0.1:8081)", "(default 10s)", "(default 1.0 MiB)", "(default info)",
+				"(default 127.0.0.1:8081)", "(default 10s)", "(default 1.0 MiB)", "(default info)", "(default nouvelhook.db)",
 			} {
 				if !strings.Contains(out, want) {
 					t.Errorf("usage lacks %q:\n%s", want, out)
@@ -557,7 +627,7 @@ func TestMarshalZerologObject(t *testing.T) {
 	want := map[string]any{
 		"level": "info", "message": "config",
 		"listen": ":8080", "webhook_path": "/webhooks/nouvel", "admin_listen": "127.0.0.1:8081",
-		"admin_token_set": true, "public_url": "", "db": "nouvelhook.db",
+		"admin_token_set": true, "public_url": "", "db": "nouvelhook.db", "db_backend": "sqlite",
 		"api_base_url": "https://app.nouvel.ai", "reconciler": true, "webhook_secrets": 2.0,
 		"poll_budget": 30.0, "poll_interval": "10s", "track_ttl": "24h0m0s", "missed_grace": "2m0s",
 		"max_body": 1048576.0, "max_conns": 1024.0, "retain": "0", "log_level": "info", "log_format": "json",
@@ -575,5 +645,101 @@ func TestMarshalZerologObjectRedactsURLPassword(t *testing.T) {
 	log.Info().EmbedObject(c).Msg("config")
 	if strings.Contains(buf.String(), "hunter2") || !strings.Contains(buf.String(), "user:xxxxx@proxy.example") {
 		t.Errorf("got %s, want the password redacted", buf.String())
+	}
+}
+
+func TestMarshalZerologObjectRedactsDBPassword(t *testing.T) {
+	tests := []struct {
+		db, wantDB, wantBackend string
+	}{
+		{pgURL, "postgres://nouvelhook:xxxxx@db.internal:5432/jobs?sslmode=require", "postgres"},
+		{"postgresql://nouvelhook@db/jobs?password=" + dbPassword + "&sslmode=disable",
+			"postgresql://nouvelhook@db/jobs?password=xxxxx&sslmode=disable", "postgres"},
+		{"/var/lib/nouvelhook/jobs.db", "/var/lib/nouvelhook/jobs.db", "sqlite"},
+	}
+	for _, tt := range tests {
+		c := Default()
+		c.DBPath = tt.db
+		var buf bytes.Buffer
+		log := zerolog.New(&buf)
+		log.Info().EmbedObject(c).Msg("config")
+		checkNoSecret(t, buf.String())
+		var got struct {
+			DB      string `json:"db"`
+			Backend string `json:"db_backend"`
+		}
+		if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.DB != tt.wantDB || got.Backend != tt.wantBackend {
+			t.Errorf("logged %q: got db %q on %q, want %q on %q", tt.db, got.DB, got.Backend, tt.wantDB, tt.wantBackend)
+		}
+	}
+}
+
+func TestDBBackend(t *testing.T) {
+	tests := []struct{ db, want string }{
+		{"nouvelhook.db", BackendSQLite},
+		{"/var/lib/nouvelhook/jobs.db", BackendSQLite},
+		{"./postgres://x.db", BackendSQLite}, // a path, whatever it holds
+		{"postgres.db", BackendSQLite},
+		{"postgres://u:p@db/jobs", BackendPostgres},
+		{"postgresql://db/jobs", BackendPostgres},
+		{"Postgres://db/jobs", BackendPostgres}, // refused by CheckDB, but not a file either
+		{"mysql://db/jobs", BackendSQLite},      // refused by CheckDB
+	}
+	for _, tt := range tests {
+		if got := DBBackend(tt.db); got != tt.want {
+			t.Errorf("DBBackend(%q): got %q, want %q", tt.db, got, tt.want)
+		}
+		if got := (Config{DBPath: tt.db}).DBBackend(); got != tt.want {
+			t.Errorf("Config.DBBackend with %q: got %q, want %q", tt.db, got, tt.want)
+		}
+	}
+}
+
+func TestRedactDB(t *testing.T) {
+	tests := []struct{ db, want string }{
+		{"nouvelhook.db", "nouvelhook.db"},
+		{pgURL, "postgres://nouvelhook:xxxxx@db.internal:5432/jobs?sslmode=require"},
+		{"postgres://nouvelhook@db/jobs", "postgres://nouvelhook@db/jobs"},
+		{"postgres://db/jobs?password=" + dbPassword, "postgres://db/jobs?password=xxxxx"},
+		{"postgres://u:" + dbPassword + "/x@db/jobs", "(unparsable URL)"},
+		{"host=db password=" + dbPassword, "(key=value connection string)"},
+	}
+	for _, tt := range tests {
+		if got := RedactDB(tt.db); got != tt.want {
+			t.Errorf("RedactDB(%q): got %q, want %q", tt.db, got, tt.want)
+		}
+	}
+}
+
+func TestEnvDB(t *testing.T) {
+	dbFile := writeFile(t, pgURL+"\n")
+	tests := []struct {
+		name    string
+		env     map[string]string
+		want    string
+		wantErr string
+	}{
+		{"default", nil, "nouvelhook.db", ""},
+		{"a path", map[string]string{"NOUVELHOOK_DB": "/data/jobs.db"}, "/data/jobs.db", ""},
+		{"a URL", map[string]string{"NOUVELHOOK_DB": pgURL}, pgURL, ""},
+		{"a file", map[string]string{"NOUVELHOOK_DB_FILE": dbFile}, pgURL, ""},
+		{"both", map[string]string{"NOUVELHOOK_DB": "x.db", "NOUVELHOOK_DB_FILE": dbFile}, "",
+			"NOUVELHOOK_DB and NOUVELHOOK_DB_FILE are both set; use one"},
+		{"a bad URL", map[string]string{"NOUVELHOOK_DB": "postgres://u:" + dbPassword + "@db/"}, "",
+			"NOUVELHOOK_DB (postgres://u:xxxxx@db/) has no database name; give postgres://user:password@host:5432/dbname"},
+	}
+	for _, tt := range tests {
+		got, err := EnvDB(getenv(tt.env))
+		gotErr := ""
+		if err != nil {
+			gotErr = err.Error()
+		}
+		if got != tt.want || gotErr != tt.wantErr {
+			t.Errorf("%s: got %q, %q; want %q, %q", tt.name, got, gotErr, tt.want, tt.wantErr)
+		}
+		checkNoSecret(t, gotErr)
 	}
 }

@@ -53,8 +53,8 @@ func (c Config) Validate() error {
 			return fmt.Errorf("NOUVELHOOK_PUBLIC_URL %w", err)
 		}
 	}
-	if c.DBPath == "" {
-		return errors.New("NOUVELHOOK_DB must not be empty")
+	if err := CheckDB(c.DBPath); err != nil {
+		return fmt.Errorf("NOUVELHOOK_DB %w", err)
 	}
 	if c.PollBudget < 1 || c.PollBudget > 60 {
 		return fmt.Errorf("NOUVELHOOK_POLL_BUDGET must be between 1 and 60 requests a minute (the API key's limit), got %d", c.PollBudget)
@@ -131,14 +131,16 @@ func (c Config) WebhookURL() string {
 }
 
 // MarshalZerologObject logs the settings that are not secret; of the
-// secrets it logs only whether, or how many, are set.
+// secrets it logs only whether, or how many, are set, and URLs without
+// their passwords.
 func (c Config) MarshalZerologObject(e *zerolog.Event) {
 	e.Str("listen", c.Listen).
 		Str("webhook_path", c.WebhookPath).
 		Str("admin_listen", c.AdminListen).
 		Bool("admin_token_set", c.AdminToken != "").
 		Str("public_url", c.PublicURL).
-		Str("db", c.DBPath).
+		Str("db", RedactDB(c.DBPath)).
+		Str("db_backend", c.DBBackend()).
 		Str("api_base_url", redactURL(c.APIBaseURL)).
 		Bool("reconciler", c.APIKey != "").
 		Int("webhook_secrets", len(c.WebhookSecrets)).
