@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/dustin/go-humanize"
 
@@ -20,7 +19,8 @@ Commands:
   backup FILE [--db PATH]   a consistent copy of the SQLite log, taken while
                             serve runs; FILE must not exist
 
-The log is NOUVELHOOK_DB (default nouvelhook.db) unless --db names it.
+The log is NOUVELHOOK_DB or the file NOUVELHOOK_DB_FILE names (default
+nouvelhook.db) unless --db names it.
 Run "nouvelhook db COMMAND --help" for a command's flags.
 `
 
@@ -56,14 +56,14 @@ func dbBackup(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	if *src == "" {
-		*src = getenv("NOUVELHOOK_DB")
+		if *src, err = config.EnvDB(getenv); err != nil {
+			return usageError("db backup: %w", err)
+		}
+	} else if err := config.CheckDB(*src); err != nil {
+		return usageError("db backup: --db %w", err)
 	}
-	if *src == "" {
-		*src = config.Default().DBPath
-	}
-	if strings.Contains(*src, "://") {
-		// Not quoted: a database URL may hold a password.
-		return usageError("db backup: the log is a database URL, not a SQLite file; back it up with that database's own tools")
+	if config.DBBackend(*src) != config.BackendSQLite {
+		return usageError("db backup: the log is a Postgres database (%s), not a SQLite file; back it up with pg_dump", config.RedactDB(*src))
 	}
 	dst := pos[0]
 	if err := store.Backup(ctx, *src, dst); err != nil {
