@@ -1,0 +1,382 @@
+// Package postgres keeps nouvelhook's job log in Postgres (pgx v5, pgxpool),
+// so that any number of serve replicas share one log.
+//
+// Every write is one transaction that commits before the method returns, so
+// a 200 for a webhook means committed in Postgres.
+//
+// The change feed's seq is gap-free and in commit order across writers. A
+// bigserial would not do: sequence values are handed out when a row is
+// inserted but become visible when its transaction commits, so seq 8 can
+// commit after 9, and a reader that saw 9 and moved its cursor past it would
+// never see 8. Instead, the transaction that ends a job takes its seq from a
+// single counter row (UPDATE feed_counter SET seq = seq + 1 RETURNING seq)
+// just before it commits. The row lock is held until the commit, so the next
+// transaction that ends a job waits on it and, once the first has committed
+// (and become visible: Postgres releases locks after a commit is visible),
+// reads its value and takes the next number; a transaction that rolls back
+// leaves the counter as it was. Hence seq N+1 is never given out before N
+// has committed, and any snapshot that sees N+1 sees every seq below it.
+// Only the ends of jobs wait on that row, for a few milliseconds each, which
+// is ample for a few hundred ends a second.
+//
+// Waits (WaitJob, WaitEvents, WaitFeed) sleep on a shared tail of the feed,
+// refreshed by one goroutine per store: after a local commit that ended a
+// job, on a NOTIFY nouvelhook_feed from any replica (sent by the ending
+// transaction, so delivered at its commit), and once a second whatever
+// happens, so a lost notification delays a wake-up by a second at most. A
+// refresh is one query for all waiters, not one per waiter.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/nouvelhook/nouvelhook/store"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+const (
+	// writeTimeout bounds one write, from taking a connection to COMMIT, so
+	// that a Postgres that hangs turns into an error rather than a webhook
+	// that never answers.
+	writeTimeout = 10 * time.Second
+	// backstop is how often the feed is read whatever notifications say.
+	backstop = time.Second
+	// feedChannel is the LISTEN/NOTIFY channel of the change feed.
+	feedChannel = "nouvelhook_feed"
+)
+
+// Options are the store's dependencies; the zero value is usable.
+type Options struct {
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives write and listener errors; the zero value discards
+	// them.
+	Logger zerolog.Logger
+
+	// noListen turns LISTEN off, leaving waits to the polling backstop;
+	// tests use it to show the backstop alone wakes waiters.
+	noListen bool
+}
+
+// Store is the Postgres-backed job log. It is safe for concurrent use, by
+// any number of Stores on the same database and schema.
+type Store struct {
+	pool   *pgxpool.Pool
+	listen *pgx.ConnConfig
+	now    func() time.Time
+	log    zerolog.Logger
+	url    string // redacted
+	secret string // the password, scrubbed from every error
+
+	closed atomic.Bool
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	kickCh chan struct{}
+	feed   feed
+	health health
+}
+
+// Open connects to the Postgres database at url (postgres://user:pass@host/db
+// or key=value form; pgxpool's pool_* parameters apply), runs any migrations
+// not yet applied, and starts the feed's listener. Close releases it. An
+// unreachable database is an error wrapping store.ErrUnavailable, naming the
+// URL with its password masked; a URL that does not parse wraps
+// store.ErrInvalid.
+func Open(ctx context.Context, dbURL string, opts Options) (*Store, error) {
+	shown := Redact(dbURL)
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return nil, store.Errorf(store.EINVALID, "postgres URL %s: %s", shown,
+			scrub(err.Error(), urlPassword(dbURL)))
+	}
+	secret := cfg.ConnConfig.Password
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	s := &Store{
+		listen: cfg.ConnConfig.Copy(), now: opts.Now, log: opts.Logger, url: shown, secret: secret,
+		kickCh: make(chan struct{}, 1),
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.feed.init()
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, s.openErr(err)
+	}
+	s.pool = pool
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, s.openErr(err)
+	}
+	lctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	if err := s.refresh(ctx); err != nil {
+		cancel()
+		pool.Close()
+		return nil, s.openErr(err)
+	}
+	s.wg.Add(1)
+	go s.feedLoop(lctx)
+	if !opts.noListen {
+		s.wg.Add(1)
+		go s.listenLoop(lctx)
+	}
+	return s, nil
+}
+
+// Close stops the listener and closes the pool. Later writes fail with
+// store.ErrUnavailable.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.cancel()
+	s.wg.Wait()
+	s.pool.Close()
+	return nil
+}
+
+// openErr is err from opening the store, scrubbed and naming the URL.
+func (s *Store) openErr(err error) error {
+	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrInvalid) {
+		return err
+	}
+	return store.Errorf(store.EUNAVAILABLE, "store unavailable: postgres %s: %s", s.url, s.scrub(err))
+}
+
+// Redact returns the URL with its password, if any, masked, for logs and
+// errors.
+func Redact(dbURL string) string {
+	u, err := url.Parse(dbURL)
+	if err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		q := u.Query()
+		for _, k := range []string{"password", "sslpassword"} {
+			if q.Has(k) {
+				q.Set(k, "xxxxx")
+			}
+		}
+		u.RawQuery = q.Encode()
+		return u.Redacted()
+	}
+	if strings.Contains(dbURL, "://") {
+		return "(a postgres URL that does not parse)"
+	}
+	return kvPassword.ReplaceAllString(dbURL, "${1}xxxxx")
+}
+
+var kvPassword = regexp.MustCompile(`(password\s*=\s*)('[^']*'|\S*)`)
+
+// urlPassword is the password of a URL that pgx could not parse, if any.
+func urlPassword(dbURL string) string {
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		return ""
+	}
+	p, _ := u.User.Password()
+	return p
+}
+
+// scrub removes secret from msg; a password of fewer than 3 bytes is too
+// likely to be part of ordinary words to be cut out.
+func scrub(msg, secret string) string {
+	if len(secret) < 3 {
+		return msg
+	}
+	return strings.ReplaceAll(msg, secret, "xxxxx")
+}
+
+func (s *Store) scrub(err error) string { return scrub(strings.TrimSpace(err.Error()), s.secret) }
+
+// dbErr turns an error of a read into one safe to show: the caller's own
+// cancellation stays as it is, anything else wraps store.ErrUnavailable.
+func (s *Store) dbErr(err error) error {
+	if err == nil || errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalid) ||
+		errors.Is(err, store.ErrUnavailable) {
+		return err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return store.Errorf(store.EUNAVAILABLE, "store unavailable: %s", s.scrub(err))
+}
+
+// migrate applies, in name order, each embedded migration not yet recorded
+// in schema_migrations, each with its record in one transaction, so a failed
+// one leaves nothing behind and is simply tried again at the next start. It
+// holds a session advisory lock, keyed by the schema, on one connection
+// throughout, so replicas that start together migrate once.
+func (s *Store) migrate(ctx context.Context) error {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	const key = `hashtext('nouvelhook migrations ' || current_schema())`
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(`+key+`)`); err != nil {
+		return fmt.Errorf("migration lock: %w", err)
+	}
+	defer func() {
+		// A connection that failed loses the lock with its session.
+		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(`+key+`)`)
+	}()
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		name text PRIMARY KEY, applied_at bigint NOT NULL)`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if err := migrateOne(ctx, conn.Conn(), name); err != nil {
+			return fmt.Errorf("migration %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func migrateOne(ctx context.Context, conn *pgx.Conn, name string) error {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	var done bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE name = $1)`, name).
+		Scan(&done); err != nil {
+		return err
+	}
+	if done {
+		return nil
+	}
+	body, err := migrations.ReadFile(name)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, string(body)); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (name, applied_at) VALUES ($1, $2)`,
+		name, time.Now().UnixNano()); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// Ping reports whether the store takes deliveries: it commits one small row
+// (concurrent Pings share one), and returns the failure, wrapping
+// store.ErrUnavailable, when that cannot be done.
+func (s *Store) Ping(ctx context.Context) error {
+	h := &s.health
+	h.mu.Lock()
+	f := h.flight
+	if f == nil {
+		f = &pingFlight{done: make(chan struct{})}
+		h.flight = f
+		go func() {
+			f.err = s.write(context.Background(), func(t *txn) error {
+				_, err := t.tx.Exec(t.ctx, `INSERT INTO meta (key, value) VALUES ('ping', $1)
+					ON CONFLICT (key) DO UPDATE SET value = excluded.value`, t.now.Format(time.RFC3339Nano))
+				return err
+			})
+			h.mu.Lock()
+			h.flight = nil
+			h.mu.Unlock()
+			close(f.done)
+		}()
+	}
+	h.mu.Unlock()
+	select {
+	case <-f.done:
+		if err := s.Failed(); err != nil {
+			return err
+		}
+		return f.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Failed reports, without writing, whether the last write failed because
+// Postgres could not be reached or could not store it, or the store is
+// closed: the error Ping would start from. nil does not prove the store can
+// commit; only Ping's write does.
+func (s *Store) Failed() error {
+	if s.closed.Load() {
+		return store.Errorf(store.EUNAVAILABLE, "store unavailable: store is closed")
+	}
+	return s.health.err()
+}
+
+// health is what readiness knows of the writes so far.
+type health struct {
+	mu     sync.Mutex
+	failed string // the first failure since the last commit, scrubbed
+	at     time.Time
+	flight *pingFlight
+}
+
+type pingFlight struct {
+	done chan struct{}
+	err  error
+}
+
+func (h *health) observe(now time.Time, err error, msg string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case err == nil:
+		h.failed = ""
+	case h.failed == "" && unreachable(err):
+		h.failed, h.at = msg, now
+	}
+}
+
+func (h *health) err() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.failed == "" {
+		return nil
+	}
+	return store.Errorf(store.EUNAVAILABLE, "store unavailable: postgres writes have failed since %s: %s",
+		h.at.Format(time.RFC3339), h.failed)
+}
+
+// unreachable reports whether err says Postgres cannot take writes now,
+// rather than that one statement was wrong: no connection, a timeout, or a
+// server error about connections, resources, a shutdown or read-only mode.
+func unreachable(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return true
+	}
+	if len(pe.Code) < 2 {
+		return false
+	}
+	switch pe.Code[:2] {
+	case "08", "53", "57", "58":
+		return true
+	}
+	return pe.Code == "25006" // read_only_sql_transaction: a standby
+}

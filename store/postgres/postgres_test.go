@@ -1,0 +1,512 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/nouvelhook/nouvelhook/store"
+)
+
+// testEnv names the variable holding the URL of a Postgres the tests may
+// create schemas in, e.g.
+// postgres://postgres@127.0.0.1:5432/test?sslmode=disable.
+const testEnv = "NOUVELHOOK_TEST_POSTGRES"
+
+// baseURL returns the test database's URL, or skips the test.
+func baseURL(t testing.TB) string {
+	t.Helper()
+	u := os.Getenv(testEnv)
+	if u == "" {
+		t.Skip(testEnv + " is not set: the Postgres tests need a database to create schemas in " +
+			"(e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable; .ci/run sets it)")
+	}
+	return u
+}
+
+// freshSchema creates an empty schema, dropped when the test ends, and
+// returns a URL whose connections use it.
+func freshSchema(t testing.TB) string {
+	t.Helper()
+	base := baseURL(t)
+	b := make([]byte, 6)
+	rand.Read(b)
+	schema := "nh_" + hex.EncodeToString(b)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("connect to %s: %v", Redact(base), err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, `DROP SCHEMA `+schema+` CASCADE`); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	return withParam(t, base, "search_path", schema)
+}
+
+func withParam(t testing.TB, base, key, value string) string {
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set(key, value)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func openTest(t testing.TB, dbURL string, opts Options) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), dbURL, opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func completed(jobID string) store.WebhookDelivery {
+	body := fmt.Sprintf(`{"event":"job.completed","jobId":%q,"status":"completed","totalProjects":1}`, jobID)
+	return store.WebhookDelivery{
+		Body: []byte(body), ReceivedAt: time.Now(), Attempt: 1, JobID: jobID,
+		Report: &store.Report{JobID: jobID, Status: store.StatusCompleted, TotalProjects: 1, CompletedProjects: 1},
+	}
+}
+
+// TestRecordWebhook covers the first-report-wins rule, replays stored once
+// and the counters behind Stats, on real Postgres.
+func TestRecordWebhook(t *testing.T) {
+	s := openTest(t, freshSchema(t), Options{})
+	ctx := context.Background()
+	d := completed("job-1")
+	for i, want := range []store.Outcome{store.OutcomeAccepted, store.OutcomeDuplicate, store.OutcomeDuplicate} {
+		got, err := s.RecordWebhook(ctx, d)
+		if err != nil || got != want {
+			t.Fatalf("delivery %d: got %q, %v; want %q", i+1, got, err, want)
+		}
+	}
+	other := d
+	other.Body = []byte(`{"jobId":"job-1","status":"failed"}`)
+	other.Report = &store.Report{JobID: "job-1", Status: store.StatusFailed}
+	if got, err := s.RecordWebhook(ctx, other); err != nil || got != store.OutcomeConflict {
+		t.Fatalf("conflicting delivery: got %q, %v; want conflict", got, err)
+	}
+	j, err := s.JobWithDeliveries(ctx, "job-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Status != store.StatusCompleted || j.Seq != 1 || j.WebhookDeliveries != 4 || j.DeliveriesTotal != 4 {
+		t.Errorf("job: got status %s seq %d webhooks %d total %d; want completed 1 4 4",
+			j.Status, j.Seq, j.WebhookDeliveries, j.DeliveriesTotal)
+	}
+	if len(j.Deliveries) != 2 || j.Deliveries[0].Copies != 3 || j.Deliveries[1].Copies != 1 || !j.Deliveries[1].Duplicate {
+		t.Errorf("deliveries: got %+v; want 2 rows, copies 3 then 1 (duplicate)", j.Deliveries)
+	}
+	st, err := s.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Jobs != 1 || st.Deliveries != 4 || st.Duplicates != 3 || st.Conflicts != 1 || st.LastSeq != 1 ||
+		st.ByStatus["completed"] != 1 || st.BySource["webhook"] != 1 {
+		t.Errorf("stats: got %+v", st)
+	}
+	if _, err := s.Job(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("unknown job: got %v, want ErrNotFound", err)
+	}
+}
+
+// TestPollsAndSweeps covers Track, RecordPoll, DuePolls, ExpireJobs,
+// MarkMissedWebhooks and Prune.
+func TestPollsAndSweeps(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	s := openTest(t, freshSchema(t), Options{Now: clock})
+	ctx := context.Background()
+	for _, id := range []string{"a", "b", "c"} {
+		if _, created, err := s.Track(ctx, id, now); err != nil || !created {
+			t.Fatalf("Track %s: %v, created %v", id, err, created)
+		}
+	}
+	if _, created, err := s.Track(ctx, "a", now); err != nil || created {
+		t.Fatalf("Track a again: %v, created %v; want not created", err, created)
+	}
+	due, err := s.DuePolls(ctx, now, 10)
+	if err != nil || len(due) != 3 {
+		t.Fatalf("DuePolls: got %d, %v; want 3", len(due), err)
+	}
+	next := now.Add(time.Minute)
+	if _, err := s.RecordPoll(ctx, "a", store.PollResult{Report: &store.Report{JobID: "a", Status: store.StatusRunning,
+		Progress: 40}, Next: next}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.RecordPoll(ctx, "b", store.PollResult{Report: &store.Report{JobID: "b", Status: store.StatusCompleted}})
+	if err != nil || out != store.OutcomeAccepted {
+		t.Fatalf("poll ending b: got %q, %v", out, err)
+	}
+	if at, ok, err := s.NextPollAt(ctx); err != nil || !ok || !at.Equal(now) {
+		t.Errorf("NextPollAt: got %v %v %v; want %v (c)", at, ok, err, now)
+	}
+	a, _ := s.Job(ctx, "a")
+	if a.Status != store.StatusRunning || a.Progress != 40 || a.PollCount != 1 {
+		t.Errorf("a: got %s %d%% %d polls", a.Status, a.Progress, a.PollCount)
+	}
+	now = now.Add(time.Hour)
+	expired, err := s.ExpireJobs(ctx, now.Add(-30*time.Minute))
+	if err != nil || len(expired) != 2 {
+		t.Fatalf("ExpireJobs: got %v, %v; want a and c", expired, err)
+	}
+	n, err := s.MarkMissedWebhooks(ctx, now, time.Minute)
+	if err != nil || n != 1 {
+		t.Fatalf("MarkMissedWebhooks: got %d, %v; want 1 (b)", n, err)
+	}
+	if n, _ := s.MarkMissedWebhooks(ctx, now, time.Minute); n != 0 {
+		t.Errorf("second sweep flagged %d; want 0", n)
+	}
+	events, last, err := s.Events(ctx, 0, 10)
+	if err != nil || len(events) != 3 || last != 3 {
+		t.Fatalf("Events: got %d, last %d, %v; want 3", len(events), last, err)
+	}
+	pruned, err := s.Prune(ctx, now.Add(time.Second), 2)
+	if err != nil || pruned != 2 {
+		t.Fatalf("Prune: got %d, %v; want 2", pruned, err)
+	}
+	st, _ := s.Stats(ctx)
+	if st.Jobs != 1 || st.LastSeq != 3 || st.WebhooksMissed != 0 {
+		t.Errorf("stats after prune: got %+v; want 1 job, lastSeq 3, 0 missed", st)
+	}
+	jobs, _, err := s.ListJobs(ctx, store.Filter{Limit: 10})
+	if err != nil || len(jobs) != 1 {
+		t.Errorf("ListJobs: got %d, %v; want 1", len(jobs), err)
+	}
+}
+
+// TestMigrationRace opens three stores at once on a fresh schema: the
+// advisory lock lets one migrate and the others find the work done.
+func TestMigrationRace(t *testing.T) {
+	dbURL := freshSchema(t)
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := Open(context.Background(), dbURL, Options{})
+			if err == nil {
+				err = s.Close()
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("Open %d: %v", i, err)
+		}
+	}
+	conn, err := pgx.Connect(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n, distinct int
+	if err := conn.QueryRow(context.Background(), `SELECT COUNT(*), COUNT(DISTINCT name) FROM schema_migrations`).
+		Scan(&n, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if n != distinct || n == 0 {
+		t.Errorf("schema_migrations: got %d rows, %d names; want each migration once", n, distinct)
+	}
+}
+
+// writerEnv makes the test binary a writer process for
+// TestConcurrentWritersFeed: "url|prefix|count".
+const writerEnv = "NOUVELHOOK_TEST_PG_WRITER"
+
+// TestWriterProcess is the body of one writer process; it does nothing in a
+// normal run.
+func TestWriterProcess(t *testing.T) {
+	spec := os.Getenv(writerEnv)
+	if spec == "" {
+		t.Skip("runs only as a writer process of TestConcurrentWritersFeed")
+	}
+	parts := strings.SplitN(spec, "|", 3)
+	count, _ := strconv.Atoi(parts[2])
+	s := openTest(t, parts[0], Options{noListen: true})
+	var wg sync.WaitGroup
+	const workers = 8
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < count; i += workers {
+				if _, err := s.RecordWebhook(context.Background(), completed(fmt.Sprintf("%s-%d", parts[1], i))); err != nil {
+					t.Errorf("write %d: %v", i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestConcurrentWritersFeed runs writer processes, each with its own pool,
+// ending jobs at once, while a reader follows the feed the whole time: every
+// seq must be seen exactly once, in order, and none may appear behind the
+// reader's cursor.
+func TestConcurrentWritersFeed(t *testing.T) {
+	dbURL := freshSchema(t)
+	reader := openTest(t, dbURL, Options{})
+	const procs, each = 3, 300
+	var cmds []*exec.Cmd
+	for p := range procs {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestWriterProcess$", "-test.count=1")
+		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s|w%d|%d", writerEnv, dbURL, p, each))
+		cmd.Stderr = os.Stderr
+		out, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go io.Copy(io.Discard, out)
+		cmds = append(cmds, cmd)
+	}
+	done := make(chan error, 1)
+	go func() {
+		var errs []error
+		for _, c := range cmds {
+			errs = append(errs, c.Wait())
+		}
+		done <- errors.Join(errs...)
+	}()
+	ctx := context.Background()
+	seen := map[string]bool{}
+	cursor := int64(0)
+	finished := false
+	for {
+		jobs, last, err := reader.Events(ctx, cursor, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, j := range jobs {
+			if j.Seq != cursor+int64(i)+1 {
+				t.Fatalf("after cursor %d, event %d has seq %d; want %d (a gap, or one behind the cursor)",
+					cursor, i, j.Seq, cursor+int64(i)+1)
+			}
+			if seen[j.JobID] {
+				t.Fatalf("job %s seen twice", j.JobID)
+			}
+			seen[j.JobID] = true
+		}
+		cursor = last
+		if finished && len(jobs) == 0 {
+			break
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("writer processes: %v", err)
+			}
+			finished = true // one more read picks up the rest
+		default:
+		}
+	}
+	if len(seen) != procs*each || cursor != procs*each {
+		t.Errorf("saw %d jobs up to seq %d; want %d", len(seen), cursor, procs*each)
+	}
+}
+
+// TestWakeAcrossStores: waits on one store wake on a commit made through
+// another store on the same schema, by NOTIFY or, with notifications off,
+// by the backstop alone.
+func TestWakeAcrossStores(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		noListen bool
+	}{{"notify", false}, {"backstop", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dbURL := freshSchema(t)
+			a := openTest(t, dbURL, Options{})
+			b := openTest(t, dbURL, Options{noListen: tc.noListen})
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			type result struct {
+				what string
+				err  error
+			}
+			results := make(chan result, 3)
+			go func() {
+				jobs, last, err := b.WaitEvents(ctx, 0, 10)
+				if err == nil && (len(jobs) != 1 || last != 1) {
+					err = fmt.Errorf("got %d events up to %d; want 1", len(jobs), last)
+				}
+				results <- result{"WaitEvents", err}
+			}()
+			go func() {
+				events, _, err := b.WaitFeed(ctx, 0, 10)
+				if err == nil && (len(events) != 1 || !strings.Contains(string(events[0].JSON), `"jobId":"x"`)) {
+					err = fmt.Errorf("got %d events; want x's", len(events))
+				}
+				results <- result{"WaitFeed", err}
+			}()
+			go func() {
+				j, err := b.WaitJob(ctx, "x")
+				if err == nil && !j.Terminal {
+					err = fmt.Errorf("job not terminal: %s", j.Status)
+				}
+				results <- result{"WaitJob", err}
+			}()
+			if _, err := a.RecordWebhook(context.Background(), completed("x")); err != nil {
+				t.Fatal(err)
+			}
+			for range 3 {
+				r := <-results
+				if r.err != nil {
+					t.Errorf("%s: %v", r.what, r.err)
+				}
+			}
+			if ctx.Err() != nil {
+				t.Errorf("the waits ended by their deadline, not by the commit")
+			}
+		})
+	}
+}
+
+// TestUnreachable: a URL to a closed port fails Open with ErrUnavailable
+// and no password in the message.
+func TestUnreachable(t *testing.T) {
+	baseURL(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	const pw = "s3cret-Pa55word"
+	_, err = Open(context.Background(), "postgres://postgres:"+pw+"@"+addr+"/test?sslmode=disable&password="+pw, Options{})
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("got %v; want ErrUnavailable", err)
+	}
+	if strings.Contains(err.Error(), pw) || !strings.Contains(err.Error(), addr) {
+		t.Errorf("error %q: want the address and no password", err)
+	}
+	_, err = Open(context.Background(), "postgres://postgres:"+pw+"@127.0.0.1:notaport/test", Options{})
+	if !errors.Is(err, store.ErrInvalid) || strings.Contains(err.Error(), pw) {
+		t.Errorf("bad URL: got %v; want ErrInvalid without the password", err)
+	}
+}
+
+// proxy forwards 127.0.0.1:port to Postgres until cut.
+type proxy struct {
+	t      *testing.T
+	target string
+	mu     sync.Mutex
+	l      net.Listener
+	conns  []net.Conn
+}
+
+func (p *proxy) start(addr string) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.l = l
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", p.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			go func() { io.Copy(up, c); up.Close() }()
+			go func() { io.Copy(c, up); c.Close() }()
+		}
+	}()
+}
+
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.l.Close()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// TestOutage cuts the way to Postgres under a running store: writes fail
+// with ErrUnavailable (a webhook gets 503), Failed and Ping say why, and
+// once Postgres is back the store recovers by itself.
+func TestOutage(t *testing.T) {
+	dbURL := freshSchema(t)
+	u, _ := url.Parse(dbURL)
+	p := &proxy{t: t, target: u.Host}
+	p.start("127.0.0.1:0")
+	addr := p.l.Addr().String()
+	t.Cleanup(p.cut)
+	u.Host = addr
+	u.User = url.UserPassword(u.User.Username(), "pw-not-needed-by-trust")
+	s := openTest(t, u.String(), Options{})
+	ctx := context.Background()
+	if _, err := s.RecordWebhook(ctx, completed("before")); err != nil {
+		t.Fatal(err)
+	}
+	p.cut()
+	_, err := s.RecordWebhook(ctx, completed("during"))
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("write during the outage: got %v; want ErrUnavailable", err)
+	}
+	if err := s.Failed(); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("Failed during the outage: got %v; want ErrUnavailable", err)
+	}
+	if err := s.Ping(ctx); !errors.Is(err, store.ErrUnavailable) || strings.Contains(err.Error(), "pw-not-needed") {
+		t.Errorf("Ping during the outage: got %v; want ErrUnavailable without the password", err)
+	}
+	p.start(addr)
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("Ping after the outage: %v", err)
+	}
+	if err := s.Failed(); err != nil {
+		t.Errorf("Failed after the outage: %v", err)
+	}
+	if out, err := s.RecordWebhook(ctx, completed("during")); err != nil || out != store.OutcomeAccepted {
+		t.Errorf("write after the outage: got %q, %v", out, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if jobs, _, err := s.WaitEvents(wctx, 1, 10); err != nil || len(jobs) != 1 {
+		t.Errorf("feed after the outage: got %d events, %v; want 1", len(jobs), err)
+	}
+}

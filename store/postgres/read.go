@@ -1,0 +1,278 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/nouvelhook/nouvelhook/store"
+)
+
+const jobColumns = `id, job_id, status, terminal, total_projects, completed_projects, failed_projects,
+	projects, source, progress, stage, webhook_deliveries, webhook_missed, poll_count, last_error,
+	created_at, updated_at, terminal_at, seq`
+
+// scanJob reads one row of jobColumns; rowid is the row's id.
+func scanJob(row pgx.Row) (j store.Job, rowid int64, err error) {
+	var projects string
+	var created, updated int64
+	var ended, seq *int64
+	err = row.Scan(&rowid, &j.JobID, &j.Status, &j.Terminal, &j.TotalProjects, &j.CompletedProjects,
+		&j.FailedProjects, &projects, &j.Source, &j.Progress, &j.Stage, &j.WebhookDeliveries,
+		&j.WebhookMissed, &j.PollCount, &j.LastError, &created, &updated, &ended, &seq)
+	if err != nil {
+		return store.Job{}, 0, err
+	}
+	j.Projects = []store.Project{}
+	if err := json.Unmarshal([]byte(projects), &j.Projects); err != nil {
+		return store.Job{}, 0, fmt.Errorf("job %s: projects: %w", j.JobID, err)
+	}
+	j.CreatedAt, j.UpdatedAt = fromNanos(created), fromNanos(updated)
+	if ended != nil {
+		t := fromNanos(*ended)
+		j.TerminalAt = &t
+	}
+	if seq != nil {
+		j.Seq = *seq
+	}
+	return j, rowid, nil
+}
+
+func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+// clampNanos is t in unix nanoseconds, saturated at the int64 range.
+func clampNanos(t time.Time) int64 {
+	switch {
+	case t.Before(time.Unix(0, math.MinInt64)):
+		return math.MinInt64
+	case t.After(time.Unix(0, math.MaxInt64)):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
+// querier is what a read needs of the pool and of a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Job returns the job with the given id, or store.ErrNotFound.
+func (s *Store) Job(ctx context.Context, jobID string) (store.Job, error) {
+	j, _, err := s.job(ctx, s.pool, jobID)
+	return j, err
+}
+
+func (s *Store) job(ctx context.Context, q querier, jobID string) (store.Job, int64, error) {
+	j, row, err := scanJob(q.QueryRow(ctx, `SELECT `+jobColumns+` FROM jobs WHERE job_id = $1`, jobID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.Job{}, 0, store.Errorf(store.ENOTFOUND, "job not found: %s", jobID)
+	}
+	return j, row, s.dbErr(err)
+}
+
+// JobWithDeliveries returns the job with its last store.MaxDeliveries
+// verified webhook deliveries, oldest first, and DeliveriesTotal set, or
+// store.ErrNotFound. Bytes that arrived more than once are listed once, with
+// Copies saying how often.
+func (s *Store) JobWithDeliveries(ctx context.Context, jobID string) (store.Job, error) {
+	// The job and its deliveries as of one moment.
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return store.Job{}, s.dbErr(err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	j, row, err := s.job(ctx, tx, jobID)
+	if err != nil {
+		return store.Job{}, err
+	}
+	if err := tx.QueryRow(ctx, `SELECT COALESCE(SUM(copies), 0) FROM deliveries WHERE job_row = $1`, row).
+		Scan(&j.DeliveriesTotal); err != nil {
+		return store.Job{}, s.dbErr(err)
+	}
+	rows, err := tx.Query(ctx, `SELECT received_at, attempt, outcome, status, copies
+		FROM deliveries WHERE job_row = $1 ORDER BY id DESC LIMIT $2`, row, store.MaxDeliveries)
+	if err != nil {
+		return store.Job{}, s.dbErr(err)
+	}
+	j.Deliveries = []store.Delivery{}
+	var d store.Delivery
+	var received int64
+	var outcome string
+	_, err = pgx.ForEachRow(rows, []any{&received, &d.Attempt, &outcome, &d.Status, &d.Copies}, func() error {
+		d.ReceivedAt, d.Duplicate = fromNanos(received), store.Outcome(outcome).Duplicate()
+		j.Deliveries = append(j.Deliveries, d)
+		return nil
+	})
+	if err != nil {
+		return store.Job{}, s.dbErr(err)
+	}
+	slices.Reverse(j.Deliveries)
+	return j, nil
+}
+
+// ListJobs returns a page of jobs, newest first (by the order they were
+// first heard of), and the cursor of the next page ("" when this is the
+// last). A bad filter is store.ErrInvalid.
+func (s *Store) ListJobs(ctx context.Context, f store.Filter) (jobs []store.Job, next string, err error) {
+	if f.Limit < 1 || f.Limit > store.MaxLimit {
+		return nil, "", store.Errorf(store.EINVALID, "limit must be between 1 and %d", store.MaxLimit)
+	}
+	before := int64(math.MaxInt64)
+	if f.Cursor != "" {
+		before, err = strconv.ParseInt(f.Cursor, 10, 64)
+		if err != nil || before < 1 {
+			return nil, "", store.Errorf(store.EINVALID, "cursor %q is not one this API returned", f.Cursor)
+		}
+	}
+	var statuses []string
+	for _, st := range f.Statuses {
+		st := string(st)
+		if !store.Status(st).Known() {
+			return nil, "", store.Errorf(store.EINVALID, "unknown status %q", st)
+		}
+		if !slices.Contains(statuses, st) {
+			statuses = append(statuses, st)
+		}
+	}
+	since := int64(math.MinInt64)
+	if !f.Since.IsZero() {
+		since = clampNanos(f.Since)
+	}
+	q := `SELECT ` + jobColumns + ` FROM jobs WHERE id < $1 AND created_at >= $2`
+	args := []any{before, since, f.Limit + 1}
+	if len(statuses) > 0 {
+		q += ` AND status = ANY($4)`
+		args = append(args, statuses)
+	}
+	rows, err := s.pool.Query(ctx, q+` ORDER BY id DESC LIMIT $3`, args...)
+	if err != nil {
+		return nil, "", s.dbErr(err)
+	}
+	defer rows.Close()
+	jobs = []store.Job{}
+	var lastID int64
+	for rows.Next() {
+		j, id, err := scanJob(rows)
+		if err != nil {
+			return nil, "", s.dbErr(err)
+		}
+		if len(jobs) == f.Limit {
+			next = strconv.FormatInt(lastID, 10)
+			break
+		}
+		jobs, lastID = append(jobs, j), id
+	}
+	rows.Close()
+	return jobs, next, s.dbErr(rows.Err())
+}
+
+// Events returns up to limit jobs that became terminal with seq > after,
+// oldest first, and the seq of the last one (after itself when none). As
+// seqs commit in order (see the package comment), a page never skips one
+// that commits later.
+func (s *Store) Events(ctx context.Context, after int64, limit int) (jobs []store.Job, last int64, err error) {
+	if limit < 1 || limit > store.MaxLimit {
+		return nil, 0, store.Errorf(store.EINVALID, "limit must be between 1 and %d", store.MaxLimit)
+	}
+	if after < 0 {
+		return nil, 0, store.Errorf(store.EINVALID, "after must be 0 or more")
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+jobColumns+` FROM jobs WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, 0, s.dbErr(err)
+	}
+	defer rows.Close()
+	jobs, last = []store.Job{}, after
+	for rows.Next() {
+		j, _, err := scanJob(rows)
+		if err != nil {
+			return nil, 0, s.dbErr(err)
+		}
+		jobs, last = append(jobs, j), j.Seq
+	}
+	rows.Close()
+	return jobs, last, s.dbErr(rows.Err())
+}
+
+// Stats reads the counters the write transactions keep, so it costs the
+// same however long the log is. LastSeq is feed_counter's, which pruning
+// never lowers.
+func (s *Store) Stats(ctx context.Context) (store.Stats, error) {
+	st := store.Stats{ByStatus: map[string]int{}, BySource: map[string]int{}}
+	rows, err := s.pool.Query(ctx, `SELECT name, n FROM counters UNION ALL SELECT '', seq FROM feed_counter`)
+	if err != nil {
+		return store.Stats{}, s.dbErr(err)
+	}
+	var name string
+	var n int64
+	_, err = pgx.ForEachRow(rows, []any{&name, &n}, func() error {
+		kind, value, _ := strings.Cut(name, ":")
+		switch {
+		case name == "":
+			st.LastSeq = n
+		case name == missedCounter:
+			st.WebhooksMissed = int(n)
+		case n == 0:
+		case kind == "status":
+			st.Jobs += int(n)
+			st.ByStatus[value] = int(n)
+		case kind == "source":
+			st.BySource[value] = int(n)
+		case kind == "outcome":
+			st.Deliveries += int(n)
+			switch store.Outcome(value) {
+			case store.OutcomeDuplicate:
+				st.Duplicates += int(n)
+			case store.OutcomeConflict:
+				st.Duplicates += int(n)
+				st.Conflicts += int(n)
+			case store.OutcomeInvalid:
+				st.Invalid += int(n)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return store.Stats{}, s.dbErr(err)
+	}
+	return st, nil
+}
+
+// DuePolls returns up to limit jobs that are not terminal and due at now,
+// the longest overdue first, so that none starves.
+func (s *Store) DuePolls(ctx context.Context, now time.Time, limit int) ([]store.PollTarget, error) {
+	rows, err := s.pool.Query(ctx, `SELECT job_id, created_at, next_poll_at, poll_step, fail_count, not_found_count
+		FROM jobs WHERE NOT terminal AND next_poll_at <= $1 ORDER BY next_poll_at, id LIMIT $2`, now.UnixNano(), limit)
+	if err != nil {
+		return nil, s.dbErr(err)
+	}
+	var out []store.PollTarget
+	var p store.PollTarget
+	var created, next int64
+	_, err = pgx.ForEachRow(rows, []any{&p.JobID, &created, &next, &p.Step, &p.Failures, &p.NotFound}, func() error {
+		p.CreatedAt, p.NextPollAt = fromNanos(created), fromNanos(next)
+		out = append(out, p)
+		return nil
+	})
+	return out, s.dbErr(err)
+}
+
+// NextPollAt is when the soonest job not yet terminal is due; ok is false
+// when no job waits for a poll.
+func (s *Store) NextPollAt(ctx context.Context) (next time.Time, ok bool, err error) {
+	var n *int64
+	err = s.pool.QueryRow(ctx, `SELECT MIN(next_poll_at) FROM jobs WHERE NOT terminal`).Scan(&n)
+	if err != nil || n == nil {
+		return time.Time{}, false, s.dbErr(err)
+	}
+	return fromNanos(*n), true, nil
+}

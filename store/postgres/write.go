@@ -1,0 +1,560 @@
+package postgres
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/nouvelhook/nouvelhook/store"
+)
+
+// txn is one write transaction as the write helpers see it.
+type txn struct {
+	ctx context.Context
+	tx  pgx.Tx
+	now time.Time
+	// deltas are counter changes, written once just before COMMIT.
+	deltas map[string]int64
+	// ended are the rows of the jobs this transaction ended, in order; they
+	// take their seqs just before COMMIT.
+	ended []int64
+}
+
+// write runs fn in one transaction and commits it, retrying a deadlock or a
+// serialization failure twice. An error means nothing fn wrote was kept
+// (or, when COMMIT itself failed for want of a connection, that it is not
+// known: the caller answers 503 and Nouvel retries, which is idempotent).
+// The caller's cancellation does not cut a write short, so that a write is
+// never reported failed when it committed.
+func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
+	if s.closed.Load() {
+		return store.Errorf(store.EUNAVAILABLE, "store unavailable: store is closed")
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
+	var t *txn
+	var err error
+	for attempt := 0; ; attempt++ {
+		t, err = s.runTx(ctx, fn)
+		if err == nil || attempt == 2 || !retryable(err) {
+			break
+		}
+	}
+	now := s.now().UTC()
+	if err != nil {
+		msg := s.scrub(err)
+		s.health.observe(now, err, msg)
+		s.log.Error().Str("error", msg).Msg("store write failed")
+		return store.Errorf(store.EUNAVAILABLE, "store unavailable: %s", msg)
+	}
+	s.health.observe(now, nil, "")
+	if len(t.ended) > 0 {
+		s.kick()
+	}
+	return nil
+}
+
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}
+
+func (s *Store) runTx(ctx context.Context, fn func(t *txn) error) (*txn, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	t := &txn{ctx: ctx, tx: tx, now: s.now().UTC()}
+	if err := fn(t); err != nil {
+		return t, err
+	}
+	if err := t.flush(); err != nil {
+		return t, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return t, fmt.Errorf("commit: %w", err)
+	}
+	return t, nil
+}
+
+// count adds n to a counter when the transaction commits.
+func (t *txn) count(name string, n int64) {
+	if t.deltas == nil {
+		t.deltas = map[string]int64{}
+	}
+	t.deltas[name] += n
+}
+
+// flush writes the counter changes, in name order so that two transactions
+// never wait on each other's counters in a circle, then gives the ended
+// jobs their seqs from feed_counter, last, so that its row is locked for as
+// short a time as possible, and queues the NOTIFY that Postgres sends at
+// COMMIT.
+func (t *txn) flush() error {
+	names := make([]string, 0, len(t.deltas))
+	ns := make([]int64, 0, len(t.deltas))
+	for name, n := range t.deltas {
+		if n != 0 {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		ns = append(ns, t.deltas[name])
+	}
+	if len(names) > 0 {
+		_, err := t.tx.Exec(t.ctx, `INSERT INTO counters (name, n)
+			SELECT name, n FROM unnest($1::text[], $2::bigint[]) AS d (name, n) ORDER BY name
+			ON CONFLICT (name) DO UPDATE SET n = counters.n + excluded.n`, names, ns)
+		if err != nil {
+			return fmt.Errorf("count: %w", err)
+		}
+	}
+	if len(t.ended) == 0 {
+		return nil
+	}
+	var last int64
+	if err := t.tx.QueryRow(t.ctx, `UPDATE feed_counter SET seq = seq + $1 RETURNING seq`, len(t.ended)).
+		Scan(&last); err != nil {
+		return fmt.Errorf("take seq: %w", err)
+	}
+	first := last - int64(len(t.ended)) + 1
+	_, err := t.tx.Exec(t.ctx, `UPDATE jobs SET seq = $1 + e.ord - 1
+		FROM unnest($2::bigint[]) WITH ORDINALITY AS e (id, ord) WHERE jobs.id = e.id`, first, t.ended)
+	if err != nil {
+		return fmt.Errorf("store seq: %w", err)
+	}
+	if _, err := t.tx.Exec(t.ctx, `SELECT pg_notify($1, $2)`, feedChannel, strconv.FormatInt(last, 10)); err != nil {
+		return fmt.Errorf("notify: %w", err)
+	}
+	return nil
+}
+
+// Counter names in the counters table, as in the SQLite backend.
+func statusCounter(status store.Status) string { return "status:" + string(status) }
+func sourceCounter(source string) string       { return "source:" + source }
+func outcomeCounter(o store.Outcome) string    { return "outcome:" + string(o) }
+func encodeProjects(p []store.Project) (string, error) {
+	if len(p) == 0 {
+		return "[]", nil
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return "", store.Errorf(store.EINVALID, "projects: %v", err)
+	}
+	return string(b), nil
+}
+
+const missedCounter = "missed"
+
+// RecordWebhook commits a verified delivery: its raw bytes in the delivery
+// log and, for a usable event, the job's terminal state and feed entry, all
+// in one transaction, and returns once that has committed. An error
+// wrapping store.ErrUnavailable means nothing was stored.
+func (s *Store) RecordWebhook(ctx context.Context, d store.WebhookDelivery) (store.Outcome, error) {
+	hash := sha256.Sum256(d.Body)
+	if d.Report == nil {
+		return store.OutcomeInvalid, s.write(ctx, func(t *txn) error {
+			return t.insertDelivery(d, hash[:], 0, store.OutcomeInvalid)
+		})
+	}
+	if !d.Report.Status.Terminal() || !store.ValidJobID(d.Report.JobID) {
+		return "", store.Errorf(store.EINVALID, "webhook report for %q with status %q", d.Report.JobID, d.Report.Status)
+	}
+	projects, err := encodeProjects(d.Report.Projects)
+	if err != nil {
+		return "", err
+	}
+	var outcome store.Outcome
+	err = s.write(ctx, func(t *txn) error {
+		var row int64
+		var err error
+		if outcome, row, err = t.endJob(d.Report, projects, store.SourceWebhook); err != nil {
+			return err
+		}
+		return t.insertDelivery(d, hash[:], row, outcome)
+	})
+	if err != nil {
+		return "", err
+	}
+	return outcome, nil
+}
+
+// endJob applies a terminal report learned from source and returns what it
+// did and the job's row. The first terminal report wins: the job's row is
+// locked before it is read, so of two concurrent reports the second sees
+// the first's end. A later report only bumps the webhook counter.
+func (t *txn) endJob(r *store.Report, projects, source string) (store.Outcome, int64, error) {
+	webhooks := 0
+	if source == store.SourceWebhook {
+		webhooks = 1
+	}
+	now := t.now.UnixNano()
+	var row int64
+	err := t.tx.QueryRow(t.ctx, `INSERT INTO jobs (job_id, status, terminal, total_projects, completed_projects,
+		failed_projects, projects, source, progress, stage, webhook_deliveries, created_at, updated_at, terminal_at)
+		VALUES ($1, $2, true, $3, $4, $5, $6, $7, 100, $8, $9, $10, $10, $10)
+		ON CONFLICT (job_id) DO NOTHING RETURNING id`, r.JobID, r.Status, r.TotalProjects,
+		r.CompletedProjects, r.FailedProjects, projects, source, r.Stage, webhooks, now).Scan(&row)
+	if err == nil {
+		t.count(statusCounter(r.Status), 1)
+		t.count(sourceCounter(source), 1)
+		t.ended = append(t.ended, row)
+		return store.OutcomeAccepted, row, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) { // no row: the job was known
+		return "", 0, err
+	}
+	var cur struct {
+		status                   store.Status
+		terminal                 bool
+		total, completed, failed int
+	}
+	err = t.tx.QueryRow(t.ctx, `SELECT id, status, terminal, total_projects, completed_projects, failed_projects
+		FROM jobs WHERE job_id = $1 FOR UPDATE`, r.JobID).
+		Scan(&row, &cur.status, &cur.terminal, &cur.total, &cur.completed, &cur.failed)
+	if err != nil {
+		return "", 0, err
+	}
+	if !cur.terminal {
+		_, err = t.tx.Exec(t.ctx, `UPDATE jobs SET status = $1, terminal = true, total_projects = $2,
+			completed_projects = $3, failed_projects = $4, projects = $5, source = $6, progress = 100, stage = $7,
+			webhook_deliveries = webhook_deliveries + $8, updated_at = $9, terminal_at = $9, next_poll_at = NULL
+			WHERE id = $10`, r.Status, r.TotalProjects, r.CompletedProjects, r.FailedProjects, projects, source,
+			r.Stage, webhooks, now, row)
+		if err != nil {
+			return "", 0, err
+		}
+		t.count(statusCounter(cur.status), -1)
+		t.count(statusCounter(r.Status), 1)
+		t.count(sourceCounter(source), 1)
+		t.ended = append(t.ended, row)
+		return store.OutcomeAccepted, row, nil
+	}
+	if webhooks > 0 {
+		if _, err = t.tx.Exec(t.ctx, `UPDATE jobs SET webhook_deliveries = webhook_deliveries + 1 WHERE id = $1`, row); err != nil {
+			return "", 0, err
+		}
+	}
+	if cur.status == r.Status && cur.total == r.TotalProjects && cur.completed == r.CompletedProjects &&
+		cur.failed == r.FailedProjects {
+		return store.OutcomeDuplicate, row, nil
+	}
+	return store.OutcomeConflict, row, nil
+}
+
+// deliveryInsert and copyOf are shared by the two delivery inserts, which
+// differ only in the unique index a copy is found by.
+const (
+	deliveryInsert = `INSERT INTO deliveries (job_row, job_id, received_at, last_received_at, attempt, status,
+		outcome, error, body, body_hash) VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9)`
+	copyOf = ` DO UPDATE SET copies = deliveries.copies + 1,
+		last_received_at = GREATEST(COALESCE(deliveries.last_received_at, deliveries.received_at), excluded.received_at)`
+)
+
+// insertDelivery stores a delivery of the job at row (0: none), or, when
+// the same bytes are already stored for that job, counts one more copy.
+func (t *txn) insertDelivery(d store.WebhookDelivery, hash []byte, row int64, outcome store.Outcome) error {
+	var jobRow, jobID any
+	status := ""
+	q := deliveryInsert + ` ON CONFLICT (body_hash) WHERE job_row IS NULL` + copyOf
+	if row != 0 {
+		jobRow, q = row, deliveryInsert+` ON CONFLICT (job_row, body_hash)`+copyOf
+	}
+	if d.Report != nil {
+		jobID, status = d.Report.JobID, string(d.Report.Status)
+	} else if d.JobID != "" {
+		jobID = d.JobID
+	}
+	_, err := t.tx.Exec(t.ctx, q, jobRow, jobID, d.ReceivedAt.UnixNano(), d.Attempt, status, string(outcome),
+		d.Problem, d.Body, hash)
+	if err != nil {
+		return err
+	}
+	t.count(outcomeCounter(outcome), 1)
+	return nil
+}
+
+// Track adds a job the log has not heard of, as pending, with its first
+// poll due at firstPoll. created is false when the job was already known;
+// either way the job is returned as it now stands.
+func (s *Store) Track(ctx context.Context, jobID string, firstPoll time.Time) (j store.Job, created bool, err error) {
+	if !store.ValidJobID(jobID) {
+		return store.Job{}, false, store.Errorf(store.EINVALID, "jobId must be 1-128 letters, digits, '-' or '_'")
+	}
+	err = s.write(ctx, func(t *txn) error {
+		now := t.now.UnixNano()
+		tag, err := t.tx.Exec(t.ctx, `INSERT INTO jobs (job_id, status, created_at, updated_at, next_poll_at)
+			VALUES ($1, $2, $3, $3, $4) ON CONFLICT (job_id) DO NOTHING`, jobID, store.StatusPending, now,
+			firstPoll.UnixNano())
+		if err != nil {
+			return err
+		}
+		if created = tag.RowsAffected() == 1; created {
+			t.count(statusCounter(store.StatusPending), 1)
+		}
+		return nil
+	})
+	if err != nil {
+		return store.Job{}, false, err
+	}
+	j, err = s.Job(context.WithoutCancel(ctx), jobID) // committed: answer as stored
+	return j, created, err
+}
+
+// RecordPoll commits a poll of jobID. A terminal Report goes through the
+// same path as a webhook, with source poll, so the job ends once whichever
+// comes first; the outcome says which. An error wrapping
+// store.ErrUnavailable means nothing was stored.
+func (s *Store) RecordPoll(ctx context.Context, jobID string, r store.PollResult) (store.Outcome, error) {
+	end := r.Report
+	if r.End != "" {
+		end = &store.Report{JobID: jobID, Status: r.End}
+	}
+	if end != nil && !end.Status.Terminal() {
+		end = nil
+	}
+	projects := "[]"
+	if end != nil {
+		var err error
+		if projects, err = encodeProjects(end.Projects); err != nil {
+			return "", err
+		}
+	}
+	var outcome store.Outcome
+	err := s.write(ctx, func(t *txn) error {
+		outcome = ""
+		now := t.now.UnixNano()
+		if end != nil {
+			var err error
+			if outcome, _, err = t.endJob(end, projects, store.SourcePoll); err != nil {
+				return err
+			}
+			_, err = t.tx.Exec(t.ctx, `UPDATE jobs SET poll_count = poll_count + 1, last_error = $1,
+				poll_ended_at = CASE WHEN $2::boolean AND poll_ended_at IS NULL THEN $3 ELSE poll_ended_at END
+				WHERE job_id = $4`, r.Err, r.End == "", now, jobID)
+			return err
+		}
+		q := `UPDATE jobs SET poll_count = poll_count + 1, last_error = $1, next_poll_at = $2, updated_at = $3`
+		args := []any{r.Err, r.Next.UnixNano(), now}
+		switch {
+		case r.Report != nil:
+			// The status counters move with the status: read the old one,
+			// locking the row so that no end slips in between.
+			var was store.Status
+			err := t.tx.QueryRow(t.ctx, `SELECT status FROM jobs WHERE job_id = $1 AND NOT terminal FOR UPDATE`,
+				jobID).Scan(&was)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil // unknown, or ended meanwhile: a stale poll changes nothing
+			}
+			if err != nil {
+				return err
+			}
+			if was != r.Report.Status {
+				t.count(statusCounter(was), -1)
+				t.count(statusCounter(r.Report.Status), 1)
+			}
+			q += `, status = $4, progress = $5, stage = $6, total_projects = $7, completed_projects = $8,
+				failed_projects = $9, poll_step = poll_step + 1, fail_count = 0, not_found_count = 0`
+			args = append(args, r.Report.Status, r.Report.Progress, r.Report.Stage, r.Report.TotalProjects,
+				r.Report.CompletedProjects, r.Report.FailedProjects)
+		case r.NotFound:
+			q += `, not_found_count = not_found_count + 1, fail_count = 0`
+		case r.Failed:
+			q += `, fail_count = fail_count + 1`
+		}
+		args = append(args, jobID)
+		_, err := t.tx.Exec(t.ctx, q+` WHERE job_id = $`+strconv.Itoa(len(args))+` AND NOT terminal`, args...)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	return outcome, nil
+}
+
+// ExpireJobs ends as expired every job still not terminal that was tracked
+// at or before cutoff, and returns their ids. When none is due it costs one
+// read of an index that holds only jobs not yet terminal.
+func (s *Store) ExpireJobs(ctx context.Context, cutoff time.Time) ([]string, error) {
+	var due bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM jobs WHERE NOT terminal AND created_at <= $1)`,
+		cutoff.UnixNano()).Scan(&due)
+	if err != nil || !due {
+		return nil, s.dbErr(err)
+	}
+	var expired []string
+	err = s.write(ctx, func(t *txn) error {
+		rows, err := t.tx.Query(t.ctx, `SELECT job_id FROM jobs WHERE NOT terminal AND created_at <= $1
+			ORDER BY created_at, id FOR UPDATE`, cutoff.UnixNano())
+		if err != nil {
+			return err
+		}
+		expired, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		for _, id := range expired {
+			if _, _, err := t.endJob(&store.Report{JobID: id, Status: store.StatusExpired}, "[]", store.SourcePoll); err != nil {
+				return fmt.Errorf("expire %s: %w", id, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return expired, nil
+}
+
+// MarkMissedWebhooks checks, once each, the jobs whose end a poll saw at or
+// before now-grace, flags those with no verified webhook received within
+// grace of that, and returns how many it flagged. The conditions are on the
+// updated rows themselves, so that two replicas sweeping at once check each
+// job once.
+func (s *Store) MarkMissedWebhooks(ctx context.Context, now time.Time, grace time.Duration) (int, error) {
+	cutoff := now.Add(-grace).UnixNano()
+	const due = `poll_ended_at IS NOT NULL AND NOT missed_checked AND poll_ended_at <= $1`
+	var found bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM jobs WHERE `+due+`)`, cutoff).Scan(&found)
+	if err != nil || !found {
+		return 0, s.dbErr(err)
+	}
+	var n int
+	err = s.write(ctx, func(t *txn) error {
+		n = 0
+		rows, err := t.tx.Query(t.ctx, `UPDATE jobs SET missed_checked = true,
+			webhook_missed = NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_row = jobs.id
+				AND d.outcome <> 'invalid' AND d.received_at <= jobs.poll_ended_at + $2)
+			WHERE `+due+` RETURNING webhook_missed`, cutoff, grace.Nanoseconds())
+		if err != nil {
+			return err
+		}
+		missed, err := pgx.CollectRows(rows, pgx.RowTo[bool])
+		if err != nil {
+			return err
+		}
+		for _, m := range missed {
+			if m {
+				n++
+			}
+		}
+		t.count(missedCounter, int64(n))
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// Prune deletes up to batch jobs that ended before cutoff, with their
+// deliveries, in one write, and returns how many jobs it deleted; it also
+// deletes up to batch signed deliveries that named no usable job and last
+// arrived before cutoff. Jobs go in seq order and pruning stops at the first
+// that ended at or after cutoff. The counters are adjusted from what the
+// deletes return, so two replicas pruning at once never take a job out of
+// them twice. seq comes from feed_counter, which pruning never lowers.
+func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, error) {
+	if batch < 1 {
+		return 0, store.Errorf(store.EINVALID, "prune batch must be 1 or more")
+	}
+	before := cutoff.UnixNano()
+	if cutoff.After(time.Unix(0, 1<<62)) {
+		before = 1<<63 - 1
+	} else if cutoff.Before(time.Unix(0, -1<<62)) {
+		before = -1 << 63
+	}
+	var due bool
+	err := s.pool.QueryRow(ctx, `SELECT COALESCE((SELECT terminal_at < $1 FROM jobs WHERE seq IS NOT NULL
+		ORDER BY seq LIMIT 1), false) OR EXISTS (SELECT 1 FROM deliveries WHERE job_row IS NULL
+		AND COALESCE(last_received_at, received_at) < $1)`, before).Scan(&due)
+	if err != nil || !due {
+		return 0, s.dbErr(err)
+	}
+	var deleted int
+	err = s.write(ctx, func(t *txn) error {
+		deleted = 0
+		rows, err := t.tx.Query(t.ctx, `SELECT id, terminal_at FROM jobs WHERE seq IS NOT NULL ORDER BY seq LIMIT $1`, batch)
+		if err != nil {
+			return err
+		}
+		var ids []int64
+		var id, ended int64
+		stop := false // at the first job that ended too recently
+		_, err = pgx.ForEachRow(rows, []any{&id, &ended}, func() error {
+			if stop = stop || ended >= before; !stop {
+				ids = append(ids, id)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if len(ids) > 0 {
+			if err := t.uncount(`DELETE FROM deliveries WHERE job_row = ANY($1) RETURNING outcome, copies`, ids); err != nil {
+				return err
+			}
+			rows, err := t.tx.Query(t.ctx, `DELETE FROM jobs WHERE id = ANY($1) RETURNING status, source, webhook_missed`, ids)
+			if err != nil {
+				return err
+			}
+			var status, source string
+			var missed bool
+			_, err = pgx.ForEachRow(rows, []any{&status, &source, &missed}, func() error {
+				deleted++
+				t.count(statusCounter(store.Status(status)), -1)
+				if source != "" {
+					t.count(sourceCounter(source), -1)
+				}
+				if missed {
+					t.count(missedCounter, -1)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return t.uncount(`DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE job_row IS NULL
+			AND COALESCE(last_received_at, received_at) < $1 LIMIT $2) RETURNING outcome, copies`, before, batch)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return deleted, nil
+}
+
+// uncount runs a delete returning (outcome, copies) rows and takes what it
+// deleted out of the counters. The first arrival has the row's outcome; a
+// copy of bytes that ended the job found it ended the same way, and any
+// other copy fared as the first did.
+func (t *txn) uncount(q string, args ...any) error {
+	rows, err := t.tx.Query(t.ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	var outcome string
+	var copies int64
+	_, err = pgx.ForEachRow(rows, []any{&outcome, &copies}, func() error {
+		o := store.Outcome(outcome)
+		t.count(outcomeCounter(o), -1)
+		if again := o; copies > 1 {
+			if again == store.OutcomeAccepted {
+				again = store.OutcomeDuplicate
+			}
+			t.count(outcomeCounter(again), 1-copies)
+		}
+		return nil
+	})
+	return err
+}
