@@ -11,9 +11,11 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,7 +49,8 @@ func freshSchema(t testing.TB) string {
 	rand.Read(b)
 	schema := "nh_" + hex.EncodeToString(b)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
+	direct := withoutPoolParams(t, base)
+	conn, err := pgx.Connect(ctx, direct)
 	if err != nil {
 		t.Fatalf("connect to %s: %v", Redact(base), err)
 	}
@@ -56,7 +59,7 @@ func freshSchema(t testing.TB) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, base)
+		conn, err := pgx.Connect(ctx, direct)
 		if err != nil {
 			t.Errorf("drop schema %s: %v", schema, err)
 			return
@@ -67,6 +70,23 @@ func freshSchema(t testing.TB) string {
 		}
 	})
 	return withParam(t, base, "search_path", schema)
+}
+
+// withoutPoolParams drops pgxpool's pool_* parameters, which a single
+// connection does not take.
+func withoutPoolParams(t testing.TB, base string) string {
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	for k := range q {
+		if strings.HasPrefix(k, "pool_") {
+			q.Del(k)
+		}
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 func withParam(t testing.TB, base, key, value string) string {
@@ -228,7 +248,7 @@ func TestMigrationRace(t *testing.T) {
 			t.Errorf("Open %d: %v", i, err)
 		}
 	}
-	conn, err := pgx.Connect(context.Background(), dbURL)
+	conn, err := pgx.Connect(context.Background(), withoutPoolParams(t, dbURL))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -508,5 +528,75 @@ func TestOutage(t *testing.T) {
 	defer cancel()
 	if jobs, _, err := s.WaitEvents(wctx, 1, 10); err != nil || len(jobs) != 1 {
 		t.Errorf("feed after the outage: got %d events, %v; want 1", len(jobs), err)
+	}
+}
+
+// BenchmarkRecordWebhook ends one new job per delivery from 64 goroutines
+// at once: the ends serialise on feed_counter, so this is the ceiling of
+// one replica without batching.
+func BenchmarkRecordWebhook(b *testing.B) {
+	s := openTest(b, freshSchema(b), Options{})
+	var n atomic.Int64
+	b.SetParallelism(64 / max(1, runtime.GOMAXPROCS(0)))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.RecordWebhook(context.Background(), completed(fmt.Sprintf("bench-%d", n.Add(1)))); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// TestFirstReportWinsAcrossStores delivers conflicting reports of the same
+// jobs through two stores at once: each job ends once, with one accepted
+// report, and the counters agree with the rows.
+func TestFirstReportWinsAcrossStores(t *testing.T) {
+	dbURL := freshSchema(t)
+	stores := []*Store{openTest(t, dbURL, Options{}), openTest(t, dbURL, Options{})}
+	const jobs, workers = 40, 8
+	statuses := []store.Status{store.StatusCompleted, store.StatusFailed, store.StatusPartial}
+	var accepted [jobs]atomic.Int64
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := stores[w%2]
+			for i := range jobs {
+				id := fmt.Sprintf("job-%d", i)
+				st := statuses[(i+w)%len(statuses)]
+				d := store.WebhookDelivery{Body: []byte(id + string(st)), ReceivedAt: time.Now(), Attempt: 1,
+					Report: &store.Report{JobID: id, Status: st}}
+				out, err := s.RecordWebhook(context.Background(), d)
+				if err != nil {
+					t.Errorf("%s: %v", id, err)
+					return
+				}
+				if out == store.OutcomeAccepted {
+					accepted[i].Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range accepted {
+		if got := accepted[i].Load(); got != 1 {
+			t.Errorf("job-%d: %d accepted reports; want 1", i, got)
+		}
+	}
+	st, err := stores[0].Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	byStatus := 0
+	for _, n := range st.ByStatus {
+		byStatus += n
+	}
+	if st.Jobs != jobs || byStatus != jobs || st.LastSeq != jobs || st.Deliveries != jobs*workers ||
+		st.Duplicates != jobs*(workers-1) || st.BySource["webhook"] != jobs {
+		t.Errorf("stats: got %+v; want %d jobs, seq %d, %d deliveries of which %d duplicates",
+			st, jobs, jobs, jobs*workers, jobs*(workers-1))
 	}
 }
