@@ -1,8 +1,11 @@
 // Package postgres keeps nouvelhook's job log in Postgres (pgx v5, pgxpool),
 // so that any number of serve replicas share one log.
 //
-// Every write is one transaction that commits before the method returns, so
-// a 200 for a webhook means committed in Postgres.
+// Every write returns only once the transaction holding it has committed, so
+// a 200 for a webhook means committed in Postgres. Writes queued at the same
+// moment share one transaction (group commit, as in the SQLite backend), so
+// that concurrent webhooks pay for one commit and one turn on the counter
+// rows between them.
 //
 // The change feed's seq is gap-free and in commit order across writers. A
 // bigserial would not do: sequence values are handed out when a row is
@@ -86,12 +89,15 @@ type Store struct {
 	url    string // redacted
 	secret string // the password, scrubbed from every error
 
-	closed atomic.Bool
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	kickCh chan struct{}
-	feed   feed
-	health health
+	closed      atomic.Bool
+	closeMu     sync.RWMutex // held to queue a write, so Close can close ops
+	ops         chan *op
+	writersDone sync.WaitGroup
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+	kickCh      chan struct{}
+	feed        feed
+	health      health
 }
 
 // Open connects to the Postgres database at url (postgres://user:pass@host/db
@@ -113,7 +119,7 @@ func Open(ctx context.Context, dbURL string, opts Options) (*Store, error) {
 	}
 	s := &Store{
 		listen: cfg.ConnConfig.Copy(), now: opts.Now, log: opts.Logger, url: shown, secret: secret,
-		kickCh: make(chan struct{}, 1),
+		kickCh: make(chan struct{}, 1), ops: make(chan *op, maxBatch),
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -135,6 +141,10 @@ func Open(ctx context.Context, dbURL string, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, s.openErr(err)
 	}
+	s.writersDone.Add(writers)
+	for range writers {
+		go s.writeLoop()
+	}
 	s.wg.Add(1)
 	go s.feedLoop(lctx)
 	if !opts.noListen {
@@ -144,12 +154,17 @@ func Open(ctx context.Context, dbURL string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// Close stops the listener and closes the pool. Later writes fail with
-// store.ErrUnavailable.
+// Close stops taking writes, commits those already queued, stops the
+// listener and closes the pool. Later writes fail with store.ErrUnavailable.
 func (s *Store) Close() error {
+	s.closeMu.Lock()
 	if s.closed.Swap(true) {
+		s.closeMu.Unlock()
 		return nil
 	}
+	close(s.ops)
+	s.closeMu.Unlock()
+	s.writersDone.Wait()
 	s.cancel()
 	s.wg.Wait()
 	s.pool.Close()

@@ -28,38 +28,114 @@ type txn struct {
 	ended []int64
 }
 
-// write runs fn in one transaction and commits it, retrying a deadlock or a
-// serialization failure twice. An error means nothing fn wrote was kept
-// (or, when COMMIT itself failed for want of a connection, that it is not
-// known: the caller answers 503 and Nouvel retries, which is idempotent).
-// The caller's cancellation does not cut a write short, so that a write is
-// never reported failed when it committed.
+// write queues fn and waits until the transaction holding it has committed
+// or failed. An error means nothing fn wrote was kept (or, when COMMIT itself
+// failed for want of a connection, that it is not known: the caller answers
+// 503 and Nouvel retries, which is idempotent). Once queued, the op runs
+// whatever the caller's ctx does, and the caller waits for its fate, so a
+// write is never reported failed when it committed. fn may run more than
+// once (see commit), so it must depend only on the transaction it is given.
 func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
+	o := &op{fn: fn, done: make(chan error, 1)}
+	s.closeMu.RLock()
 	if s.closed.Load() {
+		s.closeMu.RUnlock()
 		return store.Errorf(store.EUNAVAILABLE, "store unavailable: store is closed")
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
-	defer cancel()
-	var t *txn
-	var err error
-	for attempt := 0; ; attempt++ {
-		t, err = s.runTx(ctx, fn)
-		if err == nil || attempt == 2 || !retryable(err) {
-			break
-		}
+	select {
+	case s.ops <- o:
+		s.closeMu.RUnlock()
+	case <-ctx.Done():
+		s.closeMu.RUnlock()
+		return ctx.Err()
 	}
+	return <-o.done
+}
+
+// op is one queued write.
+type op struct {
+	fn   func(t *txn) error
+	done chan error
+}
+
+// maxBatch bounds how many queued writes share one transaction.
+const maxBatch = 256
+
+// writers is how many transactions of one replica may be open at once. Two
+// let one batch run its statements while the other commits; more would only
+// queue on the counter rows every batch updates.
+const writers = 2
+
+// writeLoop takes the first queued op, then whatever else is queued at that
+// moment, and commits them in one transaction (group commit): concurrent
+// webhooks share one commit, and one turn on the counter rows, instead of
+// queuing for them one by one.
+func (s *Store) writeLoop() {
+	defer s.writersDone.Done()
+	batch := make([]*op, 0, maxBatch)
+	for o := range s.ops {
+		batch = append(batch[:0], o)
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case o, ok := <-s.ops:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, o)
+			default:
+				break fill
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+// commit runs batch in one transaction, retrying a deadlock or a
+// serialization failure twice. If an op fails, the transaction is rolled
+// back and each op is retried alone, so one bad write cannot sink the
+// others; when Postgres cannot be reached, all fail at once.
+func (s *Store) commit(batch []*op) {
+	err := s.runBatch(batch)
+	if err == nil || len(batch) == 1 || unreachable(err) {
+		s.finish(batch, err)
+		return
+	}
+	for _, o := range batch {
+		s.finish([]*op{o}, s.runBatch([]*op{o}))
+	}
+}
+
+func (s *Store) finish(batch []*op, err error) {
 	now := s.now().UTC()
 	if err != nil {
 		msg := s.scrub(err)
 		s.health.observe(now, err, msg)
-		s.log.Error().Str("error", msg).Msg("store write failed")
-		return store.Errorf(store.EUNAVAILABLE, "store unavailable: %s", msg)
+		s.log.Error().Str("error", msg).Int("batch", len(batch)).Msg("store write failed")
+		err = store.Errorf(store.EUNAVAILABLE, "store unavailable: %s", msg)
+	} else {
+		s.health.observe(now, nil, "")
 	}
-	s.health.observe(now, nil, "")
-	if len(t.ended) > 0 {
-		s.kick()
+	for _, o := range batch {
+		o.done <- err
 	}
-	return nil
+}
+
+func (s *Store) runBatch(batch []*op) error {
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		t, err := s.runTx(ctx, batch)
+		if err == nil {
+			if len(t.ended) > 0 {
+				s.kick()
+			}
+			return nil
+		}
+		if attempt == 2 || !retryable(err) {
+			return err
+		}
+	}
 }
 
 func retryable(err error) bool {
@@ -67,15 +143,17 @@ func retryable(err error) bool {
 	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
 }
 
-func (s *Store) runTx(ctx context.Context, fn func(t *txn) error) (*txn, error) {
+func (s *Store) runTx(ctx context.Context, batch []*op) (*txn, error) {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	t := &txn{ctx: ctx, tx: tx, now: s.now().UTC()}
-	if err := fn(t); err != nil {
-		return t, err
+	for _, o := range batch {
+		if err := o.fn(t); err != nil {
+			return t, err
+		}
 	}
 	if err := t.flush(); err != nil {
 		return t, err
