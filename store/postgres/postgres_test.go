@@ -600,3 +600,41 @@ func TestFirstReportWinsAcrossStores(t *testing.T) {
 			st, jobs, jobs, jobs*workers, jobs*(workers-1))
 	}
 }
+
+// TestBatchIsolation: an op that fails in a shared transaction sinks only
+// itself; the others, retried alone, commit.
+func TestBatchIsolation(t *testing.T) {
+	s := openTest(t, freshSchema(t), Options{})
+	var batch []*op
+	for i := range 5 {
+		d := completed(fmt.Sprintf("ok-%d", i))
+		fn := func(t *txn) error {
+			out, row, err := t.endJob(d.Report, "[]", store.SourceWebhook)
+			if err != nil {
+				return err
+			}
+			return t.insertDelivery(d, []byte(d.JobID), row, out)
+		}
+		if i == 2 {
+			fn = func(t *txn) error {
+				_, err := t.tx.Exec(t.ctx, `SELECT 1/0`)
+				return err
+			}
+		}
+		batch = append(batch, &op{fn: fn, done: make(chan error, 1)})
+	}
+	s.commit(batch)
+	for i, o := range batch {
+		err := <-o.done
+		if wantErr := i == 2; (err != nil) != wantErr {
+			t.Errorf("op %d: got %v; want error %v", i, err, wantErr)
+		}
+	}
+	st, err := s.Stats(context.Background())
+	if err != nil || st.Jobs != 4 || st.LastSeq != 4 {
+		t.Errorf("stats: got %+v, %v; want 4 jobs, seq 4", st, err)
+	}
+	if err := s.Failed(); err != nil {
+		t.Errorf("Failed after a bad op: %v; want nil (the database is fine)", err)
+	}
+}
