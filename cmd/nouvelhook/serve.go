@@ -41,6 +41,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 // close the store. ready, when not nil, is told the base URLs of the public
 // and admin listeners once both listen.
 func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, ready func(public, admin string)) error {
+	if cfg.DBBackend() == config.BackendPostgres {
+		return fmt.Errorf("NOUVELHOOK_DB (%s): this build has no Postgres backend", config.RedactDB(cfg.DBPath))
+	}
 	st, err := store.Open(ctx, cfg.DBPath, store.Options{
 		Logger: log.With().Str("component", "store").Logger(), MaxBody: cfg.MaxBody})
 	if err != nil {
