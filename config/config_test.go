@@ -704,6 +704,7 @@ func TestRedactDB(t *testing.T) {
 		{pgURL, "postgres://nouvelhook:xxxxx@db.internal:5432/jobs?sslmode=require"},
 		{"postgres://nouvelhook@db/jobs", "postgres://nouvelhook@db/jobs"},
 		{"postgres://db/jobs?password=" + dbPassword, "postgres://db/jobs?password=xxxxx"},
+		{"postgres://u@db/jobs?sslmode=verify-full&sslpassword=" + dbPassword, "postgres://u@db/jobs?sslmode=verify-full&sslpassword=xxxxx"},
 		{"postgres://u:" + dbPassword + "/x@db/jobs", "(unparsable URL)"},
 		{"host=db password=" + dbPassword, "(key=value connection string)"},
 	}

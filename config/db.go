@@ -66,8 +66,8 @@ func CheckDB(db string) error {
 }
 
 // RedactDB returns db, a NOUVELHOOK_DB value, fit for a log line or an
-// error: a SQLite path as it is, a URL with its password (in the user info
-// or a password parameter) replaced by "xxxxx".
+// error: a SQLite path as it is, a URL with its password (in the user info,
+// or a password or sslpassword parameter) replaced by "xxxxx".
 func RedactDB(db string) string {
 	if scheme(db) == "" {
 		if isKeywordDSN(db) {
@@ -79,8 +79,14 @@ func RedactDB(db string) string {
 	if err != nil {
 		return "(unparsable URL)"
 	}
-	if q := u.Query(); q.Has("password") {
-		q.Set("password", "xxxxx")
+	q, masked := u.Query(), false
+	for _, k := range []string{"password", "sslpassword"} {
+		if q.Has(k) {
+			q.Set(k, "xxxxx")
+			masked = true
+		}
+	}
+	if masked {
 		u.RawQuery = q.Encode()
 	}
 	return u.Redacted()
