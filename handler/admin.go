@@ -39,7 +39,9 @@ func handleListJobs(d Deps) echo.HandlerFunc {
 			return err
 		}
 		if s := c.QueryParam("status"); s != "" {
-			f.Statuses = strings.Split(s, ",")
+			for _, st := range strings.Split(s, ",") {
+				f.Statuses = append(f.Statuses, store.Status(st))
+			}
 		}
 		if s := c.QueryParam("since"); s != "" {
 			if f.Since, err = time.Parse(time.RFC3339, s); err != nil {

@@ -105,15 +105,15 @@ func (c jobsCollector) Collect(ch chan<- prometheus.Metric) {
 	// on, say, nouvelhook_jobs{status="expired"} > 0 has a series to watch
 	// from the first scrape.
 	for _, status := range jobStatuses {
-		ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(st.ByStatus[status]), status)
+		ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(st.ByStatus[string(status)]), string(status))
 	}
 	for status, n := range st.ByStatus {
-		if !slices.Contains(jobStatuses, status) {
+		if !slices.Contains(jobStatuses, store.Status(status)) {
 			ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(n), status)
 		}
 	}
 }
 
 // jobStatuses are the statuses nouvelhook_jobs always has a series for.
-var jobStatuses = []string{store.StatusPending, store.StatusRunning, store.StatusCompleted, store.StatusPartial,
+var jobStatuses = []store.Status{store.StatusPending, store.StatusRunning, store.StatusCompleted, store.StatusPartial,
 	store.StatusFailed, store.StatusCancelled, store.StatusExpired, store.StatusNotFound}

@@ -78,7 +78,7 @@ func Sign(secret, body []byte) []byte {
 type event struct {
 	Event             string          `json:"event"`
 	JobID             *string         `json:"jobId"`
-	Status            string          `json:"status"`
+	Status            store.Status    `json:"status"`
 	TotalProjects     int             `json:"totalProjects"`
 	CompletedProjects int             `json:"completedProjects"`
 	FailedProjects    int             `json:"failedProjects"`
@@ -103,9 +103,7 @@ func ParseEvent(body []byte) (*store.Report, string, error) {
 	if !store.ValidJobID(id) {
 		return nil, "", errors.New("jobId may hold only letters, digits, '-' and '_'")
 	}
-	switch ev.Status {
-	case store.StatusCompleted, store.StatusPartial, store.StatusFailed, store.StatusCancelled:
-	default:
+	if !ev.Status.Terminal() || ev.Status.Local() {
 		return nil, id, fmt.Errorf("status %q is not completed, partial, failed or cancelled", ev.Status)
 	}
 	if ev.TotalProjects < 0 || ev.CompletedProjects < 0 || ev.FailedProjects < 0 {

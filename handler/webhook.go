@@ -99,7 +99,7 @@ func handleWebhook(d Deps) echo.HandlerFunc {
 			}
 			return echo.NewHTTPError(http.StatusBadRequest, delivery.Problem)
 		case store.OutcomeConflict:
-			log.Warn().Str("job_id", jobID).Str("status", report.Status).Msg("delivery disagrees with the job's first terminal report; the first stands")
+			log.Warn().Str("job_id", jobID).Str("status", string(report.Status)).Msg("delivery disagrees with the job's first terminal report; the first stands")
 		}
 		return c.JSON(http.StatusOK, webhookAnswer{Received: true, JobID: jobID, Duplicate: outcome.Duplicate()})
 	}

@@ -154,7 +154,7 @@ func Retryable(err error) bool {
 // JobStatus is Nouvel's answer to GET /api/v1/jobs/{jobId}.
 type JobStatus struct {
 	JobID             string            `json:"jobId"`
-	Status            string            `json:"status"`
+	Status            store.Status      `json:"status"`
 	OverallProgress   float64           `json:"overallProgress"`
 	Stage             string            `json:"stage"`
 	TotalProjects     int               `json:"totalProjects"`
@@ -166,10 +166,10 @@ type JobStatus struct {
 
 // JobProject is one entry of a job answer's projects list.
 type JobProject struct {
-	ID       string  `json:"id"`
-	Title    string  `json:"title"`
-	Status   string  `json:"status"`
-	Progress float64 `json:"progress"`
+	ID       string       `json:"id"`
+	Title    string       `json:"title"`
+	Status   store.Status `json:"status"`
+	Progress float64      `json:"progress"`
 }
 
 // CompletedDetail is one entry of a terminal job answer's completedDetails.
@@ -180,7 +180,7 @@ type CompletedDetail struct {
 	Title           string          `json:"title"`
 	URL             string          `json:"url"`
 	FinalOutputURL  string          `json:"finalOutputUrl"`
-	Status          string          `json:"status"`
+	Status          store.Status    `json:"status"`
 	AspectRatio     string          `json:"aspectRatio"`
 	DurationSeconds float64         `json:"durationSeconds"`
 	SceneCount      int             `json:"sceneCount"`
@@ -190,9 +190,9 @@ type CompletedDetail struct {
 
 // GenerateResult is the part of Nouvel's generate answer nouvelhook uses.
 type GenerateResult struct {
-	JobID         string `json:"jobId"`
-	TotalProjects int    `json:"totalProjects"`
-	Status        string `json:"status"`
+	JobID         string       `json:"jobId"`
+	TotalProjects int          `json:"totalProjects"`
+	Status        store.Status `json:"status"`
 }
 
 // GetJob fetches a job's state. jobID must pass store.ValidJobID, else the
@@ -218,7 +218,7 @@ func (c *Client) GetJob(ctx context.Context, jobID string) (JobStatus, RateInfo,
 	switch {
 	case js.JobID != jobID:
 		return JobStatus{}, rate, fmt.Errorf("%w: GET %s: answer is about job %q", ErrTransport, path, js.JobID)
-	case !isNouvelStatus(js.Status):
+	case !js.Status.Nouvel():
 		return JobStatus{}, rate, fmt.Errorf("%w: GET %s: unexpected job status %q", ErrTransport, path, js.Status)
 	}
 	return js, rate, nil
@@ -269,7 +269,7 @@ func (j JobStatus) Report() store.Report {
 		Progress:          clampProgress(j.OverallProgress),
 		Projects:          make([]store.Project, 0, len(j.Projects)),
 	}
-	if store.IsTerminal(j.Status) {
+	if j.Status.Terminal() {
 		r.Progress = 100
 	}
 	details := make(map[string]CompletedDetail, len(j.CompletedDetails))
@@ -304,15 +304,6 @@ func clampProgress(p float64) int {
 		return 0
 	}
 	return int(math.Round(math.Min(100, math.Max(0, p))))
-}
-
-func isNouvelStatus(s string) bool {
-	switch s {
-	case store.StatusPending, store.StatusRunning, store.StatusCompleted,
-		store.StatusPartial, store.StatusFailed, store.StatusCancelled:
-		return true
-	}
-	return false
 }
 
 // do sends one request and returns a 2xx answer's body, or an *APIError or

@@ -255,7 +255,7 @@ func (r *Reconciler) poll(ctx context.Context, p store.PollTarget, now time.Time
 		return // shutting down; the job stays due
 	}
 	label := pollLabel(err)
-	if err == nil && store.IsTerminal(job.Status) {
+	if err == nil && job.Status.Terminal() {
 		label = "terminal"
 	}
 	r.metrics.polls.WithLabelValues(label).Inc()
@@ -292,7 +292,7 @@ func (r *Reconciler) poll(ctx context.Context, p store.PollTarget, now time.Time
 		r.log.Warn().Str("job_id", p.JobID).Msg("Nouvel does not know the job; ended as not_found")
 	default:
 		r.metrics.caught.Inc()
-		r.log.Info().Str("job_id", p.JobID).Str("status", job.Status).Msg("poller caught the job's end")
+		r.log.Info().Str("job_id", p.JobID).Str("status", string(job.Status)).Msg("poller caught the job's end")
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nouvelhook/nouvelhook/reconcile/nouveltest"
+	"github.com/nouvelhook/nouvelhook/store"
 )
 
 // jobIDs returns n ids, alternating UUIDs and cuid-like ids.
@@ -24,7 +25,7 @@ func jobIDs(n int) []string {
 
 func TestDroppedWebhooksAreReconciled(t *testing.T) {
 	f := newFixture(t, 30*time.Minute, func(o *nouveltest.Options) { o.DropRate = 0.4 }, nil)
-	outcomes := []string{"completed", "partial", "failed", "cancelled", "completed"}
+	outcomes := []store.Status{"completed", "partial", "failed", "cancelled", "completed"}
 	ids := jobIDs(30)
 	for i, id := range ids {
 		f.Nouvel.AddJob(nouveltest.JobSpec{ID: id, Outcome: outcomes[i%len(outcomes)], Polls: 1 + i%5,

@@ -520,7 +520,7 @@ func TestNotFoundAfterThree404sInARow(t *testing.T) {
 		name         string
 		known        bool
 		faults       []nouveltest.Fault
-		wantStatus   string
+		wantStatus   store.Status
 		wantStatuses []int
 	}{
 		{name: "unknown job", wantStatus: store.StatusNotFound, wantStatuses: []int{404, 404, 404}},

@@ -27,7 +27,7 @@ func (r *Reconciler) Submit(ctx context.Context, body []byte) (json.RawMessage, 
 	r.submitMu.Lock()
 	if r.closing {
 		r.submitMu.Unlock()
-		return nil, fmt.Errorf("%w: shutting down", store.ErrUnavailable)
+		return nil, store.Errorf(store.EUNAVAILABLE, "store unavailable: shutting down")
 	}
 	r.submits.Add(1)
 	r.submitMu.Unlock()
@@ -35,10 +35,10 @@ func (r *Reconciler) Submit(ctx context.Context, body []byte) (json.RawMessage, 
 
 	var req map[string]json.RawMessage
 	if err := json.Unmarshal(body, &req); err != nil || req == nil {
-		return nil, fmt.Errorf("%w: body must be a JSON object like Nouvel's generate body", store.ErrInvalid)
+		return nil, store.Errorf(store.EINVALID, "body must be a JSON object like Nouvel's generate body")
 	}
 	if _, ok := req["webhookUrl"]; ok {
-		return nil, fmt.Errorf("%w: leave webhookUrl out: nouvelhook sets it from NOUVELHOOK_PUBLIC_URL", store.ErrInvalid)
+		return nil, store.Errorf(store.EINVALID, "leave webhookUrl out: nouvelhook sets it from NOUVELHOOK_PUBLIC_URL")
 	}
 	mode := ModePollOnly
 	if r.opts.WebhookURL != "" {

@@ -47,7 +47,7 @@ func TestSubmitTracksAndEnds(t *testing.T) {
 			var ans submitAnswer
 			decode(t, body, &ans)
 			if status != http.StatusCreated || ans.JobID == "" || ans.Mode != tc.wantMode ||
-				ans.WebhookURL != tc.webhookURL || ans.TotalProjects != 2 || ans.Status != store.StatusRunning {
+				ans.WebhookURL != tc.webhookURL || ans.TotalProjects != 2 || ans.Status != string(store.StatusRunning) {
 				t.Fatalf("POST /v1/generate: got %d %s, want 201 with a jobId, 2 projects, running, mode %q, webhookUrl %q",
 					status, body, tc.wantMode, tc.webhookURL)
 			}

@@ -7,42 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 )
-
-// Outcome says what a report did to its job.
-type Outcome string
-
-// Outcomes of a delivery or a poll that reported a terminal state.
-const (
-	// OutcomeAccepted: the report ended the job.
-	OutcomeAccepted Outcome = "accepted"
-	// OutcomeDuplicate: the job had already ended, the same way.
-	OutcomeDuplicate Outcome = "duplicate"
-	// OutcomeConflict: the job had already ended differently; the first
-	// report stands.
-	OutcomeConflict Outcome = "conflict"
-	// OutcomeInvalid: a signed delivery that is not a usable event.
-	OutcomeInvalid Outcome = "invalid"
-)
-
-// Duplicate reports whether the job had already ended before this report.
-func (o Outcome) Duplicate() bool { return o == OutcomeDuplicate || o == OutcomeConflict }
-
-// WebhookDelivery is one delivery whose signature has been verified.
-type WebhookDelivery struct {
-	// Body is the exact bytes received.
-	Body       []byte
-	ReceivedAt time.Time
-	// Attempt is the X-Nouvel-Attempt header, 1 when absent.
-	Attempt int
-	// Report is the parsed event; nil when the body is not a usable event.
-	Report *Report
-	// JobID is the job the body names, if any, even when Report is nil.
-	JobID string
-	// Problem says why the body is not usable when Report is nil.
-	Problem string
-}
 
 // RecordWebhook commits a verified delivery: its raw bytes in the delivery
 // log and, for a usable event, the job's terminal state and feed entry, all in
@@ -55,8 +20,8 @@ func (s *Store) RecordWebhook(ctx context.Context, d WebhookDelivery) (Outcome, 
 			return t.insertDelivery(d, hash[:], 0, OutcomeInvalid)
 		})
 	}
-	if !IsTerminal(d.Report.Status) || !ValidJobID(d.Report.JobID) {
-		return "", fmt.Errorf("%w: webhook report for %q with status %q", ErrInvalid, d.Report.JobID, d.Report.Status)
+	if !d.Report.Status.Terminal() || !ValidJobID(d.Report.JobID) {
+		return "", Errorf(EINVALID, "webhook report for %q with status %q", d.Report.JobID, d.Report.Status)
 	}
 	projects, err := encodeProjects(d.Report.Projects)
 	if err != nil {
@@ -80,7 +45,7 @@ func encodeProjects(p []Project) (string, error) {
 	}
 	b, err := json.Marshal(p)
 	if err != nil {
-		return "", fmt.Errorf("%w: projects: %w", ErrInvalid, err)
+		return "", Errorf(EINVALID, "projects: %v", err)
 	}
 	return string(b), nil
 }
@@ -88,7 +53,7 @@ func encodeProjects(p []Project) (string, error) {
 // jobState is what deciding the fate of a report needs to know of its job.
 type jobState struct {
 	row                      int64
-	status                   string
+	status                   Status
 	terminal                 bool
 	total, completed, failed int
 }
@@ -165,7 +130,7 @@ func (t *txn) endJob(r *Report, projects, source string) (Outcome, int64, error)
 func (t *txn) insertDelivery(d WebhookDelivery, hash []byte, row int64, outcome Outcome) error {
 	t.delivering(len(d.Body))
 	var jobRow, jobID any
-	status := ""
+	var status Status
 	stmt := t.stmts.insertUnjobbed
 	if row != 0 {
 		jobRow, stmt = row, t.stmts.insertDelivery
@@ -186,7 +151,7 @@ func (t *txn) insertDelivery(d WebhookDelivery, hash []byte, row int64, outcome 
 }
 
 // Counter names in the counters table.
-func statusCounter(status string) string { return "status:" + status }
+func statusCounter(status Status) string { return "status:" + string(status) }
 func sourceCounter(source string) string { return "source:" + source }
 func outcomeCounter(o Outcome) string    { return "outcome:" + string(o) }
 

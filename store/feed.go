@@ -60,13 +60,6 @@ func (s *Store) WaitEvents(ctx context.Context, after int64, limit int) ([]Job, 
 	return jobs, last, nil
 }
 
-// FeedEvent is one change-feed event in the JSON form the API shows a job
-// in. JSON is shared by every reader of the event: do not modify it.
-type FeedEvent struct {
-	Seq  int64
-	JSON []byte
-}
-
 // WaitFeed is WaitEvents with each job already encoded, once for all
 // readers: what an event stream writes to every subscriber.
 func (s *Store) WaitFeed(ctx context.Context, after int64, limit int) ([]FeedEvent, int64, error) {

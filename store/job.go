@@ -1,22 +1,8 @@
 package store
 
 import (
-	"errors"
 	"regexp"
 	"time"
-)
-
-// Job statuses. The first six are Nouvel's own; Expired and NotFound are local
-// end states the reconciler assigns.
-const (
-	StatusPending   = "pending"
-	StatusRunning   = "running"
-	StatusCompleted = "completed"
-	StatusPartial   = "partial"
-	StatusFailed    = "failed"
-	StatusCancelled = "cancelled"
-	StatusExpired   = "expired"
-	StatusNotFound  = "not_found"
 )
 
 // Sources say how a job's terminal state was first learned.
@@ -25,42 +11,17 @@ const (
 	SourcePoll    = "poll"
 )
 
-// Errors returned by the store. Callers match them with errors.Is.
-var (
-	// ErrNotFound means the job is not in the log.
-	ErrNotFound = errors.New("job not found")
-	// ErrInvalid means the input was rejected before touching the database.
-	ErrInvalid = errors.New("invalid input")
-	// ErrUnavailable means the store could not commit: the disk is full, the
-	// file is read-only, or the store is closed. Nothing was stored.
-	ErrUnavailable = errors.New("store unavailable")
-)
-
 var jobIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 
 // ValidJobID reports whether id is a usable job id: 1 to 128 bytes of letters,
 // digits, '-' and '_'. Ids are otherwise opaque; UUIDs and cuids both pass.
 func ValidJobID(id string) bool { return jobIDPattern.MatchString(id) }
 
-// IsTerminal reports whether status is an end state, Nouvel's or local.
-func IsTerminal(status string) bool {
-	switch status {
-	case StatusCompleted, StatusPartial, StatusFailed, StatusCancelled, StatusExpired, StatusNotFound:
-		return true
-	}
-	return false
-}
-
-// IsKnownStatus reports whether status is any status a job in the log can have.
-func IsKnownStatus(status string) bool {
-	return status == StatusPending || status == StatusRunning || IsTerminal(status)
-}
-
 // Project is one video of a job, as the webhook reports it.
 type Project struct {
 	ProjectID string `json:"projectId"`
 	Title     string `json:"title"`
-	Status    string `json:"status"`
+	Status    Status `json:"status"`
 	VideoURL  string `json:"videoUrl"`
 }
 
@@ -68,7 +29,7 @@ type Project struct {
 // API, the CLI's --json and the change feed all share.
 type Job struct {
 	JobID             string     `json:"jobId"`
-	Status            string     `json:"status"`
+	Status            Status     `json:"status"`
 	Terminal          bool       `json:"terminal"`
 	TotalProjects     int        `json:"totalProjects"`
 	CompletedProjects int        `json:"completedProjects"`
@@ -103,7 +64,7 @@ type Delivery struct {
 	ReceivedAt time.Time `json:"receivedAt"`
 	Attempt    int       `json:"attempt"`
 	Duplicate  bool      `json:"duplicate"`
-	Status     string    `json:"status"`
+	Status     Status    `json:"status"`
 	// Copies is how many times these exact bytes arrived, at least 1.
 	Copies int `json:"copies"`
 }
@@ -112,7 +73,7 @@ type Delivery struct {
 // terminal Status ends the job, unless an earlier terminal report already did.
 type Report struct {
 	JobID             string
-	Status            string
+	Status            Status
 	TotalProjects     int
 	CompletedProjects int
 	FailedProjects    int
@@ -121,4 +82,105 @@ type Report struct {
 	// Progress to 100.
 	Progress int
 	Stage    string
+}
+
+// Outcome says what a report did to its job.
+type Outcome string
+
+// Outcomes of a delivery or a poll that reported a terminal state.
+const (
+	// OutcomeAccepted: the report ended the job.
+	OutcomeAccepted Outcome = "accepted"
+	// OutcomeDuplicate: the job had already ended, the same way.
+	OutcomeDuplicate Outcome = "duplicate"
+	// OutcomeConflict: the job had already ended differently; the first
+	// report stands.
+	OutcomeConflict Outcome = "conflict"
+	// OutcomeInvalid: a signed delivery that is not a usable event.
+	OutcomeInvalid Outcome = "invalid"
+)
+
+// Duplicate reports whether the job had already ended before this report.
+func (o Outcome) Duplicate() bool { return o == OutcomeDuplicate || o == OutcomeConflict }
+
+// WebhookDelivery is one delivery whose signature has been verified.
+type WebhookDelivery struct {
+	// Body is the exact bytes received.
+	Body       []byte
+	ReceivedAt time.Time
+	// Attempt is the X-Nouvel-Attempt header, 1 when absent.
+	Attempt int
+	// Report is the parsed event; nil when the body is not a usable event.
+	Report *Report
+	// JobID is the job the body names, if any, even when Report is nil.
+	JobID string
+	// Problem says why the body is not usable when Report is nil.
+	Problem string
+}
+
+// MaxDeliveries is how many deliveries JobWithDeliveries lists at most.
+const MaxDeliveries = 100
+
+// Filter selects jobs for ListJobs.
+type Filter struct {
+	// Statuses keeps jobs with any of these statuses; empty keeps all.
+	Statuses []Status
+	// Since keeps jobs created at or after it; zero keeps all.
+	Since time.Time
+	// Limit is the page size, 1 to MaxLimit.
+	Limit int
+	// Cursor is a previous page's NextCursor; empty starts at the newest.
+	Cursor string
+}
+
+// MaxLimit is the largest page ListJobs and Events return.
+const MaxLimit = 500
+
+// Stats are counts over the whole log.
+type Stats struct {
+	Jobs           int            `json:"jobs"`
+	ByStatus       map[string]int `json:"byStatus"`
+	BySource       map[string]int `json:"bySource"`
+	Deliveries     int            `json:"deliveries"`
+	Duplicates     int            `json:"duplicates"`
+	Conflicts      int            `json:"conflicts"`
+	Invalid        int            `json:"invalid"`
+	WebhooksMissed int            `json:"webhooksMissed"`
+	LastSeq        int64          `json:"lastSeq"`
+}
+
+// PollTarget is a job the reconciler may poll, with the schedule state its
+// next gap depends on.
+type PollTarget struct {
+	JobID      string
+	CreatedAt  time.Time
+	NextPollAt time.Time
+	// Step counts answers that said the job is still running.
+	Step int
+	// Failures counts server and transport failures in a row.
+	Failures int
+	// NotFound counts 404 answers in a row.
+	NotFound int
+}
+
+// PollResult is what one poll of a job learned, and when to poll it next.
+type PollResult struct {
+	// Report is Nouvel's answer; nil when the poll failed.
+	Report *Report
+	// Err is the failure to show as the job's lastError; "" clears it.
+	Err string
+	// Failed and NotFound say which failure count this poll adds to. A
+	// successful answer resets both.
+	Failed, NotFound bool
+	// End, when set (StatusNotFound), ends the job locally instead.
+	End Status
+	// Next is when to poll again if the job is still not terminal.
+	Next time.Time
+}
+
+// FeedEvent is one change-feed event in the JSON form the API shows a job
+// in. JSON is shared by every reader of the event: do not modify it.
+type FeedEvent struct {
+	Seq  int64
+	JSON []byte
 }

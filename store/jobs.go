@@ -61,13 +61,10 @@ func clampNanos(t time.Time) int64 {
 func (s *Store) Job(ctx context.Context, jobID string) (Job, error) {
 	j, _, err := scanJob(s.rdb.QueryRowContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE job_id = ?`, jobID))
 	if errors.Is(err, sql.ErrNoRows) {
-		return Job{}, fmt.Errorf("%w: %s", ErrNotFound, jobID)
+		return Job{}, Errorf(ENOTFOUND, "job not found: %s", jobID)
 	}
 	return j, err
 }
-
-// MaxDeliveries is how many deliveries JobWithDeliveries lists at most.
-const MaxDeliveries = 100
 
 // JobWithDeliveries returns the job with its last MaxDeliveries verified
 // webhook deliveries, oldest first, and DeliveriesTotal set, or ErrNotFound.
@@ -81,7 +78,7 @@ func (s *Store) JobWithDeliveries(ctx context.Context, jobID string) (Job, error
 	defer tx.Rollback()
 	j, row, err := scanJob(tx.QueryRowContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE job_id = ?`, jobID))
 	if errors.Is(err, sql.ErrNoRows) {
-		return Job{}, fmt.Errorf("%w: %s", ErrNotFound, jobID)
+		return Job{}, Errorf(ENOTFOUND, "job not found: %s", jobID)
 	}
 	if err != nil {
 		return Job{}, err
@@ -119,7 +116,7 @@ func (s *Store) JobWithDeliveries(ctx context.Context, jobID string) (Job, error
 // way the job is returned as it now stands.
 func (s *Store) Track(ctx context.Context, jobID string, firstPoll time.Time) (j Job, created bool, err error) {
 	if !ValidJobID(jobID) {
-		return Job{}, false, fmt.Errorf("%w: jobId must be 1-128 letters, digits, '-' or '_'", ErrInvalid)
+		return Job{}, false, Errorf(EINVALID, "jobId must be 1-128 letters, digits, '-' or '_'")
 	}
 	err = s.write(ctx, func(t *txn) error {
 		at, err := t.createdAt()
@@ -145,21 +142,6 @@ func (s *Store) Track(ctx context.Context, jobID string, firstPoll time.Time) (j
 	return j, created, err
 }
 
-// Filter selects jobs for ListJobs.
-type Filter struct {
-	// Statuses keeps jobs with any of these statuses; empty keeps all.
-	Statuses []string
-	// Since keeps jobs created at or after it; zero keeps all.
-	Since time.Time
-	// Limit is the page size, 1 to MaxLimit.
-	Limit int
-	// Cursor is a previous page's NextCursor; empty starts at the newest.
-	Cursor string
-}
-
-// MaxLimit is the largest page ListJobs and Events return.
-const MaxLimit = 500
-
 // ListJobs returns a page of jobs, newest first, and the cursor of the next
 // page ("" when this is the last). A bad filter is ErrInvalid.
 //
@@ -170,19 +152,19 @@ const MaxLimit = 500
 // a clock that stepped back can put a few jobs on the wrong side of Since.
 func (s *Store) ListJobs(ctx context.Context, f Filter) (jobs []Job, next string, err error) {
 	if f.Limit < 1 || f.Limit > MaxLimit {
-		return nil, "", fmt.Errorf("%w: limit must be between 1 and %d", ErrInvalid, MaxLimit)
+		return nil, "", Errorf(EINVALID, "limit must be between 1 and %d", MaxLimit)
 	}
 	before := int64(math.MaxInt64)
 	if f.Cursor != "" {
 		before, err = strconv.ParseInt(f.Cursor, 10, 64)
 		if err != nil || before < 1 {
-			return nil, "", fmt.Errorf("%w: cursor %q is not one this API returned", ErrInvalid, f.Cursor)
+			return nil, "", Errorf(EINVALID, "cursor %q is not one this API returned", f.Cursor)
 		}
 	}
-	var statuses []string
+	var statuses []Status
 	for _, st := range f.Statuses {
-		if !IsKnownStatus(st) {
-			return nil, "", fmt.Errorf("%w: unknown status %q", ErrInvalid, st)
+		if !st.Known() {
+			return nil, "", Errorf(EINVALID, "unknown status %q", st)
 		}
 		if !slices.Contains(statuses, st) {
 			statuses = append(statuses, st)
@@ -225,7 +207,7 @@ func (s *Store) ListJobs(ctx context.Context, f Filter) (jobs []Job, next string
 // listQuery selects up to n jobs with low <= id < before, newest first, with
 // any of statuses (all when empty). With several statuses each is walked in
 // jobs_status on its own, n at most, and the ids are merged.
-func listQuery(statuses []string, low, before int64, n int) (string, []any) {
+func listQuery(statuses []Status, low, before int64, n int) (string, []any) {
 	const rng = `id >= ? AND id < ? ORDER BY id DESC LIMIT ?`
 	switch len(statuses) {
 	case 0:
@@ -284,10 +266,10 @@ func firstCreatedAtOrAfter(ctx context.Context, q rowQuerier, since int64) (id i
 // oldest first, and the seq of the last one (after itself when none).
 func (s *Store) Events(ctx context.Context, after int64, limit int) (jobs []Job, last int64, err error) {
 	if limit < 1 || limit > MaxLimit {
-		return nil, 0, fmt.Errorf("%w: limit must be between 1 and %d", ErrInvalid, MaxLimit)
+		return nil, 0, Errorf(EINVALID, "limit must be between 1 and %d", MaxLimit)
 	}
 	if after < 0 {
-		return nil, 0, fmt.Errorf("%w: after must be 0 or more", ErrInvalid)
+		return nil, 0, Errorf(EINVALID, "after must be 0 or more")
 	}
 	rows, err := s.rdb.QueryContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
 	if err != nil {
@@ -303,19 +285,6 @@ func (s *Store) Events(ctx context.Context, after int64, limit int) (jobs []Job,
 		jobs, last = append(jobs, j), j.Seq
 	}
 	return jobs, last, rows.Err()
-}
-
-// Stats are counts over the whole log.
-type Stats struct {
-	Jobs           int            `json:"jobs"`
-	ByStatus       map[string]int `json:"byStatus"`
-	BySource       map[string]int `json:"bySource"`
-	Deliveries     int            `json:"deliveries"`
-	Duplicates     int            `json:"duplicates"`
-	Conflicts      int            `json:"conflicts"`
-	Invalid        int            `json:"invalid"`
-	WebhooksMissed int            `json:"webhooksMissed"`
-	LastSeq        int64          `json:"lastSeq"`
 }
 
 // Stats reads the counters the write path keeps, so it costs the same

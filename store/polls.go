@@ -8,20 +8,6 @@ import (
 	"time"
 )
 
-// PollTarget is a job the reconciler may poll, with the schedule state its
-// next gap depends on.
-type PollTarget struct {
-	JobID      string
-	CreatedAt  time.Time
-	NextPollAt time.Time
-	// Step counts answers that said the job is still running.
-	Step int
-	// Failures counts server and transport failures in a row.
-	Failures int
-	// NotFound counts 404 answers in a row.
-	NotFound int
-}
-
 // DuePolls returns up to limit jobs that are not terminal and due at now,
 // the longest overdue first, so that none starves.
 func (s *Store) DuePolls(ctx context.Context, now time.Time, limit int) ([]PollTarget, error) {
@@ -55,21 +41,6 @@ func (s *Store) NextPollAt(ctx context.Context) (next time.Time, ok bool, err er
 	return fromNanos(n.Int64), true, nil
 }
 
-// PollResult is what one poll of a job learned, and when to poll it next.
-type PollResult struct {
-	// Report is Nouvel's answer; nil when the poll failed.
-	Report *Report
-	// Err is the failure to show as the job's lastError; "" clears it.
-	Err string
-	// Failed and NotFound say which failure count this poll adds to. A
-	// successful answer resets both.
-	Failed, NotFound bool
-	// End, when set (StatusNotFound), ends the job locally instead.
-	End string
-	// Next is when to poll again if the job is still not terminal.
-	Next time.Time
-}
-
 // RecordPoll commits a poll of jobID. A terminal Report goes through the same
 // path as a webhook, with source poll, so the job ends once whichever comes
 // first; the outcome says which. An error wrapping ErrUnavailable means
@@ -79,7 +50,7 @@ func (s *Store) RecordPoll(ctx context.Context, jobID string, r PollResult) (Out
 	if r.End != "" {
 		end = &Report{JobID: jobID, Status: r.End}
 	}
-	if end != nil && !IsTerminal(end.Status) {
+	if end != nil && !end.Status.Terminal() {
 		end = nil
 	}
 	projects := "[]"
@@ -107,7 +78,7 @@ func (s *Store) RecordPoll(ctx context.Context, jobID string, r PollResult) (Out
 		switch {
 		case r.Report != nil:
 			// The status counters move with the status: read the old one.
-			var was string
+			var was Status
 			err := t.tx.QueryRowContext(t.ctx, `SELECT status FROM jobs WHERE job_id = ? AND terminal = 0`, jobID).Scan(&was)
 			if errors.Is(err, sql.ErrNoRows) {
 				return nil // unknown, or ended meanwhile: a stale poll changes nothing

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 )
 
@@ -26,7 +25,7 @@ import (
 // the writer.
 func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (deleted int, err error) {
 	if batch < 1 {
-		return 0, fmt.Errorf("%w: prune batch must be 1 or more", ErrInvalid)
+		return 0, Errorf(EINVALID, "prune batch must be 1 or more")
 	}
 	before := clampNanos(cutoff)
 	if due, err := s.pruneDue(ctx, before); err != nil || !due {
@@ -81,7 +80,8 @@ func (t *txn) pruneJobs(before int64, batch int) (int, error) {
 	var ids []int64
 	for rows.Next() {
 		var id, ended int64
-		var status, source string
+		var status Status
+		var source string
 		var missed bool
 		if err := rows.Scan(&id, &status, &source, &missed, &ended); err != nil {
 			rows.Close()

@@ -20,8 +20,8 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	one, oneArgs := listQuery([]string{StatusCompleted}, 1, 100, 501)
-	many, manyArgs := listQuery([]string{StatusCompleted, StatusFailed}, 1, 100, 501)
+	one, oneArgs := listQuery([]Status{StatusCompleted}, 1, 100, 501)
+	many, manyArgs := listQuery([]Status{StatusCompleted, StatusFailed}, 1, 100, 501)
 	all, allArgs := listQuery(nil, 1, 100, 501)
 	for _, c := range []struct {
 		name   string

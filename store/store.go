@@ -70,7 +70,7 @@ type Store struct {
 // corrupt one (SQLite's quick_check).
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if path == "" {
-		return nil, fmt.Errorf("%w: empty database path", ErrInvalid)
+		return nil, Errorf(EINVALID, "empty database path")
 	}
 	if err := prepareFolder(path); err != nil {
 		return nil, err
@@ -217,5 +217,5 @@ func unavailable(err error) error {
 	if err == nil || errors.Is(err, ErrUnavailable) {
 		return err
 	}
-	return fmt.Errorf("%w: %s", ErrUnavailable, strings.TrimSpace(err.Error()))
+	return Errorf(EUNAVAILABLE, "store unavailable: %s", strings.TrimSpace(err.Error()))
 }

@@ -27,7 +27,7 @@ func openStore(t *testing.T, path string) *store.Store {
 	return s
 }
 
-func report(id, status string) *store.Report {
+func report(id string, status store.Status) *store.Report {
 	return &store.Report{JobID: id, Status: status, TotalProjects: 2, CompletedProjects: 2,
 		Projects: []store.Project{{ProjectID: "p1", Title: "t", Status: "completed", VideoURL: "https://v/1.mp4"}}}
 }
@@ -119,7 +119,7 @@ func TestListJobsPagesNewestFirst(t *testing.T) {
 	ctx := context.Background()
 	s := openStore(t, filepath.Join(t.TempDir(), "nh.db"))
 	for i := 0; i < 7; i++ {
-		status := "completed"
+		status := store.StatusCompleted
 		if i%2 == 1 {
 			status = "failed"
 		}
@@ -147,7 +147,7 @@ func TestListJobsPagesNewestFirst(t *testing.T) {
 	if fmt.Sprint(got) != want {
 		t.Fatalf("got %v, want %s", got, want)
 	}
-	failed, _, err := s.ListJobs(ctx, store.Filter{Limit: 10, Statuses: []string{"failed"}})
+	failed, _, err := s.ListJobs(ctx, store.Filter{Limit: 10, Statuses: []store.Status{"failed"}})
 	if err != nil || len(failed) != 3 {
 		t.Fatalf("status filter: got %d jobs, %v; want 3", len(failed), err)
 	}
@@ -159,7 +159,7 @@ func TestListJobsPagesNewestFirst(t *testing.T) {
 	if jobs, _, _ := s.ListJobs(ctx, store.Filter{Limit: 10, Since: time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC)}); len(jobs) != 7 {
 		t.Errorf("since year 1000: got %d jobs, want 7", len(jobs))
 	}
-	for _, f := range []store.Filter{{Limit: 0}, {Limit: 501}, {Limit: 1, Cursor: "x"}, {Limit: 1, Statuses: []string{"done"}}} {
+	for _, f := range []store.Filter{{Limit: 0}, {Limit: 501}, {Limit: 1, Cursor: "x"}, {Limit: 1, Statuses: []store.Status{"done"}}} {
 		if _, _, err := s.ListJobs(ctx, f); !errors.Is(err, store.ErrInvalid) {
 			t.Errorf("ListJobs(%+v): got %v, want ErrInvalid", f, err)
 		}
@@ -495,7 +495,7 @@ func TestStatsCountersFollowEveryChange(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	running := func(id, status string) store.PollResult {
+	running := func(id string, status store.Status) store.PollResult {
 		return store.PollResult{Report: &store.Report{JobID: id, Status: status, Progress: 30}, Next: now.Add(time.Minute)}
 	}
 	steps := []struct {
@@ -653,7 +653,7 @@ func TestListJobsFiltersMatchAScan(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	statuses := []string{"completed", "failed", "partial", "pending", "running"}
+	statuses := []store.Status{"completed", "failed", "partial", "pending", "running"}
 	for i := range 80 {
 		now = start.Add(time.Duration(i) * time.Minute)
 		if i%7 == 3 {
@@ -684,9 +684,9 @@ func TestListJobsFiltersMatchAScan(t *testing.T) {
 		}
 	}
 	for _, f := range []store.Filter{
-		{}, {Statuses: []string{"failed"}}, {Statuses: []string{"pending", "completed", "completed"}},
+		{}, {Statuses: []store.Status{"failed"}}, {Statuses: []store.Status{"pending", "completed", "completed"}},
 		{Since: start.Add(30 * time.Minute)}, {Since: start.Add(33*time.Minute + time.Second)},
-		{Statuses: []string{"running", "partial"}, Since: start.Add(52 * time.Minute)},
+		{Statuses: []store.Status{"running", "partial"}, Since: start.Add(52 * time.Minute)},
 		{Since: start.Add(-time.Hour)}, {Since: start.Add(79 * time.Minute)}, {Since: start.Add(80 * time.Minute)},
 	} {
 		var want []string

@@ -61,7 +61,7 @@ func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
 	s.closeMu.RLock()
 	if s.closed {
 		s.closeMu.RUnlock()
-		return fmt.Errorf("%w: store is closed", ErrUnavailable)
+		return Errorf(EUNAVAILABLE, "store unavailable: store is closed")
 	}
 	select {
 	case s.ops <- o:
@@ -209,7 +209,7 @@ func (s *Store) Failed() error {
 	closed := s.closed
 	s.closeMu.RUnlock()
 	if closed {
-		return fmt.Errorf("%w: store is closed", ErrUnavailable)
+		return Errorf(EUNAVAILABLE, "store unavailable: store is closed")
 	}
 	return s.health.err()
 }
@@ -286,7 +286,7 @@ func (h *health) err() error {
 	if h.failed == nil {
 		return nil
 	}
-	return fmt.Errorf("%w: commits have failed since %s: %s", ErrUnavailable,
+	return Errorf(EUNAVAILABLE, "store unavailable: commits have failed since %s: %s",
 		h.at.Format(time.RFC3339), strings.TrimSpace(h.failed.Error()))
 }
 

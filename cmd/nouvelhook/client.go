@@ -120,7 +120,7 @@ func listQuery(status, since string, limit int) (url.Values, error) {
 	q := url.Values{}
 	if status != "" {
 		for _, s := range strings.Split(status, ",") {
-			if !store.IsKnownStatus(s) {
+			if !store.Status(s).Known() {
 				return nil, usageError("jobs list: --status %q is not a job status", s)
 			}
 		}

@@ -52,7 +52,7 @@ func formatTime(t time.Time) string {
 func writeJobsTable(w io.Writer, jobs []store.Job) error {
 	rows := [][]string{{"JOB ID", "STATUS", "SOURCE", "PROJECTS", "DELIVERIES", "UPDATED"}}
 	for _, j := range jobs {
-		rows = append(rows, []string{j.JobID, j.Status, cell(j.Source),
+		rows = append(rows, []string{j.JobID, string(j.Status), cell(j.Source),
 			fmt.Sprintf("%d/%d", j.CompletedProjects, j.TotalProjects),
 			strconv.Itoa(j.WebhookDeliveries), formatTime(j.UpdatedAt)})
 	}
@@ -70,7 +70,7 @@ func writeJob(w io.Writer, j store.Job) error {
 	}
 	fields := [][]string{
 		{"Job ID:", j.JobID},
-		{"Status:", j.Status},
+		{"Status:", string(j.Status)},
 		{"Terminal:", strconv.FormatBool(j.Terminal)},
 		{"Source:", cell(j.Source)},
 		{"Projects:", fmt.Sprintf("%d completed, %d failed, %d total", j.CompletedProjects, j.FailedProjects, j.TotalProjects)},
@@ -121,7 +121,7 @@ func writeSection(w io.Writer, title string, rows [][]string) error {
 func projectRows(ps []store.Project) [][]string {
 	rows := [][]string{{"PROJECT ID", "TITLE", "STATUS", "VIDEO URL"}}
 	for _, p := range ps {
-		rows = append(rows, []string{cell(p.ProjectID), cell(p.Title), cell(p.Status), cell(p.VideoURL)})
+		rows = append(rows, []string{cell(p.ProjectID), cell(p.Title), cell(string(p.Status)), cell(p.VideoURL)})
 	}
 	return rows
 }
@@ -132,7 +132,7 @@ func deliveryRows(ds []store.Delivery) [][]string {
 	rows := [][]string{{"RECEIVED", "ATTEMPT", "DUPLICATE", "STATUS", "COPIES"}}
 	for _, d := range ds {
 		rows = append(rows, []string{formatTime(d.ReceivedAt), strconv.Itoa(d.Attempt),
-			strconv.FormatBool(d.Duplicate), cell(d.Status), strconv.Itoa(max(d.Copies, 1))})
+			strconv.FormatBool(d.Duplicate), cell(string(d.Status)), strconv.Itoa(max(d.Copies, 1))})
 	}
 	return rows
 }

@@ -80,10 +80,10 @@ func waitJob(ctx context.Context, c *adminClient, id string, timeout time.Durati
 		case err != nil && answered && restarting(err):
 		case err != nil:
 			return store.Job{}, err
-		case store.IsTerminal(j.Status):
+		case j.Status.Terminal():
 			return j, nil
 		default:
-			state, answered = "status "+j.Status, true
+			state, answered = "status "+string(j.Status), true
 		}
 		if time.Since(asked) < wait/2 {
 			select {
@@ -111,7 +111,7 @@ func restarting(err error) bool {
 // statusLine is what "jobs wait" prints: "ID STATUS (SOURCE)".
 func statusLine(j store.Job) string {
 	if j.Source == "" {
-		return j.JobID + " " + j.Status
+		return j.JobID + " " + string(j.Status)
 	}
 	return fmt.Sprintf("%s %s (%s)", j.JobID, j.Status, j.Source)
 }

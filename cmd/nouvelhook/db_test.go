@@ -69,7 +69,7 @@ func TestDBBackupWhileServing(t *testing.T) {
 			}
 		}
 		stats, err := st.Stats(context.Background())
-		if err != nil || stats.Jobs < before || stats.Jobs != stats.ByStatus[store.StatusCompleted] {
+		if err != nil || stats.Jobs < before || stats.Jobs != stats.ByStatus[string(store.StatusCompleted)] {
 			t.Errorf("copy made with %s: got stats %+v, %v; want at least %d jobs, all completed", tt.name, stats, err, before)
 		}
 		st.Close()

@@ -23,7 +23,7 @@ func TestReconcileSurvivesSIGKILL(t *testing.T) {
 	env := []string{"NOUVEL_API_KEY=" + testAPIKey, "NOUVEL_API_BASE_URL=" + nouvel.URL(),
 		"NOUVELHOOK_POLL_INTERVAL=1s", "NOUVELHOOK_POLL_BUDGET=60"}
 
-	outcomes := []string{store.StatusCompleted, store.StatusFailed, store.StatusPartial, store.StatusCompleted}
+	outcomes := []store.Status{store.StatusCompleted, store.StatusFailed, store.StatusPartial, store.StatusCompleted}
 	ids := []string{"3f2b8c1e-9d4a-4c7b-8e21-6a0b5c4d3e2f", "clx8k9v2t0001qz8x7r4e5w6m",
 		"9b1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f", "clx8k9v2t0002qz8x7r4e5w6m"}
 	c := startChild(t, bin, db, env...)

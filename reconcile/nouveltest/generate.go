@@ -27,9 +27,9 @@ type generateRequest struct {
 
 // generateAnswer is Nouvel's answer to a generate request that made a job.
 type generateAnswer struct {
-	JobID         string `json:"jobId"`
-	TotalProjects int    `json:"totalProjects"`
-	Status        string `json:"status"`
+	JobID         string       `json:"jobId"`
+	TotalProjects int          `json:"totalProjects"`
+	Status        store.Status `json:"status"`
 }
 
 // handleGenerate makes a job of len(urls)*variantCount projects and answers
@@ -121,7 +121,7 @@ func checkWebhookURL(raw string) string {
 // generateOutcomeLocked picks a generated job's outcome: Options.GenerateOutcome
 // if set, else a draw (60% completed, 20% partial, 15% failed, 5%
 // cancelled). A single project cannot end partial; it fails instead.
-func (s *Server) generateOutcomeLocked(projects int) string {
+func (s *Server) generateOutcomeLocked(projects int) store.Status {
 	outcome := s.opts.GenerateOutcome
 	if outcome == "" {
 		switch x := s.rand.Float64(); {

@@ -25,7 +25,7 @@ type JobSpec struct {
 	ID string
 	// Outcome is the terminal status: completed, partial, failed or
 	// cancelled; "" is completed.
-	Outcome string
+	Outcome store.Status
 	// Polls is how many polls the job needs to end: the Polls-th poll
 	// answers the terminal state and sends the webhook. Less than 1 is 1.
 	Polls int
@@ -46,8 +46,8 @@ type JobSpec struct {
 // before the job ends, exactly as the webhook reports them.
 type JobView struct {
 	ID         string
-	Status     string // as a poll would now see it: pending, running or Outcome
-	Outcome    string
+	Status     store.Status // as a poll would now see it: pending, running or Outcome
+	Outcome    store.Status
 	WebhookURL string
 	// Polls counts the polls answered so far; PollsNeeded is JobSpec.Polls.
 	Polls       int
@@ -197,7 +197,7 @@ func (s *Server) Job(jobID string) (JobView, bool) {
 }
 
 // status is what a poll would now see. A job is pending until first polled.
-func (j *job) status() string {
+func (j *job) status() store.Status {
 	switch {
 	case !j.endedAt.IsZero():
 		return j.spec.Outcome
@@ -272,7 +272,7 @@ func (s *Server) handleGetJob(w http.ResponseWriter, r *http.Request) {
 // jobAnswer is Nouvel's GET /api/v1/jobs/{jobId} answer.
 type jobAnswer struct {
 	JobID             string          `json:"jobId"`
-	Status            string          `json:"status"`
+	Status            store.Status    `json:"status"`
 	OverallProgress   float64         `json:"overallProgress"`
 	Stage             string          `json:"stage"`
 	TotalProjects     int             `json:"totalProjects"`
@@ -283,23 +283,23 @@ type jobAnswer struct {
 }
 
 type projectAnswer struct {
-	ID       string  `json:"id"`
-	Title    string  `json:"title"`
-	Status   string  `json:"status"`
-	Progress float64 `json:"progress"`
+	ID       string       `json:"id"`
+	Title    string       `json:"title"`
+	Status   store.Status `json:"status"`
+	Progress float64      `json:"progress"`
 }
 
 type detailAnswer struct {
-	ProjectID       string  `json:"projectId"`
-	Title           string  `json:"title"`
-	URL             string  `json:"url"`
-	FinalOutputURL  string  `json:"finalOutputUrl"`
-	Status          string  `json:"status"`
-	AspectRatio     string  `json:"aspectRatio"`
-	DurationSeconds float64 `json:"durationSeconds"`
-	SceneCount      int     `json:"sceneCount"`
-	Script          string  `json:"script"`
-	Description     string  `json:"description"`
+	ProjectID       string       `json:"projectId"`
+	Title           string       `json:"title"`
+	URL             string       `json:"url"`
+	FinalOutputURL  string       `json:"finalOutputUrl"`
+	Status          store.Status `json:"status"`
+	AspectRatio     string       `json:"aspectRatio"`
+	DurationSeconds float64      `json:"durationSeconds"`
+	SceneCount      int          `json:"sceneCount"`
+	Script          string       `json:"script"`
+	Description     string       `json:"description"`
 }
 
 // answer is the job as a poll now sees it. While running, progress is a

@@ -129,13 +129,13 @@ func call(t *testing.T, s *nouveltest.Server, method, path, key string, body any
 }
 
 type jobAnswer struct {
-	JobID             string  `json:"jobId"`
-	Status            string  `json:"status"`
-	OverallProgress   float64 `json:"overallProgress"`
-	Stage             string  `json:"stage"`
-	TotalProjects     int     `json:"totalProjects"`
-	CompletedProjects int     `json:"completedProjects"`
-	FailedProjects    int     `json:"failedProjects"`
+	JobID             string       `json:"jobId"`
+	Status            store.Status `json:"status"`
+	OverallProgress   float64      `json:"overallProgress"`
+	Stage             string       `json:"stage"`
+	TotalProjects     int          `json:"totalProjects"`
+	CompletedProjects int          `json:"completedProjects"`
+	FailedProjects    int          `json:"failedProjects"`
 	Projects          []struct {
 		ID     string `json:"id"`
 		Status string `json:"status"`
@@ -169,7 +169,7 @@ func TestJobAdvancesOnlyWhenPolled(t *testing.T) {
 		t.Fatalf("before any poll: status %q after %d polls, want pending after 0", v.Status, v.Polls)
 	}
 	steps := []struct {
-		status   string
+		status   store.Status
 		progress float64
 		details  int
 	}{
@@ -202,7 +202,7 @@ func TestJobAdvancesOnlyWhenPolled(t *testing.T) {
 
 func TestOutcomes(t *testing.T) {
 	tests := []struct {
-		outcome           string
+		outcome           store.Status
 		projects          int
 		completed, failed int
 		videos            int
@@ -263,7 +263,7 @@ func TestWebhookSentOnTerminalPoll(t *testing.T) {
 		t.Fatal(err)
 	}
 	v, _ := s.Job(id)
-	if wb.Event != "job.completed" || wb.JobID != id || wb.Status != store.StatusCompleted || wb.CompletedProjects != 2 {
+	if wb.Event != "job.completed" || wb.JobID != id || wb.Status != string(store.StatusCompleted) || wb.CompletedProjects != 2 {
 		t.Errorf("webhook body: got %s", body)
 	}
 	if !reflect.DeepEqual(wb.Projects, v.Projects) {
@@ -494,7 +494,7 @@ func TestGenerateMakesJob(t *testing.T) {
 	if err := json.Unmarshal(body, &g); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("generate: %d %s", resp.StatusCode, body)
 	}
-	if !store.ValidJobID(g.JobID) || g.TotalProjects != 6 || g.Status != store.StatusRunning {
+	if !store.ValidJobID(g.JobID) || g.TotalProjects != 6 || g.Status != string(store.StatusRunning) {
 		t.Fatalf("generate answer: %+v", g)
 	}
 	if a := poll(t, s, g.JobID); a.Status != store.StatusRunning {

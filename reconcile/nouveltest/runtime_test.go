@@ -14,7 +14,7 @@ func TestRuntimeJobEndsAtFirstPollAfterItIsDone(t *testing.T) {
 	id := s.AddJob(nouveltest.JobSpec{Outcome: store.StatusCompleted, Runtime: 30 * time.Second})
 	for _, step := range []struct {
 		advance time.Duration
-		want    string
+		want    store.Status
 	}{
 		{10 * time.Second, store.StatusRunning},
 		{19 * time.Second, store.StatusRunning},

@@ -21,6 +21,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nouvelhook/nouvelhook/store"
 )
 
 // Options configure a Server. The zero value is usable: no key required,
@@ -58,7 +60,7 @@ type Options struct {
 	GeneratePolls int
 	// GenerateOutcome fixes the outcome of generated jobs; "" draws one
 	// from the seeded source.
-	GenerateOutcome string
+	GenerateOutcome store.Status
 	// Logf, when set, receives one line per webhook attempt, drop and fault.
 	Logf func(format string, args ...any)
 }

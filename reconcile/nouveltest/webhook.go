@@ -43,7 +43,7 @@ type Delivery struct {
 type webhookBody struct {
 	Event             string          `json:"event"`
 	JobID             string          `json:"jobId"`
-	Status            string          `json:"status"`
+	Status            store.Status    `json:"status"`
 	TotalProjects     int             `json:"totalProjects"`
 	CompletedProjects int             `json:"completedProjects"`
 	FailedProjects    int             `json:"failedProjects"`
