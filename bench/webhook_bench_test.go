@@ -17,6 +17,7 @@ import (
 	"github.com/nouvelhook/nouvelhook/bench/internal/benchsrv"
 	"github.com/nouvelhook/nouvelhook/handler"
 	"github.com/nouvelhook/nouvelhook/store"
+	"github.com/nouvelhook/nouvelhook/store/sqlite"
 )
 
 const benchSecret = "bench-secret-0123456789abcdef"
@@ -69,9 +70,9 @@ func BenchmarkParseEvent(b *testing.B) {
 	}
 }
 
-func openStore(b *testing.B) *store.Store {
+func openStore(b *testing.B) *sqlite.Store {
 	b.Helper()
-	st, err := store.Open(context.Background(), filepath.Join(b.TempDir(), "nouvelhook.db"), store.Options{})
+	st, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "nouvelhook.db"), sqlite.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -13,11 +13,11 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/rs/zerolog"
 
-	"github.com/nouvelhook/nouvelhook/store"
+	"github.com/nouvelhook/nouvelhook/store/sqlite"
 )
 
 func TestReadyzFailsWhenTheStoreCannotCommit(t *testing.T) {
-	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "nh.db"), store.Options{})
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "nh.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,7 +35,7 @@ type Metrics struct {
 
 // NewMetrics registers the service's metrics on a new registry. jobs, when
 // not nil, is read at each scrape for the jobs-by-status gauge.
-func NewMetrics(jobs *store.Store) *Metrics {
+func NewMetrics(jobs store.Store) *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -89,7 +89,7 @@ func (m *Metrics) RejectedSignatures() int64 { return m.rejected.Load() }
 var jobsDesc = prometheus.NewDesc("nouvelhook_jobs", "Jobs in the log by status.", []string{"status"}, nil)
 
 // jobsCollector reads the jobs-by-status counts from the store at scrape time.
-type jobsCollector struct{ store *store.Store }
+type jobsCollector struct{ store store.Store }
 
 func (c jobsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- jobsDesc }
 

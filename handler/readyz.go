@@ -30,7 +30,11 @@ type storeCheck struct {
 }
 
 func newStoreCheck(d Deps) *storeCheck {
-	return &storeCheck{now: d.now, check: d.Store.Ping, failed: d.Store.Failed}
+	// Closures, not method values: those would need d.Store set now, and
+	// servers built for tests that never ask for readiness leave it nil.
+	return &storeCheck{now: d.now,
+		check:  func(ctx context.Context) error { return d.Store.Ping(ctx) },
+		failed: func() error { return d.Store.Failed() }}
 }
 
 // ready returns the store check's result, checking again only when the

@@ -35,7 +35,7 @@ type Poller interface {
 	Submit(ctx context.Context, body []byte) (json.RawMessage, error)
 }
 
-// Recorder commits verified webhook deliveries; *store.Store is one.
+// Recorder commits verified webhook deliveries; store.Store is one.
 type Recorder interface {
 	RecordWebhook(ctx context.Context, d store.WebhookDelivery) (store.Outcome, error)
 }
@@ -43,7 +43,7 @@ type Recorder interface {
 // Deps are the servers' dependencies.
 type Deps struct {
 	// Store is the job log both servers read and write.
-	Store *store.Store
+	Store store.Store
 	// Recorder is where the webhook path commits deliveries; nil means
 	// Store. Only a benchmark baseline sets it.
 	Recorder Recorder

@@ -26,7 +26,7 @@ const keepAlive = 15 * time.Second
 // Each job's JSON comes encoded once from the store for every stream, so a
 // thousand streams cost a thousand copies of the bytes, not a thousand
 // encodings, and a batch goes out in few writes.
-func streamEvents(c echo.Context, st *store.Store, after int64, limit int) error {
+func streamEvents(c echo.Context, st store.Store, after int64, limit int) error {
 	w := c.Response()
 	w.Header().Set(echo.HeaderContentType, "text/event-stream")
 	w.Header().Set(echo.HeaderCacheControl, "no-cache")
@@ -81,7 +81,7 @@ func streamEvents(c echo.Context, st *store.Store, after int64, limit int) error
 // longPollEvents answers GET /v1/events?wait= as the plain GET does,
 // {"events":[job…],"last":SEQ}, once there are events after after or the
 // wait ends. The jobs' JSON comes encoded once for every long-poll.
-func longPollEvents(c echo.Context, st *store.Store, after int64, limit int, wait time.Duration) error {
+func longPollEvents(c echo.Context, st store.Store, after int64, limit int, wait time.Duration) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), wait)
 	events, last, err := st.WaitFeed(ctx, after, limit)
 	cancel()

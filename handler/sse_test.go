@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/nouvelhook/nouvelhook/store"
+	"github.com/nouvelhook/nouvelhook/store/sqlite"
 )
 
 // TestEventStreamsDeliverEveryEventOnceInOrder runs event streams on the real
@@ -30,7 +31,7 @@ func TestEventStreamsDeliverEveryEventOnceInOrder(t *testing.T) {
 		perWrite = 40
 		total    = backlog + writers*perWrite
 	)
-	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "nh.db"), store.Options{})
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "nh.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +142,7 @@ func TestEventStreamsDeliverEveryEventOnceInOrder(t *testing.T) {
 // TestLongPollEventsAnswersAsThePlainGet: a ?wait= answer, built from the
 // shared encoded events, is byte for byte the plain GET's answer.
 func TestLongPollEventsAnswersAsThePlainGet(t *testing.T) {
-	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "nh.db"), store.Options{})
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "nh.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/nouvelhook/nouvelhook/reconcile"
 	"github.com/nouvelhook/nouvelhook/reconcile/nouveltest"
 	"github.com/nouvelhook/nouvelhook/store"
+	"github.com/nouvelhook/nouvelhook/store/sqlite"
 )
 
 const (
@@ -28,7 +29,7 @@ var simStart = time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
 // stand-in Nouvel over HTTP, all on one simulated clock.
 type fixture struct {
 	Clock  *nouveltest.SimClock
-	Store  *store.Store
+	Store  *sqlite.Store
 	Nouvel *nouveltest.Server
 	Rec    *reconcile.Reconciler
 	Public *httptest.Server
@@ -41,7 +42,7 @@ type fixture struct {
 func newFixture(t *testing.T, length time.Duration, nouvelOpts func(*nouveltest.Options), recOpts func(*reconcile.Options)) *fixture {
 	t.Helper()
 	f := &fixture{Clock: nouveltest.NewSimClock(simStart, length)}
-	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "nh.db"), store.Options{Now: f.Clock.Now})
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "nh.db"), sqlite.Options{Now: f.Clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,7 +54,7 @@ func (WallClock) After(d time.Duration) <-chan time.Time { return time.After(d) 
 // Options configure a Reconciler.
 type Options struct {
 	// Store holds the jobs to poll and their schedule.
-	Store *store.Store
+	Store store.Store
 	// Client calls Nouvel with the API key.
 	Client *Client
 	// Clock defaults to the wall clock.

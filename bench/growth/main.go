@@ -46,6 +46,7 @@ import (
 	"github.com/nouvelhook/nouvelhook/bench"
 	"github.com/nouvelhook/nouvelhook/reconcile/nouveltest"
 	"github.com/nouvelhook/nouvelhook/store"
+	"github.com/nouvelhook/nouvelhook/store/sqlite"
 )
 
 const (
@@ -332,7 +333,7 @@ func url(s string) string { return strings.ReplaceAll(s, "+", "%2B") }
 // ended before now, as NOUVELHOOK_RETAIN would; the prunes delete
 // tries x 500 of the oldest jobs.
 func measureStore(ctx context.Context, path string, tries int) (sweep, prune figure, err error) {
-	s, err := store.Open(ctx, path, store.Options{})
+	s, err := sqlite.Open(ctx, path, sqlite.Options{})
 	if err != nil {
 		return figure{}, figure{}, err
 	}

@@ -23,7 +23,7 @@ import (
 
 	"github.com/nouvelhook/nouvelhook/reconcile"
 	"github.com/nouvelhook/nouvelhook/reconcile/nouveltest"
-	"github.com/nouvelhook/nouvelhook/store"
+	"github.com/nouvelhook/nouvelhook/store/sqlite"
 )
 
 func main() {
@@ -84,7 +84,7 @@ func measure(pending, budget int, interval, minRun, maxRun time.Duration, seed u
 	defer os.RemoveAll(dir)
 	start := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
 	clock := nouveltest.NewSimClock(start, 2*time.Hour)
-	st, err := store.Open(ctx, filepath.Join(dir, "nh.db"), store.Options{Now: clock.Now})
+	st, err := sqlite.Open(ctx, filepath.Join(dir, "nh.db"), sqlite.Options{Now: clock.Now})
 	if err != nil {
 		return result{}, err
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/nouvelhook/nouvelhook/config"
-	"github.com/nouvelhook/nouvelhook/store"
+	"github.com/nouvelhook/nouvelhook/store/sqlite"
 )
 
 const dbUsage = `Usage: nouvelhook db COMMAND [flags]
@@ -40,7 +40,7 @@ func runDB(ctx context.Context, args []string, getenv func(string) string, stdou
 	return usageError("db: unknown command %q", args[0])
 }
 
-// dbBackup copies the log with store.Backup, which reads one snapshot of it
+// dbBackup copies the log with sqlite.Backup, which reads one snapshot of it
 // read-only and so needs neither the sqlite3 binary nor serve's lock.
 func dbBackup(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("db backup", "db backup FILE [--db PATH]\n\n"+
@@ -66,7 +66,7 @@ func dbBackup(ctx context.Context, args []string, getenv func(string) string, st
 		return usageError("db backup: the log is a Postgres database (%s), not a SQLite file; back it up with pg_dump", config.RedactDB(*src))
 	}
 	dst := pos[0]
-	if err := store.Backup(ctx, *src, dst); err != nil {
+	if err := sqlite.Backup(ctx, *src, dst); err != nil {
 		return fmt.Errorf("db backup: %w", err)
 	}
 	size := ""

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/nouvelhook/nouvelhook/store"
+	"github.com/nouvelhook/nouvelhook/store/sqlite"
 )
 
 // db backup copies the log of a running service, while webhooks keep coming,
@@ -57,7 +58,7 @@ func TestDBBackupWhileServing(t *testing.T) {
 
 	for _, tt := range tests {
 		dst := tt.args[len(tt.args)-1]
-		st, err := store.Open(context.Background(), dst, store.Options{})
+		st, err := sqlite.Open(context.Background(), dst, sqlite.Options{})
 		if err != nil {
 			t.Fatalf("open the copy made with %s: %v", tt.name, err)
 		}

@@ -21,7 +21,7 @@ const (
 )
 
 // pruner deletes jobs that ended before cutoff, up to batch at a time;
-// *store.Store is one.
+// store.Store is one.
 type pruner interface {
 	Prune(ctx context.Context, cutoff time.Time, batch int) (deleted int, err error)
 }

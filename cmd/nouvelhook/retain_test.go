@@ -12,6 +12,7 @@ import (
 
 	"github.com/nouvelhook/nouvelhook/handler"
 	"github.com/nouvelhook/nouvelhook/store"
+	"github.com/nouvelhook/nouvelhook/store/sqlite"
 )
 
 // fakeClock is a clock whose waits the test ends one by one.
@@ -83,7 +84,7 @@ func TestRetainerPrunesInBatches(t *testing.T) {
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	clk := &fakeClock{now: start, waits: make(chan fakeWait, 1)}
 	// The store ends jobs on the same clock.
-	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "nh.db"), store.Options{Now: clk.Now})
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "nh.db"), sqlite.Options{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/nouvelhook/nouvelhook/config"
 	"github.com/nouvelhook/nouvelhook/handler"
 	"github.com/nouvelhook/nouvelhook/reconcile"
-	"github.com/nouvelhook/nouvelhook/store"
+	"github.com/nouvelhook/nouvelhook/store/sqlite"
 )
 
 // shutdownGrace is how long SIGTERM waits for requests in flight.
@@ -44,7 +44,7 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, ready fun
 	if cfg.DBBackend() == config.BackendPostgres {
 		return fmt.Errorf("NOUVELHOOK_DB (%s): this build has no Postgres backend", config.RedactDB(cfg.DBPath))
 	}
-	st, err := store.Open(ctx, cfg.DBPath, store.Options{
+	st, err := sqlite.Open(ctx, cfg.DBPath, sqlite.Options{
 		Logger: log.With().Str("component", "store").Logger(), MaxBody: cfg.MaxBody})
 	if err != nil {
 		return fmt.Errorf("NOUVELHOOK_DB: %w", err) // the store's errors name the path

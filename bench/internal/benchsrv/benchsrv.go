@@ -19,6 +19,7 @@ import (
 
 	"github.com/nouvelhook/nouvelhook/handler"
 	"github.com/nouvelhook/nouvelhook/store"
+	"github.com/nouvelhook/nouvelhook/store/sqlite"
 )
 
 // WebhookPath is the path the benchmark posts to: nouvelhook's default.
@@ -71,7 +72,7 @@ func Serve(ctx context.Context, o Options) error {
 		WebhookPath: WebhookPath, MaxBody: MaxBody,
 	}
 	if o.DB != "" {
-		st, err := store.Open(ctx, o.DB, store.Options{Logger: o.Logger.With().Str("component", "store").Logger()})
+		st, err := sqlite.Open(ctx, o.DB, sqlite.Options{Logger: o.Logger.With().Str("component", "store").Logger()})
 		if err != nil {
 			return fmt.Errorf("open store %s: %w", o.DB, err)
 		}

@@ -1,9 +1,11 @@
-package store
+package sqlite
 
 import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/nouvelhook/nouvelhook/store"
 )
 
 // WaitJob returns the job as soon as it is terminal, or as it stands when ctx
@@ -13,16 +15,16 @@ import (
 // It reads the job once, then sleeps until its job enters the change feed (a
 // job does so once, when it ends): commits that end other jobs do not wake
 // it, and a commit costs no query per waiting job.
-func (s *Store) WaitJob(ctx context.Context, jobID string) (Job, error) {
+func (s *Store) WaitJob(ctx context.Context, jobID string) (store.Job, error) {
 	rctx := context.WithoutCancel(ctx)
 	// Any end the reads below do not see comes after the cursor.
 	if err := s.changes.startCursor(rctx, s); err != nil {
-		return Job{}, err
+		return store.Job{}, err
 	}
 	for {
 		w := s.changes.watch(s, jobID)
 		j, err := s.jobForWait(rctx, jobID)
-		if (err == nil && j.Terminal) || (err != nil && !errors.Is(err, ErrNotFound)) {
+		if (err == nil && j.Terminal) || (err != nil && !errors.Is(err, store.ErrNotFound)) {
 			s.changes.unwatch(w)
 			return j, err
 		}
@@ -34,7 +36,7 @@ func (s *Store) WaitJob(ctx context.Context, jobID string) (Job, error) {
 }
 
 // jobForWait is Job, counted among the reads the wait path makes.
-func (s *Store) jobForWait(ctx context.Context, jobID string) (Job, error) {
+func (s *Store) jobForWait(ctx context.Context, jobID string) (store.Job, error) {
 	s.changes.tail.reads.Add(1)
 	return s.Job(ctx, jobID)
 }
@@ -48,12 +50,12 @@ func (s *Store) jobForWait(ctx context.Context, jobID string) (Job, error) {
 // read just after it ended. Once woken by a commit, a waiter lingers a
 // moment (feedLinger) so that the commits of a busy feed reach it in one
 // answer rather than one answer each.
-func (s *Store) WaitEvents(ctx context.Context, after int64, limit int) ([]Job, int64, error) {
+func (s *Store) WaitEvents(ctx context.Context, after int64, limit int) ([]store.Job, int64, error) {
 	entries, last, err := s.waitFeed(ctx, after, limit)
 	if err != nil {
 		return nil, 0, err
 	}
-	jobs := make([]Job, len(entries))
+	jobs := make([]store.Job, len(entries))
 	for i, e := range entries {
 		jobs[i] = e.job
 	}
@@ -62,18 +64,18 @@ func (s *Store) WaitEvents(ctx context.Context, after int64, limit int) ([]Job, 
 
 // WaitFeed is WaitEvents with each job already encoded, once for all
 // readers: what an event stream writes to every subscriber.
-func (s *Store) WaitFeed(ctx context.Context, after int64, limit int) ([]FeedEvent, int64, error) {
+func (s *Store) WaitFeed(ctx context.Context, after int64, limit int) ([]store.FeedEvent, int64, error) {
 	entries, last, err := s.waitFeed(ctx, after, limit)
 	if err != nil {
 		return nil, 0, err
 	}
-	events := make([]FeedEvent, len(entries))
+	events := make([]store.FeedEvent, len(entries))
 	for i, e := range entries {
 		data, err := e.json()
 		if err != nil {
 			return nil, 0, err
 		}
-		events[i] = FeedEvent{Seq: e.job.Seq, JSON: data}
+		events[i] = store.FeedEvent{Seq: e.job.Seq, JSON: data}
 	}
 	return events, last, nil
 }
@@ -83,7 +85,7 @@ func (s *Store) WaitFeed(ctx context.Context, after int64, limit int) ([]FeedEve
 const feedLinger = 50 * time.Millisecond
 
 func (s *Store) waitFeed(ctx context.Context, after int64, limit int) ([]*feedEntry, int64, error) {
-	if limit < 1 || limit > MaxLimit || after < 0 {
+	if limit < 1 || limit > store.MaxLimit || after < 0 {
 		_, _, err := s.Events(ctx, after, limit) // the same ErrInvalid
 		return nil, 0, err
 	}

@@ -1,4 +1,4 @@
-package store_test
+package sqlite_test
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nouvelhook/nouvelhook/store"
+	"github.com/nouvelhook/nouvelhook/store/sqlite"
 )
 
 // TestBackupWhileWriting copies a log while deliveries keep committing, then
@@ -57,7 +58,7 @@ func TestBackupWhileWriting(t *testing.T) {
 	}
 	before := committed.Load()
 	dst := filepath.Join(dir, "copy.db")
-	err := store.Backup(ctx, src, dst)
+	err := sqlite.Backup(ctx, src, dst)
 	during := committed.Load()
 	close(stop)
 	wg.Wait()
@@ -66,7 +67,7 @@ func TestBackupWhileWriting(t *testing.T) {
 	}
 	t.Logf("%d jobs committed before the backup began, %d by its end", before, during)
 
-	c, err := store.Open(ctx, dst, store.Options{})
+	c, err := sqlite.Open(ctx, dst, sqlite.Options{})
 	if err != nil {
 		t.Fatalf("Open(copy): %v", err)
 	}
@@ -126,7 +127,7 @@ func TestBackupRefuses(t *testing.T) {
 		{"source is a folder", dir, filepath.Join(dir, "b4.db"), "is a directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := store.Backup(ctx, tc.src, tc.dst)
+			err := sqlite.Backup(ctx, tc.src, tc.dst)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error saying %q", err, tc.want)
 			}

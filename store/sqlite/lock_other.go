@@ -1,6 +1,6 @@
 //go:build !unix
 
-package store
+package sqlite
 
 // fileLock is a no-op where flock(2) does not exist.
 type fileLock struct{}

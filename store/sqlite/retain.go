@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
+
+	"github.com/nouvelhook/nouvelhook/store"
 )
 
 // Prune deletes up to batch jobs that ended before cutoff, with their
@@ -25,7 +27,7 @@ import (
 // the writer.
 func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (deleted int, err error) {
 	if batch < 1 {
-		return 0, Errorf(EINVALID, "prune batch must be 1 or more")
+		return 0, store.Errorf(store.EINVALID, "prune batch must be 1 or more")
 	}
 	before := clampNanos(cutoff)
 	if due, err := s.pruneDue(ctx, before); err != nil || !due {
@@ -80,7 +82,7 @@ func (t *txn) pruneJobs(before int64, batch int) (int, error) {
 	var ids []int64
 	for rows.Next() {
 		var id, ended int64
-		var status Status
+		var status store.Status
 		var source string
 		var missed bool
 		if err := rows.Scan(&id, &status, &source, &missed, &ended); err != nil {
@@ -139,7 +141,7 @@ func (t *txn) pruneUnjobbed(before int64, batch int) error {
 // counters, and closes rows.
 func (t *txn) uncount(rows *sql.Rows) error {
 	for rows.Next() {
-		var outcome Outcome
+		var outcome store.Outcome
 		var copies int64
 		if err := rows.Scan(&outcome, &copies); err != nil {
 			rows.Close()
@@ -150,8 +152,8 @@ func (t *txn) uncount(rows *sql.Rows) error {
 		// fared as the first did.
 		t.count(outcomeCounter(outcome), -1)
 		if again := outcome; copies > 1 {
-			if again == OutcomeAccepted {
-				again = OutcomeDuplicate
+			if again == store.OutcomeAccepted {
+				again = store.OutcomeDuplicate
 			}
 			t.count(outcomeCounter(again), 1-copies)
 		}

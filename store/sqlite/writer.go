@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/nouvelhook/nouvelhook/store"
 )
 
 // op is one queued write. fn may run more than once (see commit), so it must
@@ -61,7 +63,7 @@ func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
 	s.closeMu.RLock()
 	if s.closed {
 		s.closeMu.RUnlock()
-		return Errorf(EUNAVAILABLE, "store unavailable: store is closed")
+		return store.Errorf(store.EUNAVAILABLE, "store unavailable: store is closed")
 	}
 	select {
 	case s.ops <- o:
@@ -209,7 +211,7 @@ func (s *Store) Failed() error {
 	closed := s.closed
 	s.closeMu.RUnlock()
 	if closed {
-		return Errorf(EUNAVAILABLE, "store unavailable: store is closed")
+		return store.Errorf(store.EUNAVAILABLE, "store unavailable: store is closed")
 	}
 	return s.health.err()
 }
@@ -286,7 +288,7 @@ func (h *health) err() error {
 	if h.failed == nil {
 		return nil
 	}
-	return Errorf(EUNAVAILABLE, "store unavailable: commits have failed since %s: %s",
+	return store.Errorf(store.EUNAVAILABLE, "store unavailable: commits have failed since %s: %s",
 		h.at.Format(time.RFC3339), strings.TrimSpace(h.failed.Error()))
 }
 

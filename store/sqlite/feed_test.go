@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nouvelhook/nouvelhook/store"
 )
 
 // These tests look inside the store (the tail's read counter and the count
@@ -27,9 +29,9 @@ func openFeedStore(t *testing.T, path string) *Store {
 
 func endJob(t testing.TB, s *Store, id string) {
 	t.Helper()
-	_, err := s.RecordWebhook(context.Background(), WebhookDelivery{Body: []byte(`{}`), ReceivedAt: time.Now(), Attempt: 1,
-		Report: &Report{JobID: id, Status: StatusCompleted, TotalProjects: 1, CompletedProjects: 1,
-			Projects: []Project{{ProjectID: id + "-p", Title: "t", Status: "completed", VideoURL: "https://v/" + id}}}})
+	_, err := s.RecordWebhook(context.Background(), store.WebhookDelivery{Body: []byte(`{}`), ReceivedAt: time.Now(), Attempt: 1,
+		Report: &store.Report{JobID: id, Status: store.StatusCompleted, TotalProjects: 1, CompletedProjects: 1,
+			Projects: []store.Project{{ProjectID: id + "-p", Title: "t", Status: "completed", VideoURL: "https://v/" + id}}}})
 	if err != nil {
 		t.Errorf("RecordWebhook(%s): %v", id, err)
 	}
@@ -89,13 +91,13 @@ func TestManyWaitersCostOneReadPerCommit(t *testing.T) {
 	defer cancel()
 
 	type evResult struct {
-		jobs []Job
+		jobs []store.Job
 		last int64
 		err  error
 	}
 	type jobResult struct {
 		id  string
-		j   Job
+		j   store.Job
 		err error
 	}
 	evs := make(chan evResult, waiters)
@@ -152,7 +154,7 @@ func TestManyWaitersCostOneReadPerCommit(t *testing.T) {
 	}
 	cancel()
 	for range waiters - 1 {
-		if r := <-jobs; !errors.Is(r.err, ErrNotFound) || r.j.Terminal {
+		if r := <-jobs; !errors.Is(r.err, store.ErrNotFound) || r.j.Terminal {
 			t.Fatalf("WaitJob(%s) at ctx end: got %+v, %v; want ErrNotFound", r.id, r.j, r.err)
 		}
 	}
@@ -163,7 +165,7 @@ func TestWaitJobWakesForItsJobOnly(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	type result struct {
-		j   Job
+		j   store.Job
 		err error
 	}
 	got := make(chan result, 1)
@@ -204,7 +206,7 @@ func TestWaitJobWakesForItsJobOnly(t *testing.T) {
 	}()
 	awaitParked(t, s, 1)
 	stop()
-	if r := <-done; r.err != nil || r.j.JobID != "pending" || r.j.Status != StatusPending {
+	if r := <-done; r.err != nil || r.j.JobID != "pending" || r.j.Status != store.StatusPending {
 		t.Fatalf("WaitJob(pending) at ctx end: got %+v, %v; want it pending", r.j, r.err)
 	}
 }
@@ -216,7 +218,7 @@ func TestWaitJobManyEndsInOneCommit(t *testing.T) {
 	s.changes.tail.size = 4
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	got := make(chan Job, 1)
+	got := make(chan store.Job, 1)
 	go func() {
 		j, _ := s.WaitJob(ctx, "mine")
 		got <- j
@@ -230,7 +232,7 @@ func TestWaitJobManyEndsInOneCommit(t *testing.T) {
 			if i == 0 {
 				id = "mine"
 			}
-			if _, _, err := tx.endJob(&Report{JobID: id, Status: StatusFailed}, "[]", SourcePoll); err != nil {
+			if _, _, err := tx.endJob(&store.Report{JobID: id, Status: store.StatusFailed}, "[]", store.SourcePoll); err != nil {
 				return err
 			}
 		}
@@ -239,7 +241,7 @@ func TestWaitJobManyEndsInOneCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j := <-got; j.JobID != "mine" || j.Status != StatusFailed || j.Seq != 1 {
+	if j := <-got; j.JobID != "mine" || j.Status != store.StatusFailed || j.Seq != 1 {
 		t.Fatalf("WaitJob(mine): got %+v; want it failed at seq 1", j)
 	}
 }
@@ -334,7 +336,7 @@ func TestFeedTailStartsFromTheStore(t *testing.T) {
 	if err != nil || len(jobs) != 2 || jobs[0].JobID != "b" || last != 3 {
 		t.Fatalf("WaitEvents after 1: got %d jobs, last %d, %v; want b, c and last 3", len(jobs), last, err)
 	}
-	got := make(chan []Job, 1)
+	got := make(chan []store.Job, 1)
 	go func() {
 		jobs, _, _ := s.WaitEvents(ctx, 3, 10)
 		got <- jobs
@@ -349,8 +351,8 @@ func TestFeedTailStartsFromTheStore(t *testing.T) {
 	if jobs, last, err := s.WaitEvents(short, 4, 10); err != nil || len(jobs) != 0 || last != 4 {
 		t.Fatalf("WaitEvents after 4, ctx ended: got %d jobs, last %d, %v; want none, 4", len(jobs), last, err)
 	}
-	if _, _, err := s.WaitEvents(ctx, 0, MaxLimit+1); !errors.Is(err, ErrInvalid) {
-		t.Fatalf("WaitEvents limit %d: got %v, want ErrInvalid", MaxLimit+1, err)
+	if _, _, err := s.WaitEvents(ctx, 0, store.MaxLimit+1); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("WaitEvents limit %d: got %v, want ErrInvalid", store.MaxLimit+1, err)
 	}
 }
 
@@ -423,11 +425,11 @@ func TestFeedTailStartsOverAfterAFlood(t *testing.T) {
 	s.changes.tail.size = 4
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	got := make(chan Job, 1)
+	got := make(chan store.Job, 1)
 	go func() {
 		j, _ := s.WaitJob(ctx, "mine")
 		if ctx.Err() != nil {
-			j = Job{} // answered at ctx end, not when woken
+			j = store.Job{} // answered at ctx end, not when woken
 		}
 		got <- j
 	}()
@@ -438,7 +440,7 @@ func TestFeedTailStartsOverAfterAFlood(t *testing.T) {
 			if i == 0 {
 				id = "mine"
 			}
-			if _, _, err := tx.endJob(&Report{JobID: id, Status: StatusCompleted}, "[]", SourcePoll); err != nil {
+			if _, _, err := tx.endJob(&store.Report{JobID: id, Status: store.StatusCompleted}, "[]", store.SourcePoll); err != nil {
 				return err
 			}
 		}

@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -7,31 +7,33 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/nouvelhook/nouvelhook/store"
 )
 
 // RecordWebhook commits a verified delivery: its raw bytes in the delivery
 // log and, for a usable event, the job's terminal state and feed entry, all in
 // one transaction. It returns only once that is durable. An error wrapping
 // ErrUnavailable means nothing was stored.
-func (s *Store) RecordWebhook(ctx context.Context, d WebhookDelivery) (Outcome, error) {
+func (s *Store) RecordWebhook(ctx context.Context, d store.WebhookDelivery) (store.Outcome, error) {
 	hash := sha256.Sum256(d.Body) // outside the writer, which is the bottleneck
 	if d.Report == nil {
-		return OutcomeInvalid, s.write(ctx, func(t *txn) error {
-			return t.insertDelivery(d, hash[:], 0, OutcomeInvalid)
+		return store.OutcomeInvalid, s.write(ctx, func(t *txn) error {
+			return t.insertDelivery(d, hash[:], 0, store.OutcomeInvalid)
 		})
 	}
-	if !d.Report.Status.Terminal() || !ValidJobID(d.Report.JobID) {
-		return "", Errorf(EINVALID, "webhook report for %q with status %q", d.Report.JobID, d.Report.Status)
+	if !d.Report.Status.Terminal() || !store.ValidJobID(d.Report.JobID) {
+		return "", store.Errorf(store.EINVALID, "webhook report for %q with status %q", d.Report.JobID, d.Report.Status)
 	}
 	projects, err := encodeProjects(d.Report.Projects)
 	if err != nil {
 		return "", err
 	}
-	var outcome Outcome
+	var outcome store.Outcome
 	err = s.write(ctx, func(t *txn) error {
 		var row int64
 		var err error
-		if outcome, row, err = t.endJob(d.Report, projects, SourceWebhook); err != nil {
+		if outcome, row, err = t.endJob(d.Report, projects, store.SourceWebhook); err != nil {
 			return err
 		}
 		return t.insertDelivery(d, hash[:], row, outcome)
@@ -39,13 +41,13 @@ func (s *Store) RecordWebhook(ctx context.Context, d WebhookDelivery) (Outcome, 
 	return outcome, err
 }
 
-func encodeProjects(p []Project) (string, error) {
+func encodeProjects(p []store.Project) (string, error) {
 	if len(p) == 0 {
 		return "[]", nil
 	}
 	b, err := json.Marshal(p)
 	if err != nil {
-		return "", Errorf(EINVALID, "projects: %v", err)
+		return "", store.Errorf(store.EINVALID, "projects: %v", err)
 	}
 	return string(b), nil
 }
@@ -53,12 +55,12 @@ func encodeProjects(p []Project) (string, error) {
 // jobState is what deciding the fate of a report needs to know of its job.
 type jobState struct {
 	row                      int64
-	status                   Status
+	status                   store.Status
 	terminal                 bool
 	total, completed, failed int
 }
 
-func (j jobState) agrees(r *Report) bool {
+func (j jobState) agrees(r *store.Report) bool {
 	return j.status == r.Status && j.total == r.TotalProjects &&
 		j.completed == r.CompletedProjects && j.failed == r.FailedProjects
 }
@@ -67,9 +69,9 @@ func (j jobState) agrees(r *Report) bool {
 // did and the job's row. The first terminal report wins; a later one only
 // bumps the webhook counter. A job not yet in the log, the common case for a
 // webhook, takes a single insert.
-func (t *txn) endJob(r *Report, projects, source string) (Outcome, int64, error) {
+func (t *txn) endJob(r *store.Report, projects, source string) (store.Outcome, int64, error) {
 	webhooks := 0
-	if source == SourceWebhook {
+	if source == store.SourceWebhook {
 		webhooks = 1
 	}
 	now := t.now.UnixNano()
@@ -89,7 +91,7 @@ func (t *txn) endJob(r *Report, projects, source string) (Outcome, int64, error)
 		t.count(statusCounter(r.Status), 1)
 		t.count(sourceCounter(source), 1)
 		t.ended = true
-		return OutcomeAccepted, cur.row, nil
+		return store.OutcomeAccepted, cur.row, nil
 	}
 	if !errors.Is(err, sql.ErrNoRows) { // no row: the job was known
 		return "", 0, err
@@ -111,7 +113,7 @@ func (t *txn) endJob(r *Report, projects, source string) (Outcome, int64, error)
 		t.count(statusCounter(r.Status), 1)
 		t.count(sourceCounter(source), 1)
 		t.ended = true
-		return OutcomeAccepted, cur.row, nil
+		return store.OutcomeAccepted, cur.row, nil
 	}
 	if webhooks > 0 {
 		if _, err = t.stmt(t.stmts.countWebhook).ExecContext(t.ctx, cur.row); err != nil {
@@ -119,18 +121,18 @@ func (t *txn) endJob(r *Report, projects, source string) (Outcome, int64, error)
 		}
 	}
 	if cur.agrees(r) {
-		return OutcomeDuplicate, cur.row, nil
+		return store.OutcomeDuplicate, cur.row, nil
 	}
-	return OutcomeConflict, cur.row, nil
+	return store.OutcomeConflict, cur.row, nil
 }
 
 // insertDelivery stores a delivery of the job at row (0: none), or, when
 // the same bytes are already stored for that job, counts one more copy of
 // them. hash is the SHA-256 of d.Body.
-func (t *txn) insertDelivery(d WebhookDelivery, hash []byte, row int64, outcome Outcome) error {
+func (t *txn) insertDelivery(d store.WebhookDelivery, hash []byte, row int64, outcome store.Outcome) error {
 	t.delivering(len(d.Body))
 	var jobRow, jobID any
-	var status Status
+	var status store.Status
 	stmt := t.stmts.insertUnjobbed
 	if row != 0 {
 		jobRow, stmt = row, t.stmts.insertDelivery
@@ -151,9 +153,9 @@ func (t *txn) insertDelivery(d WebhookDelivery, hash []byte, row int64, outcome 
 }
 
 // Counter names in the counters table.
-func statusCounter(status Status) string { return "status:" + string(status) }
-func sourceCounter(source string) string { return "source:" + source }
-func outcomeCounter(o Outcome) string    { return "outcome:" + string(o) }
+func statusCounter(status store.Status) string { return "status:" + string(status) }
+func sourceCounter(source string) string       { return "source:" + source }
+func outcomeCounter(o store.Outcome) string    { return "outcome:" + string(o) }
 
 const (
 	missedCounter = "missed"

@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nouvelhook/nouvelhook/store"
 )
 
 func TestOneFailingWriteDoesNotSinkItsBatch(t *testing.T) {
@@ -34,7 +36,7 @@ func TestOneFailingWriteDoesNotSinkItsBatch(t *testing.T) {
 	for i, want := range []bool{true, false, true} {
 		if err := <-batch[i].done; (err == nil) != want {
 			t.Errorf("op %d: got err %v, want success %v", i, err, want)
-		} else if err != nil && !errors.Is(err, ErrUnavailable) {
+		} else if err != nil && !errors.Is(err, store.ErrUnavailable) {
 			t.Errorf("op %d: got %v, want ErrUnavailable", i, err)
 		}
 	}
@@ -82,9 +84,9 @@ func freeDisk(t *testing.T, s *Store) {
 	}
 }
 
-func webhook(id string, size int) WebhookDelivery {
-	return WebhookDelivery{Body: bytes.Repeat([]byte("b"), size), ReceivedAt: time.Now(), Attempt: 1,
-		Report: &Report{JobID: id, Status: "completed", TotalProjects: 1, CompletedProjects: 1}}
+func webhook(id string, size int) store.WebhookDelivery {
+	return store.WebhookDelivery{Body: bytes.Repeat([]byte("b"), size), ReceivedAt: time.Now(), Attempt: 1,
+		Report: &store.Report{JobID: id, Status: "completed", TotalProjects: 1, CompletedProjects: 1}}
 }
 
 // oldPing is the readiness probe Ping used to be: one small row through the
@@ -113,7 +115,7 @@ func TestPingIsNotReadyFromAFailedCommitUntilAProbeAsLargeAsADeliveryCommits(t *
 	}
 
 	fillDisk(t, s)
-	if _, err := s.RecordWebhook(ctx, webhook("job-1", 6000)); !errors.Is(err, ErrUnavailable) {
+	if _, err := s.RecordWebhook(ctx, webhook("job-1", 6000)); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("delivery on a full disk: got %v, want ErrUnavailable", err)
 	}
 	// The bug: a small probe row still fits, so the old Ping said ready.
@@ -122,7 +124,7 @@ func TestPingIsNotReadyFromAFailedCommitUntilAProbeAsLargeAsADeliveryCommits(t *
 	}
 	for i := range 2 { // the small write above did not clear it, nor does asking again
 		err := s.Ping(ctx)
-		if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "full") {
+		if !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "full") {
 			t.Fatalf("Ping %d after a failed delivery: got %v, want ErrUnavailable saying the disk is full", i+1, err)
 		}
 	}
@@ -148,7 +150,7 @@ func TestADeliveryThatCommitsMakesTheStoreReadyAgain(t *testing.T) {
 	}
 	defer s.Close()
 	fillDisk(t, s)
-	if _, err := s.RecordWebhook(ctx, webhook("job-1", 6000)); !errors.Is(err, ErrUnavailable) {
+	if _, err := s.RecordWebhook(ctx, webhook("job-1", 6000)); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("delivery on a full disk: got %v, want ErrUnavailable", err)
 	}
 	freeDisk(t, s)
@@ -162,7 +164,7 @@ func TestADeliveryThatCommitsMakesTheStoreReadyAgain(t *testing.T) {
 		t.Fatalf("Ping after a delivery committed: %v; want ready", err)
 	}
 	// A smaller write than the one that failed proves nothing.
-	if _, err := s.RecordWebhook(ctx, webhook("job-3", 6000)); !errors.Is(err, ErrUnavailable) {
+	if _, err := s.RecordWebhook(ctx, webhook("job-3", 6000)); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("delivery on a full disk: got %v, want ErrUnavailable", err)
 	}
 	freeDisk(t, s)
@@ -170,7 +172,7 @@ func TestADeliveryThatCommitsMakesTheStoreReadyAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	fillDisk(t, s)
-	if err := s.Ping(ctx); !errors.Is(err, ErrUnavailable) {
+	if err := s.Ping(ctx); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("Ping after only a smaller delivery committed: got %v, want ErrUnavailable", err)
 	}
 }

@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nouvelhook/nouvelhook/store"
 )
 
 const jobColumns = `id, job_id, status, terminal, total_projects, completed_projects, failed_projects,
@@ -20,7 +22,7 @@ const jobColumns = `id, job_id, status, terminal, total_projects, completed_proj
 type scanner interface{ Scan(dest ...any) error }
 
 // scanJob reads one row of jobColumns. rowid is the row's id, used for cursors.
-func scanJob(row scanner) (j Job, rowid int64, err error) {
+func scanJob(row scanner) (j store.Job, rowid int64, err error) {
 	var projects string
 	var created, updated int64
 	var ended, seq sql.NullInt64
@@ -28,11 +30,11 @@ func scanJob(row scanner) (j Job, rowid int64, err error) {
 		&j.FailedProjects, &projects, &j.Source, &j.Progress, &j.Stage, &j.WebhookDeliveries,
 		&j.WebhookMissed, &j.PollCount, &j.LastError, &created, &updated, &ended, &seq)
 	if err != nil {
-		return Job{}, 0, err
+		return store.Job{}, 0, err
 	}
-	j.Projects = []Project{}
+	j.Projects = []store.Project{}
 	if err := json.Unmarshal([]byte(projects), &j.Projects); err != nil {
-		return Job{}, 0, fmt.Errorf("job %s: projects: %w", j.JobID, err)
+		return store.Job{}, 0, fmt.Errorf("job %s: projects: %w", j.JobID, err)
 	}
 	j.CreatedAt, j.UpdatedAt = fromNanos(created), fromNanos(updated)
 	if ended.Valid {
@@ -58,10 +60,10 @@ func clampNanos(t time.Time) int64 {
 }
 
 // Job returns the job with the given id, or ErrNotFound.
-func (s *Store) Job(ctx context.Context, jobID string) (Job, error) {
+func (s *Store) Job(ctx context.Context, jobID string) (store.Job, error) {
 	j, _, err := scanJob(s.rdb.QueryRowContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE job_id = ?`, jobID))
 	if errors.Is(err, sql.ErrNoRows) {
-		return Job{}, Errorf(ENOTFOUND, "job not found: %s", jobID)
+		return store.Job{}, store.Errorf(store.ENOTFOUND, "job not found: %s", jobID)
 	}
 	return j, err
 }
@@ -70,42 +72,42 @@ func (s *Store) Job(ctx context.Context, jobID string) (Job, error) {
 // webhook deliveries, oldest first, and DeliveriesTotal set, or ErrNotFound.
 // A delivery whose exact bytes arrived more than once is listed once, with
 // Copies saying how often.
-func (s *Store) JobWithDeliveries(ctx context.Context, jobID string) (Job, error) {
+func (s *Store) JobWithDeliveries(ctx context.Context, jobID string) (store.Job, error) {
 	tx, err := s.rdb.BeginTx(ctx, nil) // the job and its deliveries as of one moment
 	if err != nil {
-		return Job{}, err
+		return store.Job{}, err
 	}
 	defer tx.Rollback()
 	j, row, err := scanJob(tx.QueryRowContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE job_id = ?`, jobID))
 	if errors.Is(err, sql.ErrNoRows) {
-		return Job{}, Errorf(ENOTFOUND, "job not found: %s", jobID)
+		return store.Job{}, store.Errorf(store.ENOTFOUND, "job not found: %s", jobID)
 	}
 	if err != nil {
-		return Job{}, err
+		return store.Job{}, err
 	}
 	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(SUM(copies), 0) FROM deliveries WHERE job_row = ?`, row).
 		Scan(&j.DeliveriesTotal); err != nil {
-		return Job{}, err
+		return store.Job{}, err
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT received_at, attempt, outcome, status, copies
-		FROM deliveries WHERE job_row = ? ORDER BY id DESC LIMIT ?`, row, MaxDeliveries)
+		FROM deliveries WHERE job_row = ? ORDER BY id DESC LIMIT ?`, row, store.MaxDeliveries)
 	if err != nil {
-		return Job{}, err
+		return store.Job{}, err
 	}
 	defer rows.Close()
-	j.Deliveries = []Delivery{}
+	j.Deliveries = []store.Delivery{}
 	for rows.Next() {
-		var d Delivery
+		var d store.Delivery
 		var received int64
-		var outcome Outcome
+		var outcome store.Outcome
 		if err := rows.Scan(&received, &d.Attempt, &outcome, &d.Status, &d.Copies); err != nil {
-			return Job{}, err
+			return store.Job{}, err
 		}
 		d.ReceivedAt, d.Duplicate = fromNanos(received), outcome.Duplicate()
 		j.Deliveries = append(j.Deliveries, d)
 	}
 	if err := rows.Err(); err != nil {
-		return Job{}, err
+		return store.Job{}, err
 	}
 	slices.Reverse(j.Deliveries)
 	return j, nil
@@ -114,9 +116,9 @@ func (s *Store) JobWithDeliveries(ctx context.Context, jobID string) (Job, error
 // Track adds a job the log has not heard of, as pending, with its first poll
 // due at firstPoll. created is false when the job was already known; either
 // way the job is returned as it now stands.
-func (s *Store) Track(ctx context.Context, jobID string, firstPoll time.Time) (j Job, created bool, err error) {
-	if !ValidJobID(jobID) {
-		return Job{}, false, Errorf(EINVALID, "jobId must be 1-128 letters, digits, '-' or '_'")
+func (s *Store) Track(ctx context.Context, jobID string, firstPoll time.Time) (j store.Job, created bool, err error) {
+	if !store.ValidJobID(jobID) {
+		return store.Job{}, false, store.Errorf(store.EINVALID, "jobId must be 1-128 letters, digits, '-' or '_'")
 	}
 	err = s.write(ctx, func(t *txn) error {
 		at, err := t.createdAt()
@@ -124,19 +126,19 @@ func (s *Store) Track(ctx context.Context, jobID string, firstPoll time.Time) (j
 			return err
 		}
 		res, err := t.tx.ExecContext(t.ctx, `INSERT INTO jobs (job_id, status, created_at, updated_at, next_poll_at)
-			VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO NOTHING`, jobID, StatusPending, at,
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO NOTHING`, jobID, store.StatusPending, at,
 			t.now.UnixNano(), firstPoll.UnixNano())
 		if err != nil {
 			return err
 		}
 		n, err := res.RowsAffected()
 		if created = n == 1; created {
-			t.count(statusCounter(StatusPending), 1)
+			t.count(statusCounter(store.StatusPending), 1)
 		}
 		return err
 	})
 	if err != nil {
-		return Job{}, false, err
+		return store.Job{}, false, err
 	}
 	j, err = s.Job(context.WithoutCancel(ctx), jobID) // committed: answer as stored
 	return j, created, err
@@ -150,21 +152,21 @@ func (s *Store) Track(ctx context.Context, jobID string, firstPoll time.Time) (j
 // by a binary search over the rows. That holds because created_at never
 // decreases in id order (see createdAt); in a log written before that was so,
 // a clock that stepped back can put a few jobs on the wrong side of Since.
-func (s *Store) ListJobs(ctx context.Context, f Filter) (jobs []Job, next string, err error) {
-	if f.Limit < 1 || f.Limit > MaxLimit {
-		return nil, "", Errorf(EINVALID, "limit must be between 1 and %d", MaxLimit)
+func (s *Store) ListJobs(ctx context.Context, f store.Filter) (jobs []store.Job, next string, err error) {
+	if f.Limit < 1 || f.Limit > store.MaxLimit {
+		return nil, "", store.Errorf(store.EINVALID, "limit must be between 1 and %d", store.MaxLimit)
 	}
 	before := int64(math.MaxInt64)
 	if f.Cursor != "" {
 		before, err = strconv.ParseInt(f.Cursor, 10, 64)
 		if err != nil || before < 1 {
-			return nil, "", Errorf(EINVALID, "cursor %q is not one this API returned", f.Cursor)
+			return nil, "", store.Errorf(store.EINVALID, "cursor %q is not one this API returned", f.Cursor)
 		}
 	}
-	var statuses []Status
+	var statuses []store.Status
 	for _, st := range f.Statuses {
 		if !st.Known() {
-			return nil, "", Errorf(EINVALID, "unknown status %q", st)
+			return nil, "", store.Errorf(store.EINVALID, "unknown status %q", st)
 		}
 		if !slices.Contains(statuses, st) {
 			statuses = append(statuses, st)
@@ -175,7 +177,7 @@ func (s *Store) ListJobs(ctx context.Context, f Filter) (jobs []Job, next string
 		return nil, "", err
 	}
 	defer tx.Rollback()
-	jobs = []Job{}
+	jobs = []store.Job{}
 	low := int64(0)
 	if !f.Since.IsZero() {
 		var ok bool
@@ -207,7 +209,7 @@ func (s *Store) ListJobs(ctx context.Context, f Filter) (jobs []Job, next string
 // listQuery selects up to n jobs with low <= id < before, newest first, with
 // any of statuses (all when empty). With several statuses each is walked in
 // jobs_status on its own, n at most, and the ids are merged.
-func listQuery(statuses []Status, low, before int64, n int) (string, []any) {
+func listQuery(statuses []store.Status, low, before int64, n int) (string, []any) {
 	const rng = `id >= ? AND id < ? ORDER BY id DESC LIMIT ?`
 	switch len(statuses) {
 	case 0:
@@ -264,19 +266,19 @@ func firstCreatedAtOrAfter(ctx context.Context, q rowQuerier, since int64) (id i
 
 // Events returns up to limit jobs that became terminal with seq > after,
 // oldest first, and the seq of the last one (after itself when none).
-func (s *Store) Events(ctx context.Context, after int64, limit int) (jobs []Job, last int64, err error) {
-	if limit < 1 || limit > MaxLimit {
-		return nil, 0, Errorf(EINVALID, "limit must be between 1 and %d", MaxLimit)
+func (s *Store) Events(ctx context.Context, after int64, limit int) (jobs []store.Job, last int64, err error) {
+	if limit < 1 || limit > store.MaxLimit {
+		return nil, 0, store.Errorf(store.EINVALID, "limit must be between 1 and %d", store.MaxLimit)
 	}
 	if after < 0 {
-		return nil, 0, Errorf(EINVALID, "after must be 0 or more")
+		return nil, 0, store.Errorf(store.EINVALID, "after must be 0 or more")
 	}
 	rows, err := s.rdb.QueryContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, 0, err
 	}
 	defer rows.Close()
-	jobs, last = []Job{}, after
+	jobs, last = []store.Job{}, after
 	for rows.Next() {
 		j, _, err := scanJob(rows)
 		if err != nil {
@@ -291,8 +293,8 @@ func (s *Store) Events(ctx context.Context, after int64, limit int) (jobs []Job,
 // however long the log is. They count what is in the log: jobs and
 // deliveries removed by Prune leave them. Deliveries counts every verified
 // delivery, each copy of a replay included.
-func (s *Store) Stats(ctx context.Context) (Stats, error) {
-	st := Stats{ByStatus: map[string]int{}, BySource: map[string]int{}}
+func (s *Store) Stats(ctx context.Context) (store.Stats, error) {
+	st := store.Stats{ByStatus: map[string]int{}, BySource: map[string]int{}}
 	err := s.groupCount(ctx, `SELECT name, '', n FROM counters`, func(name, _ string, n int) {
 		kind, value, _ := strings.Cut(name, ":")
 		switch {
@@ -308,19 +310,19 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 			st.BySource[value] = n
 		case kind == "outcome":
 			st.Deliveries += n
-			switch Outcome(value) {
-			case OutcomeDuplicate:
+			switch store.Outcome(value) {
+			case store.OutcomeDuplicate:
 				st.Duplicates += n
-			case OutcomeConflict:
+			case store.OutcomeConflict:
 				st.Duplicates += n
 				st.Conflicts += n
-			case OutcomeInvalid:
+			case store.OutcomeInvalid:
 				st.Invalid += n
 			}
 		}
 	})
 	if err != nil {
-		return Stats{}, err
+		return store.Stats{}, err
 	}
 	return st, nil
 }

@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/nouvelhook/nouvelhook/store"
 )
 
 // tailSize is how many of the newest change-feed entries the shared tail
@@ -348,16 +350,16 @@ func (n *notifier) catchUp(ctx context.Context, s *Store, gen uint64) error {
 // seq) before the first read, and when more than twice the tail's size
 // ended since from, as after a long time without waiters: the tail would
 // keep only the newest of them anyway.
-func (n *notifier) read(ctx context.Context, s *Store, ready bool, from int64) (events []Job, base, last int64, restart bool, err error) {
+func (n *notifier) read(ctx context.Context, s *Store, ready bool, from int64) (events []store.Job, base, last int64, restart bool, err error) {
 	last = from
 	for ready {
 		n.tail.reads.Add(1)
-		page, end, err := s.Events(ctx, last, MaxLimit)
+		page, end, err := s.Events(ctx, last, store.MaxLimit)
 		if err != nil {
 			return nil, 0, 0, false, err
 		}
 		events, last = append(events, page...), end
-		if len(page) < MaxLimit {
+		if len(page) < store.MaxLimit {
 			return events, from, last, false, nil
 		}
 		ready = len(events) <= 2*n.tail.size
@@ -401,13 +403,13 @@ func (t *feedTail) after(cursor int64, limit int) (entries []*feedEntry, last in
 // feedEntry is one event of the tail. Its JSON is encoded once, by the
 // first event stream that sends it, for every stream.
 type feedEntry struct {
-	job  Job
+	job  store.Job
 	once sync.Once
 	data []byte
 	err  error
 }
 
-func newFeedEntry(j Job) *feedEntry { return &feedEntry{job: j} }
+func newFeedEntry(j store.Job) *feedEntry { return &feedEntry{job: j} }
 
 func (e *feedEntry) json() ([]byte, error) {
 	e.once.Do(func() { e.data, e.err = json.Marshal(e.job) })

@@ -1,4 +1,4 @@
-// Package store keeps nouvelhook's job log, delivery log and change feed in
+// Package sqlite keeps nouvelhook's job log, delivery log and change feed in
 // SQLite (modernc.org/sqlite, pure Go).
 //
 // All writes go through one writer goroutine that commits whatever is queued
@@ -6,7 +6,7 @@
 // one fsync while each caller still returns only after its own write is
 // durable. Reads use a separate pool of read-only connections, which WAL mode
 // lets run beside the writer.
-package store
+package sqlite
 
 import (
 	"context"
@@ -22,6 +22,8 @@ import (
 
 	"github.com/rs/zerolog"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/nouvelhook/nouvelhook/store"
 )
 
 //go:embed migrations/*.sql
@@ -61,6 +63,8 @@ type Store struct {
 	maxBody int
 }
 
+var _ store.Store = (*Store)(nil)
+
 // Open opens (creating it and its folder if needed) the SQLite file at path,
 // runs any migrations not yet applied, and starts the writer. Close releases
 // it. One process at a time may have a file open: Open fails, naming the
@@ -70,7 +74,7 @@ type Store struct {
 // corrupt one (SQLite's quick_check).
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if path == "" {
-		return nil, Errorf(EINVALID, "empty database path")
+		return nil, store.Errorf(store.EINVALID, "empty database path")
 	}
 	if err := prepareFolder(path); err != nil {
 		return nil, err
@@ -214,8 +218,8 @@ func migrateOne(ctx context.Context, db *sql.DB, name string) error {
 // unavailable wraps a database error from the write path as ErrUnavailable,
 // keeping SQLite's text for the log.
 func unavailable(err error) error {
-	if err == nil || errors.Is(err, ErrUnavailable) {
+	if err == nil || errors.Is(err, store.ErrUnavailable) {
 		return err
 	}
-	return Errorf(EUNAVAILABLE, "store unavailable: %s", strings.TrimSpace(err.Error()))
+	return store.Errorf(store.EUNAVAILABLE, "store unavailable: %s", strings.TrimSpace(err.Error()))
 }

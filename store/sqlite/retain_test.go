@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nouvelhook/nouvelhook/store"
 )
 
 // TestQueryPlansUseIndexes checks that the statements whose cost must not
@@ -20,8 +22,8 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	one, oneArgs := listQuery([]Status{StatusCompleted}, 1, 100, 501)
-	many, manyArgs := listQuery([]Status{StatusCompleted, StatusFailed}, 1, 100, 501)
+	one, oneArgs := listQuery([]store.Status{store.StatusCompleted}, 1, 100, 501)
+	many, manyArgs := listQuery([]store.Status{store.StatusCompleted, store.StatusFailed}, 1, 100, 501)
 	all, allArgs := listQuery(nil, 1, 100, 501)
 	for _, c := range []struct {
 		name   string
@@ -82,15 +84,15 @@ func TestPruneDeletesEndedJobsAndNeverReusesSeq(t *testing.T) {
 		t.Helper()
 		now = at
 		for range copies {
-			_, err := s.RecordWebhook(ctx, WebhookDelivery{Body: []byte(`{"jobId":"` + id + `"}`), ReceivedAt: at,
-				Report: &Report{JobID: id, Status: StatusCompleted}})
+			_, err := s.RecordWebhook(ctx, store.WebhookDelivery{Body: []byte(`{"jobId":"` + id + `"}`), ReceivedAt: at,
+				Report: &store.Report{JobID: id, Status: store.StatusCompleted}})
 			if err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	end("a", t0, 3)
-	if _, err := s.RecordWebhook(ctx, WebhookDelivery{Body: []byte(`{bad`), ReceivedAt: t0, Problem: "bad JSON"}); err != nil {
+	if _, err := s.RecordWebhook(ctx, store.WebhookDelivery{Body: []byte(`{bad`), ReceivedAt: t0, Problem: "bad JSON"}); err != nil {
 		t.Fatal(err)
 	}
 	end("b", t0.Add(time.Hour), 1)
@@ -125,7 +127,7 @@ func TestPruneDeletesEndedJobsAndNeverReusesSeq(t *testing.T) {
 			t.Errorf("%s: got %d, want %d", c.query, got, c.want)
 		}
 	}
-	if _, err := s.Job(ctx, "a"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Job(ctx, "a"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("pruned job a: got %v, want ErrNotFound", err)
 	}
 	events, last, err := s.Events(ctx, 1, 10) // a cursor inside pruned history
@@ -136,7 +138,7 @@ func TestPruneDeletesEndedJobsAndNeverReusesSeq(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Stats{Jobs: 2, ByStatus: map[string]int{"completed": 1, "pending": 1}, BySource: map[string]int{"webhook": 1},
+	want := store.Stats{Jobs: 2, ByStatus: map[string]int{"completed": 1, "pending": 1}, BySource: map[string]int{"webhook": 1},
 		Deliveries: 2, Duplicates: 1, LastSeq: 3}
 	if fmt.Sprint(st) != fmt.Sprint(want) {
 		t.Fatalf("stats after pruning:\ngot  %+v\nwant %+v", st, want)
@@ -150,7 +152,7 @@ func TestPruneDeletesEndedJobsAndNeverReusesSeq(t *testing.T) {
 	if j, err := s.Job(ctx, "d"); err != nil || j.Seq != 4 {
 		t.Fatalf("job ended after pruning everything: got seq %d, %v; want 4", j.Seq, err)
 	}
-	if _, err := s.Prune(ctx, t0, 0); !errors.Is(err, ErrInvalid) {
+	if _, err := s.Prune(ctx, t0, 0); !errors.Is(err, store.ErrInvalid) {
 		t.Fatalf("Prune batch 0: got %v, want ErrInvalid", err)
 	}
 }

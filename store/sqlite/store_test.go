@@ -1,4 +1,4 @@
-package store_test
+package sqlite_test
 
 import (
 	"context"
@@ -15,11 +15,12 @@ import (
 	"time"
 
 	"github.com/nouvelhook/nouvelhook/store"
+	"github.com/nouvelhook/nouvelhook/store/sqlite"
 )
 
-func openStore(t *testing.T, path string) *store.Store {
+func openStore(t *testing.T, path string) *sqlite.Store {
 	t.Helper()
-	s, err := store.Open(context.Background(), path, store.Options{})
+	s, err := sqlite.Open(context.Background(), path, sqlite.Options{})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -34,7 +35,7 @@ func report(id string, status store.Status) *store.Report {
 
 // deliver records r as a delivery whose body is r's JSON, so equal reports
 // are equal bytes, as they are from Nouvel.
-func deliver(t *testing.T, s *store.Store, r *store.Report) store.Outcome {
+func deliver(t *testing.T, s *sqlite.Store, r *store.Report) store.Outcome {
 	t.Helper()
 	body, err := json.Marshal(r)
 	if err != nil {
@@ -200,7 +201,7 @@ func TestEventsOrderedAndWaitWakes(t *testing.T) {
 func TestReopenKeepsLog(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "nh.db")
-	s, err := store.Open(ctx, path, store.Options{})
+	s, err := sqlite.Open(ctx, path, sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +273,7 @@ func TestStatsCounts(t *testing.T) {
 	ctx := context.Background()
 	start := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
 	now := start
-	s, err := store.Open(ctx, filepath.Join(t.TempDir(), "nh.db"), store.Options{Now: func() time.Time { return now }})
+	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "nh.db"), sqlite.Options{Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -483,7 +484,7 @@ func TestStatsCountersFollowEveryChange(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "nh.db")
 	start := time.Date(2026, 4, 1, 8, 0, 0, 0, time.UTC)
 	now := start
-	s, err := store.Open(ctx, path, store.Options{Now: func() time.Time { return now }})
+	s, err := sqlite.Open(ctx, path, sqlite.Options{Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -648,7 +649,7 @@ func TestListJobsFiltersMatchAScan(t *testing.T) {
 	ctx := context.Background()
 	start := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
 	now := start
-	s, err := store.Open(ctx, filepath.Join(t.TempDir(), "nh.db"), store.Options{Now: func() time.Time { return now }})
+	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "nh.db"), sqlite.Options{Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}

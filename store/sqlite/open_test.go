@@ -1,4 +1,4 @@
-package store_test
+package sqlite_test
 
 import (
 	"bufio"
@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/nouvelhook/nouvelhook/store"
+	"github.com/nouvelhook/nouvelhook/store/sqlite"
 )
 
 // The helper process: when the test binary is started with these variables
@@ -31,7 +32,7 @@ const (
 func TestHelperProcess(t *testing.T) {
 	ctx := context.Background()
 	if path := os.Getenv(holdEnv); path != "" {
-		s, err := store.Open(ctx, path, store.Options{})
+		s, err := sqlite.Open(ctx, path, sqlite.Options{})
 		if err != nil {
 			fmt.Println("error:", err)
 			os.Exit(1)
@@ -43,7 +44,7 @@ func TestHelperProcess(t *testing.T) {
 	}
 	if paths := os.Getenv(openEnv); paths != "" {
 		for _, path := range strings.Split(paths, "\n") {
-			s, err := store.Open(ctx, path, store.Options{})
+			s, err := sqlite.Open(ctx, path, sqlite.Options{})
 			if err != nil {
 				fmt.Println(err)
 				continue
@@ -67,11 +68,11 @@ func helper(t *testing.T, env ...string) *exec.Cmd {
 func TestOpenRefusesASecondStoreOnTheFile(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "nh.db")
-	first, err := store.Open(ctx, path, store.Options{})
+	first, err := sqlite.Open(ctx, path, sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = store.Open(ctx, path, store.Options{})
+	_, err = sqlite.Open(ctx, path, sqlite.Options{})
 	want := fmt.Sprintf("database %s is in use by another nouvelhook process (pid %d)", path, os.Getpid())
 	if err == nil || err.Error() != want {
 		t.Fatalf("second Open in the same process: got %v, want %q", err, want)
@@ -79,7 +80,7 @@ func TestOpenRefusesASecondStoreOnTheFile(t *testing.T) {
 	if err := first.Close(); err != nil {
 		t.Fatal(err)
 	}
-	second, err := store.Open(ctx, path, store.Options{})
+	second, err := sqlite.Open(ctx, path, sqlite.Options{})
 	if err != nil {
 		t.Fatalf("Open after Close: %v; Close must release the file", err)
 	}
@@ -107,7 +108,7 @@ func TestOpenRefusesAFileHeldByAnotherProcess(t *testing.T) {
 		t.Fatalf("holder: got %q, %v; want ready", line, err)
 	}
 
-	_, err = store.Open(ctx, path, store.Options{})
+	_, err = sqlite.Open(ctx, path, sqlite.Options{})
 	want := fmt.Sprintf("database %s is in use by another nouvelhook process (pid %d)", path, cmd.Process.Pid)
 	if err == nil || err.Error() != want {
 		t.Fatalf("Open while another process holds the file: got %v, want %q", err, want)
@@ -117,7 +118,7 @@ func TestOpenRefusesAFileHeldByAnotherProcess(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("holder: %v", err)
 	}
-	s, err := store.Open(ctx, path, store.Options{})
+	s, err := sqlite.Open(ctx, path, sqlite.Options{})
 	if err != nil {
 		t.Fatalf("Open after the holder exited: %v", err)
 	}
@@ -201,7 +202,7 @@ func TestOpenRefusesFilesThatAreNotAHealthyLog(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s, err := store.Open(ctx, tc.path, store.Options{})
+			s, err := sqlite.Open(ctx, tc.path, sqlite.Options{})
 			if err == nil {
 				s.Close()
 				t.Fatalf("Open succeeded; want it refused")
@@ -229,7 +230,7 @@ func TestOpenRefusesFilesThatAreNotAHealthyLog(t *testing.T) {
 	healthy := filepath.Join(dir, "healthy.db")
 	makeLog(t, healthy, 50)
 	for _, path := range []string{healthy, filepath.Join(dir, "new", "nh.db")} {
-		s, err := store.Open(ctx, path, store.Options{})
+		s, err := sqlite.Open(ctx, path, sqlite.Options{})
 		if err != nil {
 			t.Fatalf("Open(%s): %v", path, err)
 		}
@@ -262,7 +263,7 @@ func TestOpenSaysWhatIsWrongWithThePath(t *testing.T) {
 		{"parent is a file", filepath.Join(file, "sub", "nh.db"), []string{"cannot create its folder", file, "not a directory", uid}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := store.Open(ctx, tc.path, store.Options{})
+			s, err := sqlite.Open(ctx, tc.path, sqlite.Options{})
 			if err == nil {
 				s.Close()
 				t.Fatal("Open succeeded; want it refused")
@@ -368,7 +369,7 @@ func TestOpenSaysPermissionDenied(t *testing.T) {
 func BenchmarkOpenCheck(b *testing.B) {
 	for _, jobs := range []int{100_000, 1_000_000} {
 		path := filepath.Join(b.TempDir(), "nh.db")
-		s, err := store.Open(context.Background(), path, store.Options{})
+		s, err := sqlite.Open(context.Background(), path, sqlite.Options{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -400,7 +401,7 @@ func BenchmarkOpenCheck(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("jobs=%d/open", jobs), func(b *testing.B) {
 			for b.Loop() {
-				s, err := store.Open(context.Background(), path, store.Options{})
+				s, err := sqlite.Open(context.Background(), path, sqlite.Options{})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -431,7 +432,7 @@ func TestOpenInAFolderNobodyMayWrite(t *testing.T) {
 		t.Skipf("no sysfs here: %v", err)
 	}
 	path := "/sys/nouvelhook-test.db"
-	s, err := store.Open(context.Background(), path, store.Options{})
+	s, err := sqlite.Open(context.Background(), path, sqlite.Options{})
 	if err == nil {
 		s.Close()
 		t.Fatalf("Open(%s) succeeded; want it refused", path)

@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -6,20 +6,22 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/nouvelhook/nouvelhook/store"
 )
 
 // DuePolls returns up to limit jobs that are not terminal and due at now,
 // the longest overdue first, so that none starves.
-func (s *Store) DuePolls(ctx context.Context, now time.Time, limit int) ([]PollTarget, error) {
+func (s *Store) DuePolls(ctx context.Context, now time.Time, limit int) ([]store.PollTarget, error) {
 	rows, err := s.rdb.QueryContext(ctx, `SELECT job_id, created_at, next_poll_at, poll_step, fail_count, not_found_count
 		FROM jobs WHERE terminal = 0 AND next_poll_at <= ? ORDER BY next_poll_at, id LIMIT ?`, now.UnixNano(), limit)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []PollTarget
+	var out []store.PollTarget
 	for rows.Next() {
-		var p PollTarget
+		var p store.PollTarget
 		var created, next int64
 		if err := rows.Scan(&p.JobID, &created, &next, &p.Step, &p.Failures, &p.NotFound); err != nil {
 			return nil, err
@@ -45,10 +47,10 @@ func (s *Store) NextPollAt(ctx context.Context) (next time.Time, ok bool, err er
 // path as a webhook, with source poll, so the job ends once whichever comes
 // first; the outcome says which. An error wrapping ErrUnavailable means
 // nothing was stored.
-func (s *Store) RecordPoll(ctx context.Context, jobID string, r PollResult) (Outcome, error) {
+func (s *Store) RecordPoll(ctx context.Context, jobID string, r store.PollResult) (store.Outcome, error) {
 	end := r.Report
 	if r.End != "" {
-		end = &Report{JobID: jobID, Status: r.End}
+		end = &store.Report{JobID: jobID, Status: r.End}
 	}
 	if end != nil && !end.Status.Terminal() {
 		end = nil
@@ -60,12 +62,12 @@ func (s *Store) RecordPoll(ctx context.Context, jobID string, r PollResult) (Out
 			return "", err
 		}
 	}
-	var outcome Outcome
+	var outcome store.Outcome
 	err := s.write(ctx, func(t *txn) error {
 		now := t.now.UnixNano()
 		if end != nil {
 			var err error
-			if outcome, _, err = t.endJob(end, projects, SourcePoll); err != nil {
+			if outcome, _, err = t.endJob(end, projects, store.SourcePoll); err != nil {
 				return err
 			}
 			_, err = t.tx.ExecContext(t.ctx, `UPDATE jobs SET poll_count = poll_count + 1, last_error = ?,
@@ -78,7 +80,7 @@ func (s *Store) RecordPoll(ctx context.Context, jobID string, r PollResult) (Out
 		switch {
 		case r.Report != nil:
 			// The status counters move with the status: read the old one.
-			var was Status
+			var was store.Status
 			err := t.tx.QueryRowContext(t.ctx, `SELECT status FROM jobs WHERE job_id = ? AND terminal = 0`, jobID).Scan(&was)
 			if errors.Is(err, sql.ErrNoRows) {
 				return nil // unknown, or ended meanwhile: a stale poll changes nothing
@@ -146,7 +148,7 @@ func (s *Store) ExpireJobs(ctx context.Context, cutoff time.Time) ([]string, err
 			return err
 		}
 		for _, id := range expired {
-			if _, _, err := t.endJob(&Report{JobID: id, Status: StatusExpired}, "[]", SourcePoll); err != nil {
+			if _, _, err := t.endJob(&store.Report{JobID: id, Status: store.StatusExpired}, "[]", store.SourcePoll); err != nil {
 				return fmt.Errorf("expire %s: %w", id, err)
 			}
 		}
