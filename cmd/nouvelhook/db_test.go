@@ -87,6 +87,10 @@ func TestDBBackupRefusals(t *testing.T) {
 	if err := os.WriteFile(existing, []byte("keep me"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	urlFile := filepath.Join(dir, "db-url")
+	if err := os.WriteFile(urlFile, []byte("postgresql://u:secret@db/x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	s := startService(t, nil)
 	s.mustDeliver("job-1", "completed")
 	env := map[string]string{"NOUVELHOOK_DB": s.DB}
@@ -105,6 +109,13 @@ func TestDBBackupRefusals(t *testing.T) {
 		{"existing file", env, []string{"db", "backup", existing}, 1, "already exists"},
 		{"missing log", nil, []string{"db", "backup", "--db", filepath.Join(dir, "nope.db"), filepath.Join(dir, "x.db")}, 1, "does not exist"},
 		{"database URL", map[string]string{"NOUVELHOOK_DB": "postgres://u:secret@db/x"}, []string{"db", "backup", filepath.Join(dir, "y.db")}, 2, "not a SQLite file"},
+		{"database URL in a file", map[string]string{"NOUVELHOOK_DB_FILE": urlFile}, []string{"db", "backup", filepath.Join(dir, "y.db")}, 2,
+			"the log is a Postgres database (postgresql://u:xxxxx@db/x), not a SQLite file"},
+		{"database URL flag", nil, []string{"db", "backup", "--db", "postgres://u:secret@db/x", filepath.Join(dir, "y.db")}, 2, "not a SQLite file"},
+		{"bad database URL", map[string]string{"NOUVELHOOK_DB": "postgres://u:secret@db/"}, []string{"db", "backup", filepath.Join(dir, "y.db")}, 2,
+			"NOUVELHOOK_DB (postgres://u:xxxxx@db/) has no database name"},
+		{"database and its file", map[string]string{"NOUVELHOOK_DB": s.DB, "NOUVELHOOK_DB_FILE": urlFile}, []string{"db", "backup", filepath.Join(dir, "y.db")}, 2,
+			"NOUVELHOOK_DB and NOUVELHOOK_DB_FILE are both set"},
 	}
 	for _, tt := range tests {
 		out, errOut, err := runCLI(context.Background(), tt.env, "", tt.args...)
