@@ -18,6 +18,8 @@ import (
 	"github.com/nouvelhook/nouvelhook/config"
 	"github.com/nouvelhook/nouvelhook/handler"
 	"github.com/nouvelhook/nouvelhook/reconcile"
+	"github.com/nouvelhook/nouvelhook/store"
+	"github.com/nouvelhook/nouvelhook/store/postgres"
 	"github.com/nouvelhook/nouvelhook/store/sqlite"
 )
 
@@ -41,13 +43,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 // close the store. ready, when not nil, is told the base URLs of the public
 // and admin listeners once both listen.
 func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, ready func(public, admin string)) error {
-	if cfg.DBBackend() == config.BackendPostgres {
-		return fmt.Errorf("NOUVELHOOK_DB (%s): this build has no Postgres backend", config.RedactDB(cfg.DBPath))
-	}
-	st, err := sqlite.Open(ctx, cfg.DBPath, sqlite.Options{
-		Logger: log.With().Str("component", "store").Logger(), MaxBody: cfg.MaxBody})
+	st, err := openStore(ctx, cfg, log.With().Str("component", "store").Logger())
 	if err != nil {
-		return fmt.Errorf("NOUVELHOOK_DB: %w", err) // the store's errors name the path
+		return err
 	}
 	defer func() {
 		if err := st.Close(); err != nil {
@@ -137,6 +135,24 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, ready fun
 	wg.Wait()
 	log.Info().Msg("stopped")
 	return err
+}
+
+// openStore opens the backend NOUVELHOOK_DB names: Postgres for a
+// postgres:// URL, else the SQLite file. Its errors name the variable; the
+// backends name the path, or the URL with its password masked.
+func openStore(ctx context.Context, cfg config.Config, log zerolog.Logger) (store.Store, error) {
+	if cfg.DBBackend() == config.BackendPostgres {
+		st, err := postgres.Open(ctx, cfg.DBPath, postgres.Options{Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("NOUVELHOOK_DB: %w", err)
+		}
+		return st, nil
+	}
+	st, err := sqlite.Open(ctx, cfg.DBPath, sqlite.Options{Logger: log, MaxBody: cfg.MaxBody})
+	if err != nil {
+		return nil, fmt.Errorf("NOUVELHOOK_DB: %w", err)
+	}
+	return st, nil
 }
 
 // adminHost is the host part of the admin listen address, which the admin

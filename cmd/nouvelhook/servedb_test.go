@@ -3,13 +3,101 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/nouvelhook/nouvelhook/config"
 )
+
+// pgSchemaURL returns a URL for an empty schema of the database named by
+// NOUVELHOOK_TEST_POSTGRES, with password as its password (which a trust
+// login ignores); the schema is dropped when the test ends. Without the
+// variable the test is skipped.
+func pgSchemaURL(t *testing.T, password string) string {
+	t.Helper()
+	base := os.Getenv("NOUVELHOOK_TEST_POSTGRES")
+	if base == "" {
+		t.Skip("NOUVELHOOK_TEST_POSTGRES is not set: this test needs a Postgres database to create a schema in " +
+			"(e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable; .ci/run sets it)")
+	}
+	b := make([]byte, 6)
+	rand.Read(b)
+	schema := "nh_serve_" + hex.EncodeToString(b)
+	ctx := context.Background()
+	exec := func(sql string) error {
+		conn, err := pgx.Connect(ctx, base)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		_, err = conn.Exec(ctx, sql)
+		return err
+	}
+	if err := exec("CREATE SCHEMA " + schema); err != nil {
+		t.Fatalf("create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := exec("DROP SCHEMA " + schema + " CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(u.User.Username(), password)
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// serve on a postgres:// URL keeps its log in Postgres: a delivery is
+// there for a second service on the same URL to answer, and the URL's
+// password shows in no log line.
+func TestServeOnPostgres(t *testing.T) {
+	const password = "pg-s3cret-pw"
+	dbURL := pgSchemaURL(t, password)
+	urlFile := filepath.Join(t.TempDir(), "db-url")
+	if err := os.WriteFile(urlFile, []byte(dbURL+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	t.Chdir(dir) // a SQLite store would make its file here
+
+	a := startService(t, map[string]string{"NOUVELHOOK_DB": dbURL})
+	a.mustDeliver("pg-job-1", "completed")
+	b := startService(t, map[string]string{"NOUVELHOOK_DB": "", "NOUVELHOOK_DB_FILE": urlFile})
+	var j struct{ JobID, Status string }
+	if code := b.adminGet("/v1/jobs/pg-job-1", &j); code != 200 || j.JobID != "pg-job-1" || j.Status != "completed" {
+		t.Errorf("the other service's job: got %d %+v, want 200 and pg-job-1 completed", code, j)
+	}
+	if code := b.adminGet("/readyz", nil); code != 200 {
+		t.Errorf("readyz: got %d, want 200", code)
+	}
+	for _, s := range []*testService{a, b} {
+		if err := s.Stop(); err != nil {
+			t.Errorf("Stop: got %v, want nil", err)
+		}
+		log := s.Log.String()
+		if strings.Contains(log, password) {
+			t.Errorf("the log holds the URL's password:\n%s", log)
+		}
+		if !strings.Contains(log, `"db_backend":"postgres"`) || !strings.Contains(log, ":xxxxx@") {
+			t.Errorf("the startup line lacks the Postgres backend and the masked URL:\n%s", log)
+		}
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+		t.Errorf("serve made %v in its working folder (%v), want nothing", entries, err)
+	}
+}
 
 // serve on a Postgres URL that cannot be reached stops with one line naming
 // NOUVELHOOK_DB and the URL with its password masked; the password is in
