@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -35,6 +36,22 @@ type feed struct {
 	last   int64        // ... up to last
 	events []*feedEntry // base < seq <= last, ascending
 	jobs   map[string][]chan struct{}
+
+	// feedWaiters counts the feed waiters; with none, and no job waiters,
+	// feedLoop skips its reads (stale notes that it did), so a replica
+	// nobody waits on does not read every job that ends.
+	feedWaiters atomic.Int64
+	stale       atomic.Bool
+	// reads counts the store reads made for waiters, so a test can tell
+	// one query per commit from one per waiter.
+	reads atomic.Int64
+}
+
+// idle reports whether nobody waits on the feed.
+func (f *feed) idle() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.feedWaiters.Load() == 0 && len(f.jobs) == 0
 }
 
 func (f *feed) init() {
@@ -64,6 +81,15 @@ func (s *Store) kick() {
 	}
 }
 
+// wakeFeed has the tail refreshed now if feedLoop skipped reads while
+// nobody waited, so a waiter that just came does not wait for the next tick
+// to see what ended meanwhile.
+func (s *Store) wakeFeed() {
+	if s.feed.stale.Swap(false) {
+		s.kick()
+	}
+}
+
 // feedLoop refreshes the tail when kicked (a local end, a notification)
 // and every backstop interval whatever happens.
 func (s *Store) feedLoop(ctx context.Context) {
@@ -78,6 +104,13 @@ func (s *Store) feedLoop(ctx context.Context) {
 		case <-s.kickCh:
 		case <-tick.C:
 		}
+		// stale is set before idle looks, so a waiter that comes just
+		// after either is counted by idle or finds stale set and kicks.
+		s.feed.stale.Store(true)
+		if s.feed.idle() {
+			continue
+		}
+		s.feed.stale.Store(false)
 		rctx, cancel := context.WithTimeout(ctx, writeTimeout)
 		err := s.refresh(rctx)
 		cancel()
@@ -148,6 +181,7 @@ func (s *Store) refresh(ctx context.Context) error {
 	var got []store.Job
 	last, restart := from, !ready
 	for !restart {
+		f.reads.Add(1)
 		page, end, err := s.Events(ctx, last, store.MaxLimit)
 		if err != nil {
 			return err
@@ -159,6 +193,7 @@ func (s *Store) refresh(ctx context.Context) error {
 		restart = len(got) > 2*tailSize
 	}
 	if restart {
+		f.reads.Add(1)
 		if err := s.pool.QueryRow(ctx, `SELECT seq FROM feed_counter`).Scan(&last); err != nil {
 			return err
 		}
@@ -247,6 +282,8 @@ func (s *Store) WaitJob(ctx context.Context, jobID string) (store.Job, error) {
 	rctx := context.WithoutCancel(ctx)
 	for {
 		w := s.feed.watch(jobID)
+		s.wakeFeed()
+		s.feed.reads.Add(1)
 		j, err := s.Job(rctx, jobID)
 		if (err == nil && j.Terminal) || (err != nil && !errors.Is(err, store.ErrNotFound)) {
 			s.feed.unwatch(jobID, w)
@@ -300,9 +337,13 @@ func (s *Store) waitFeed(ctx context.Context, after int64, limit int) ([]*feedEn
 		_, _, err := s.Events(ctx, after, limit) // the same store.ErrInvalid
 		return nil, 0, err
 	}
+	s.feed.feedWaiters.Add(1)
+	defer s.feed.feedWaiters.Add(-1)
+	s.wakeFeed()
 	for {
 		changed, entries, last, ok := s.feed.after(after, limit)
 		if !ok {
+			s.feed.reads.Add(1)
 			jobs, end, err := s.Events(context.WithoutCancel(ctx), after, limit)
 			if err != nil {
 				return nil, 0, err

@@ -638,3 +638,55 @@ func TestBatchIsolation(t *testing.T) {
 		t.Errorf("Failed after a bad op: %v; want nil (the database is fine)", err)
 	}
 }
+
+// TestWakeCost: commits on another store wake the waiting job waiters of
+// this one with one read per refresh, not one per waiter: 100 waiters on
+// jobs that do not end, then 20 ends elsewhere.
+func TestWakeCost(t *testing.T) {
+	dbURL := freshSchema(t)
+	a := openTest(t, dbURL, Options{})
+	b := openTest(t, dbURL, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const waiters, ends = 100, 20
+	var wg sync.WaitGroup
+	for i := range waiters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.WaitJob(ctx, fmt.Sprintf("never-%d", i))
+		}()
+	}
+	defer func() { cancel(); wg.Wait() }()
+	waitFor(t, "waiters parked", func() bool {
+		b.feed.mu.Lock()
+		defer b.feed.mu.Unlock()
+		return len(b.feed.jobs) == waiters
+	})
+	before := b.feed.reads.Load() // each waiter's own first read is counted
+	for i := range ends {
+		if _, err := a.RecordWebhook(context.Background(), completed(fmt.Sprintf("other-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "b's tail reaching the last end", func() bool {
+		b.feed.mu.Lock()
+		defer b.feed.mu.Unlock()
+		return b.feed.last == ends
+	})
+	if got := b.feed.reads.Load() - before; got >= waiters {
+		t.Errorf("%d ends made %d reads for %d waiters; want fewer than one per waiter", ends, got, waiters)
+	}
+}
+
+// waitFor polls cond until it holds, failing after 20 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
