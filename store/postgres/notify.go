@@ -45,6 +45,8 @@ type feed struct {
 	// reads counts the store reads made for waiters, so a test can tell
 	// one query per commit from one per waiter.
 	reads atomic.Int64
+	// parked counts the waiters blocked until a refresh wakes them.
+	parked atomic.Int64
 }
 
 // idle reports whether nobody waits on the feed.
@@ -249,6 +251,19 @@ func (f *feed) after(cursor int64, limit int) (changed <-chan struct{}, entries 
 	return f.ch, entries, last, true
 }
 
+// sleep blocks until changed is closed or ctx ends, and reports whether it
+// was changed.
+func (f *feed) sleep(ctx context.Context, changed <-chan struct{}) bool {
+	f.parked.Add(1)
+	defer f.parked.Add(-1)
+	select {
+	case <-changed:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // watch files a waiter for jobID: any refresh that finishes after it and
 // saw the job end closes the channel. The caller reads the job after
 // watch, so an end no refresh saw yet is in that read.
@@ -289,9 +304,7 @@ func (s *Store) WaitJob(ctx context.Context, jobID string) (store.Job, error) {
 			s.feed.unwatch(jobID, w)
 			return j, err
 		}
-		select {
-		case <-w:
-		case <-ctx.Done():
+		if !s.feed.sleep(ctx, w) {
 			s.feed.unwatch(jobID, w)
 			return s.Job(rctx, jobID)
 		}
@@ -356,9 +369,7 @@ func (s *Store) waitFeed(ctx context.Context, after int64, limit int) ([]*feedEn
 		if len(entries) > 0 {
 			return entries, last, nil
 		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
+		if !s.feed.sleep(ctx, changed) {
 			return entries, last, nil
 		}
 		t := time.NewTimer(feedLinger)

@@ -66,6 +66,8 @@ const (
 	feedChannel = "nouvelhook_feed"
 )
 
+var _ store.Store = (*Store)(nil)
+
 // Options are the store's dependencies; the zero value is usable.
 type Options struct {
 	// Now is the clock; nil means time.Now.
