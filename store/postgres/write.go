@@ -546,12 +546,7 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, er
 	if batch < 1 {
 		return 0, store.Errorf(store.EINVALID, "prune batch must be 1 or more")
 	}
-	before := cutoff.UnixNano()
-	if cutoff.After(time.Unix(0, 1<<62)) {
-		before = 1<<63 - 1
-	} else if cutoff.Before(time.Unix(0, -1<<62)) {
-		before = -1 << 63
-	}
+	before := clampNanos(cutoff)
 	var due bool
 	err := s.pool.QueryRow(ctx, `SELECT COALESCE((SELECT terminal_at < $1 FROM jobs WHERE seq IS NOT NULL
 		ORDER BY seq LIMIT 1), false) OR EXISTS (SELECT 1 FROM deliveries WHERE job_row IS NULL
