@@ -690,3 +690,54 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestSweepsAcrossStores: two stores expiring, flagging and pruning the
+// same jobs at once act on each job once, and the counters agree.
+func TestSweepsAcrossStores(t *testing.T) {
+	dbURL := freshSchema(t)
+	stores := []*Store{openTest(t, dbURL, Options{}), openTest(t, dbURL, Options{})}
+	ctx := context.Background()
+	const jobs = 60
+	for i := range jobs {
+		if _, _, err := stores[0].Track(ctx, fmt.Sprintf("t-%d", i), time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cutoff := time.Now()
+	var expired, pruned atomic.Int64
+	var wg sync.WaitGroup
+	for _, s := range stores {
+		wg.Go(func() {
+			ids, err := s.ExpireJobs(ctx, cutoff)
+			if err != nil {
+				t.Errorf("ExpireJobs: %v", err)
+			}
+			expired.Add(int64(len(ids)))
+		})
+	}
+	wg.Wait()
+	for _, s := range stores {
+		wg.Go(func() {
+			for {
+				n, err := s.Prune(ctx, time.Now().Add(time.Hour), 7)
+				if err != nil {
+					t.Errorf("Prune: %v", err)
+				}
+				pruned.Add(int64(n))
+				if n == 0 {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	st, err := stores[1].Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if expired.Load() != jobs || pruned.Load() != jobs || st.Jobs != 0 || st.LastSeq != jobs ||
+		st.ByStatus["expired"] != 0 || st.BySource["poll"] != 0 {
+		t.Errorf("expired %d, pruned %d, stats %+v; want %d, %d and an empty log at seq %d",
+			expired.Load(), pruned.Load(), st, jobs, jobs, jobs)
+	}
+}
