@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
-	"errors"
 	stdlog "log"
 	"net/http"
 	"strings"
@@ -15,7 +14,6 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/rs/zerolog"
 
-	"github.com/nouvelhook/nouvelhook/reconcile"
 	"github.com/nouvelhook/nouvelhook/store"
 )
 
@@ -122,51 +120,6 @@ type errorLogWriter struct{ log zerolog.Logger }
 func (w errorLogWriter) Write(p []byte) (int, error) {
 	w.log.Error().Msg(strings.TrimSpace(strings.TrimPrefix(string(p), "http: ")))
 	return len(p), nil
-}
-
-// errorHandler answers every error as {"error":"…"}: echo's own errors with
-// their status, the store's by kind, and anything else as a logged 500.
-func errorHandler(log zerolog.Logger) echo.HTTPErrorHandler {
-	return func(err error, c echo.Context) {
-		if c.Response().Committed {
-			return
-		}
-		code, msg := http.StatusInternalServerError, "internal error"
-		var he *echo.HTTPError
-		var nouvelErr *reconcile.APIError
-		switch {
-		case errors.As(err, &he):
-			code = he.Code
-			if m, ok := he.Message.(string); ok {
-				msg = m
-			} else {
-				msg = strings.ToLower(http.StatusText(code))
-			}
-		case errors.As(err, &nouvelErr):
-			code, msg = nouvelErr.Status, "Nouvel: "+nouvelErr.Message
-			if code < 400 || code > 499 {
-				code = http.StatusBadGateway
-			}
-		case errors.Is(err, reconcile.ErrTransport):
-			code, msg = http.StatusBadGateway, err.Error()
-		case errors.Is(err, store.ErrNotFound):
-			code, msg = http.StatusNotFound, err.Error()
-		case errors.Is(err, store.ErrInvalid):
-			code, msg = http.StatusBadRequest, strings.TrimPrefix(err.Error(), store.ErrInvalid.Error()+": ")
-		case errors.Is(err, store.ErrUnavailable):
-			code, msg = http.StatusServiceUnavailable, "store unavailable"
-			log.Error().Err(err).Str("path", c.Path()).Msg("store unavailable")
-		case errors.Is(err, context.Canceled):
-			// The client went away, or shutdown ended the request: say so,
-			// never an empty 200.
-			code, msg = http.StatusServiceUnavailable, "request cancelled: the service is shutting down or the client left"
-		default:
-			log.Error().Err(err).Str("path", c.Path()).Msg("request failed")
-		}
-		if err := c.JSON(code, map[string]string{"error": msg}); err != nil {
-			log.Debug().Err(err).Msg("write error answer")
-		}
-	}
 }
 
 // requireToken refuses every request but /healthz without the bearer token.
