@@ -117,11 +117,10 @@ func (s *Server) addJobLocked(spec JobSpec, sources []string, aspect string) str
 }
 
 func normalize(spec JobSpec) JobSpec {
-	switch spec.Outcome {
-	case "":
+	switch {
+	case spec.Outcome == "":
 		spec.Outcome = store.StatusCompleted
-	case store.StatusCompleted, store.StatusPartial, store.StatusFailed, store.StatusCancelled:
-	default:
+	case !spec.Outcome.Terminal() || spec.Outcome.Local():
 		panic(fmt.Sprintf("nouveltest: job outcome %q is not completed, partial, failed or cancelled", spec.Outcome))
 	}
 	spec.Polls = max(spec.Polls, 1)
