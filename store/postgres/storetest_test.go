@@ -16,6 +16,7 @@ func (p parkedStore) Waiting() int64 { return p.feed.parked.Load() }
 // TestConformance runs the suite every backend passes, each subtest on a
 // fresh schema.
 func TestConformance(t *testing.T) {
+	baseURL(t) // skips once, not once per subtest
 	storetest.Run(t, func(t *testing.T) store.Store {
 		s, err := Open(context.Background(), freshSchema(t), Options{})
 		if err != nil {
