@@ -741,3 +741,61 @@ func TestSweepsAcrossStores(t *testing.T) {
 			expired.Load(), pruned.Load(), st, jobs, jobs, jobs)
 	}
 }
+
+// TestOutageUnderLoad cuts the way to Postgres while writers keep
+// delivering, then restores it: every write either failed with
+// ErrUnavailable or is in the log afterwards, and writes succeed again
+// without a restart.
+func TestOutageUnderLoad(t *testing.T) {
+	dbURL := freshSchema(t)
+	u, _ := url.Parse(dbURL)
+	p := &proxy{t: t, target: u.Host}
+	p.start("127.0.0.1:0")
+	addr := p.l.Addr().String()
+	t.Cleanup(p.cut)
+	u.Host = addr
+	s := openTest(t, u.String(), Options{})
+	ctx, stop := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	var acked []string
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	var n atomic.Int64
+	for range 16 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				id := fmt.Sprintf("load-%d", n.Add(1))
+				_, err := s.RecordWebhook(context.Background(), completed(id))
+				switch {
+				case err == nil:
+					mu.Lock()
+					acked = append(acked, id)
+					mu.Unlock()
+				case errors.Is(err, store.ErrUnavailable):
+					failed.Add(1)
+				default:
+					t.Errorf("%s: %v; want nil or ErrUnavailable", id, err)
+				}
+			}
+		})
+	}
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
+	waitFor(t, "writes before the outage", func() bool { return count() >= 200 })
+	p.cut()
+	waitFor(t, "writes failing", func() bool { return failed.Load() >= 50 })
+	p.start(addr)
+	during := count()
+	waitFor(t, "writes succeeding again", func() bool { return count() >= during+200 })
+	stop()
+	wg.Wait()
+	for _, id := range acked {
+		j, err := s.Job(context.Background(), id)
+		if err != nil || !j.Terminal {
+			t.Fatalf("acknowledged %s: got %+v, %v; want it ended", id, j, err)
+		}
+	}
+	if err := s.Failed(); err != nil {
+		t.Errorf("Failed after recovery: %v", err)
+	}
+	t.Logf("%d writes acknowledged, %d refused during the outage", len(acked), failed.Load())
+}
