@@ -12,7 +12,7 @@ type reconcileMetrics struct {
 	missed prometheus.Counter
 }
 
-func newReconcileMetrics(reg prometheus.Registerer, used func() int, budget int) reconcileMetrics {
+func newReconcileMetrics(reg prometheus.Registerer, used func() int, leading func() bool, budget int) reconcileMetrics {
 	m := reconcileMetrics{
 		polls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nouvelhook_polls_total",
@@ -39,6 +39,15 @@ func newReconcileMetrics(reg prometheus.Registerer, used func() int, budget int)
 			Name: "nouvelhook_poll_budget",
 			Help: "Nouvel requests per minute polling may send (NOUVELHOOK_POLL_BUDGET).",
 		}, func() float64 { return float64(budget) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "nouvelhook_poller_leader",
+			Help: "1 while this replica is the one that polls Nouvel, 0 while it stands by.",
+		}, func() float64 {
+			if leading() {
+				return 1
+			}
+			return 0
+		}),
 	)
 	for _, o := range []string{"running", "terminal", "not_found", "rate_limited", "unauthorized",
 		"forbidden", "server_error", "transport_error", "invalid"} {
@@ -53,7 +62,7 @@ func newReconcileMetrics(reg prometheus.Registerer, used func() int, budget int)
 // reads 0 too: polling may send nothing. It panics, as MustRegister does, if
 // reg already holds them.
 func RegisterIdleMetrics(reg prometheus.Registerer) {
-	newReconcileMetrics(reg, func() int { return 0 }, 0)
+	newReconcileMetrics(reg, func() int { return 0 }, func() bool { return false }, 0)
 }
 
 // pollLabel names a poll's outcome for the metrics; "running" for a

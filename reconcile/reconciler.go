@@ -32,6 +32,10 @@ const (
 	defaultRetryAfter = 60 * time.Second
 	// pollTimeout bounds one poll.
 	pollTimeout = 20 * time.Second
+	// defaultLeaderRetry is how often a replica that does not poll tries
+	// to take over; with a lock freed at once when the poller dies, it is
+	// what bounds a failover.
+	defaultLeaderRetry = 5 * time.Second
 )
 
 // Clock is the reconciler's time source. Tests inject a simulated one so
@@ -77,6 +81,9 @@ type Options struct {
 	Logger zerolog.Logger
 	// Registerer, when set, receives the reconciler's metrics.
 	Registerer prometheus.Registerer
+	// LeaderRetry is how often, when Store is a store.Leadership that
+	// another process leads, this one tries to take over; 0 is 5 s.
+	LeaderRetry time.Duration
 }
 
 // Reconciler polls every job in the log that is not terminal. Start it with
@@ -94,6 +101,11 @@ type Reconciler struct {
 	pausedUntil time.Time
 	recent      []time.Time // request times within the last minute
 	lastSweep   time.Time
+	leading     bool
+
+	// lease is held while this process polls; only the loop touches it.
+	lease    store.Lease
+	leadFail bool // the last try to lead failed, already logged
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -110,6 +122,9 @@ func New(opts Options) *Reconciler {
 	if opts.Clock == nil {
 		opts.Clock = WallClock{}
 	}
+	if opts.LeaderRetry <= 0 {
+		opts.LeaderRetry = defaultLeaderRetry
+	}
 	r := &Reconciler{
 		opts:  opts,
 		clock: opts.Clock,
@@ -118,7 +133,7 @@ func New(opts Options) *Reconciler {
 		log:     opts.Logger.With().Str("component", "reconciler").Logger(),
 		wake:    make(chan struct{}, 1),
 	}
-	r.metrics = newReconcileMetrics(opts.Registerer, r.budgetUsed, opts.Budget)
+	r.metrics = newReconcileMetrics(opts.Registerer, r.budgetUsed, r.isLeading, opts.Budget)
 	return r
 }
 
@@ -169,17 +184,107 @@ func (r *Reconciler) Ready() error {
 }
 
 func (r *Reconciler) loop(ctx context.Context) {
+	defer r.resign()
 	for ctx.Err() == nil {
-		wait := r.step(ctx)
+		wait := r.lead(ctx)
+		if wait == 0 {
+			wait = r.step(ctx)
+		}
 		if wait <= 0 {
 			continue
+		}
+		var lost <-chan struct{} // nil, which never fires, while not leading
+		if r.lease != nil {
+			lost = r.lease.Lost()
 		}
 		select {
 		case <-r.clock.After(wait):
 		case <-r.wake:
+		case <-lost:
 		case <-ctx.Done():
 		}
 	}
+}
+
+// lead returns 0 while this process may poll, and otherwise how long to
+// wait before trying again to. A store that is no store.Leadership is
+// one process's alone. On taking over, the limiter is seeded so that the
+// first request keeps a budget's spacing after the last one any leader
+// noted, but waits no more than one spacing from now: the last leader
+// noted every request before losing the lock, so before now, and a clock
+// of its that ran ahead must not hold polling off longer.
+func (r *Reconciler) lead(ctx context.Context) time.Duration {
+	if r.lease != nil {
+		select {
+		case <-r.lease.Lost():
+			r.log.Warn().Msg("lost the poller lead; polling stops here until this replica leads again")
+			r.resign()
+		default:
+			return 0
+		}
+	}
+	ld, ok := r.opts.Store.(store.Leadership)
+	if !ok {
+		r.setLeading(true)
+		return 0
+	}
+	lease, ok, err := ld.AcquireLeadership(ctx)
+	if err == nil && ok {
+		var last time.Time
+		if last, err = lease.LastRequest(ctx); err != nil {
+			lease.Release()
+		} else {
+			r.takeOver(lease, last)
+			return 0
+		}
+	}
+	switch {
+	case ctx.Err() != nil:
+	case err != nil && !r.leadFail:
+		r.leadFail = true
+		r.log.Error().Err(err).Msg("cannot tell which replica polls; retrying")
+	case err == nil:
+		r.leadFail = false
+	}
+	return r.opts.LeaderRetry
+}
+
+func (r *Reconciler) takeOver(lease store.Lease, last time.Time) {
+	now := r.clock.Now()
+	every := spacing(r.opts.Budget)
+	first := last.Add(every)
+	if last.IsZero() || first.Before(now) {
+		first = now
+	} else if first.After(now.Add(every)) {
+		first = now.Add(every)
+	}
+	r.limiter = rate.NewLimiter(rate.Every(every), 1)
+	r.limiter.ReserveN(first.Add(-every), 1)
+	r.lease, r.leadFail = lease, false
+	r.setLeading(true)
+	r.log.Info().Time("first_request_at", first).Msg("this replica polls Nouvel now")
+}
+
+// resign gives up the lease, if any.
+func (r *Reconciler) resign() {
+	if r.lease != nil {
+		r.lease.Release()
+		r.lease = nil
+	}
+	r.setLeading(false)
+}
+
+func (r *Reconciler) setLeading(v bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.leading = v
+}
+
+// isLeading reports whether this process is the one that polls.
+func (r *Reconciler) isLeading() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.leading
 }
 
 // step does the next piece of work, if any is due, and returns how long to
@@ -244,8 +349,18 @@ func (r *Reconciler) sweep(ctx context.Context, now time.Time) {
 	}
 }
 
-// poll asks Nouvel about one job and records what it learned.
+// poll asks Nouvel about one job and records what it learned. The request
+// is noted in the lease first, which also proves this process still leads.
 func (r *Reconciler) poll(ctx context.Context, p store.PollTarget, now time.Time) {
+	if r.lease != nil {
+		if err := r.lease.NoteRequest(ctx, now); err != nil {
+			if ctx.Err() == nil {
+				r.log.Warn().Err(err).Msg("cannot note a request under the poller lead; polling stops here")
+			}
+			r.resign()
+			return
+		}
+	}
 	r.noteRequest(now)
 	pctx, cancel := context.WithTimeout(ctx, pollTimeout)
 	job, info, err := r.opts.Client.GetJob(pctx, p.JobID)
@@ -396,7 +511,10 @@ type Status struct {
 	RequestsLastMinute int        `json:"requestsLastMinute"`
 	PausedUntil        *time.Time `json:"pausedUntil,omitempty"`
 	Stopped            string     `json:"stopped,omitempty"`
-	WebhookURL         string     `json:"webhookUrl"`
+	// Leader is whether this replica is the one polling; the others stand
+	// by, and RequestsLastMinute counts this replica's requests only.
+	Leader     bool   `json:"leader"`
+	WebhookURL string `json:"webhookUrl"`
 }
 
 // Status reports the poller's state for /v1/stats.
@@ -405,6 +523,7 @@ func (r *Reconciler) Status() any {
 		WebhookURL: r.opts.WebhookURL}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	st.Leader = r.leading
 	if r.pausedUntil.After(r.clock.Now()) {
 		t := r.pausedUntil.UTC()
 		st.PausedUntil = &t

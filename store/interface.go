@@ -96,3 +96,35 @@ type Store interface {
 	// harmless.
 	Close() error
 }
+
+// Leadership is implemented by a backend that several processes may share,
+// so that one of them at a time polls Nouvel: the API key's request budget
+// is shared by every replica, and a job polled by two at once would spend it
+// twice. The reconciler polls only while it holds a Lease.
+type Leadership interface {
+	// AcquireLeadership tries once, without waiting, to make this process
+	// the one that polls. ok is false, with a nil error, when another
+	// process leads; an error (ErrUnavailable) means the backend could not
+	// be asked, and the caller should try again later either way.
+	AcquireLeadership(ctx context.Context) (lease Lease, ok bool, err error)
+}
+
+// Lease is leadership held: until Lost is closed or Release returns, no
+// other process sharing the store holds one.
+type Lease interface {
+	// Lost is closed once leadership has ended: released, or the backend
+	// can no longer vouch for it (a lost connection), after which another
+	// process may lead.
+	Lost() <-chan struct{}
+	// NoteRequest records, before it is sent, that a Nouvel request goes out
+	// at t, and checks that this process still leads. An error means it may
+	// not: send nothing, and treat the lease as lost.
+	NoteRequest(ctx context.Context, t time.Time) error
+	// LastRequest is the latest t any leader noted, zero when none did, so
+	// that a new leader can keep its first request a budget's spacing
+	// after the last one of the leader before it.
+	LastRequest(ctx context.Context) (time.Time, error)
+	// Release gives leadership up; Lost is closed when it returns. Releasing
+	// twice is harmless.
+	Release() error
+}
