@@ -5,6 +5,9 @@
 #   bash bench/run.sh                         # 64 conns, 3 alternating rounds of 10 s
 #   bash bench/run.sh -conns 16 -dup 0.1      # other load shapes
 #   bash bench/run.sh -profile /tmp/nh-prof   # CPU/block/mutex/heap profiles and a trace
+#   bash bench/run.sh -targets sqlite,pg1,pg3 # also nouvelhook on Postgres, 1 and 3 replicas
+#                                             # (schemas in $NOUVELHOOK_TEST_POSTGRES or -pg URL,
+#                                             # default postgres://postgres@127.0.0.1:5432/test)
 # Exit status: 0 all targets met, 1 a target or check failed, 2 the run failed.
 set -euo pipefail
 

@@ -70,10 +70,12 @@ func (r *phaseResult) addCounts(o *phaseResult) {
 	}
 }
 
-// loadSpec is one phase: conns closed-loop connections posting to addr
+// loadSpec is one phase: conns closed-loop connections posting to addrs
 // until the duration passes or maxRequests have been sent.
 type loadSpec struct {
-	addr        string
+	// addrs are the replicas' public listeners: worker i connects to
+	// addrs[i % len(addrs)], so the connections are spread round-robin.
+	addrs       []string
 	secret      string
 	duration    time.Duration
 	maxRequests int64
@@ -93,8 +95,8 @@ type loadSpec struct {
 // covers requests only.
 func runPhase(ctx context.Context, spec loadSpec, workers []*workerState) (*phaseResult, error) {
 	conns := make([]*clientConn, len(workers))
-	for i := range workers {
-		c, err := dial(spec.addr, spec.timeout)
+	for i, w := range workers {
+		c, err := dial(spec.addr(w), spec.timeout)
 		if err != nil {
 			for _, c := range conns[:i] {
 				c.close()
@@ -134,6 +136,7 @@ func (w *workerState) run(ctx context.Context, spec loadSpec, c *clientConn, end
 	r := &phaseResult{badStatus: map[int]int64{}, latencies: make([]time.Duration, 0, 4096)}
 	signer := bench.NewSigner(spec.secret)
 	var body, sig, req, want []byte
+	addr := spec.addr(w)
 	defer func() {
 		if c != nil {
 			c.close()
@@ -152,13 +155,13 @@ func (w *workerState) run(ctx context.Context, spec loadSpec, c *clientConn, end
 		}
 		body = bench.AppendBody(body[:0], id)
 		sig = signer.AppendSignature(sig[:0], body)
-		req = appendRequest(req[:0], spec.addr, sig, body)
+		req = appendRequest(req[:0], addr, sig, body)
 		want = append(append(append(want[:0], `{"received":true,"jobId":"`...), id...),
 			`","duplicate":`+strconv.FormatBool(dup && spec.checkDup)+`}`...)
 
 		if c == nil {
 			var err error
-			if c, err = dial(spec.addr, spec.timeout); err != nil {
+			if c, err = dial(addr, spec.timeout); err != nil {
 				r.noteError(err)
 				time.Sleep(10 * time.Millisecond)
 				continue
@@ -195,6 +198,9 @@ func (w *workerState) run(ctx context.Context, spec loadSpec, c *clientConn, end
 	}
 	return r
 }
+
+// addr is the listener worker w connects to.
+func (spec loadSpec) addr(w *workerState) string { return spec.addrs[w.index%len(spec.addrs)] }
 
 func (r *phaseResult) noteError(err error) {
 	r.errors++

@@ -58,7 +58,8 @@ func readStore(ctx context.Context, path string, t *target) (storeCounts, error)
 	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM jobs`).Scan(&c.Jobs); err != nil {
 		return c, fmt.Errorf("count jobs: %w", err)
 	}
-	if err := db.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(outcome IN ('duplicate', 'conflict')), 0) FROM deliveries`).
+	// Identical bytes for a job are one row, counted in copies.
+	if err := db.QueryRowContext(ctx, `SELECT COALESCE(SUM(copies), 0), COALESCE(SUM(copies * (outcome IN ('duplicate', 'conflict'))), 0) FROM deliveries`).
 		Scan(&c.Deliveries, &c.Duplicates); err != nil {
 		return c, fmt.Errorf("count deliveries: %w", err)
 	}
@@ -78,16 +79,7 @@ func readStore(ctx context.Context, path string, t *target) (storeCounts, error)
 	if err := rows.Err(); err != nil {
 		return c, err
 	}
-	for _, w := range t.workers {
-		for _, id := range w.acked {
-			if _, ok := have[id]; !ok {
-				if c.missing == 0 {
-					c.firstMissed = id
-				}
-				c.missing++
-			}
-		}
-	}
+	c.missing, c.firstMissed = missingAcked(t, have)
 	return c, nil
 }
 
@@ -101,7 +93,7 @@ func reportDurability(w io.Writer, cfg config, t *target, live storeCounts, live
 	acked, ackedNew := t.all.ok, t.all.okNew
 	exact := t.all.failures() == 0
 	match := func(got, want int64) bool { return got == want || (!exact && got >= want) }
-	fmt.Fprintf(w, "\ndurability: nouvelhook answered 200 to %d deliveries, %d of them new jobs (warm-up included)\n", acked, ackedNew)
+	fmt.Fprintf(w, "\ndurability of %s: answered 200 to %d deliveries, %d of them new jobs (warm-up included)\n", t.name, acked, ackedNew)
 	v := verdicts{w: w, all: true}
 	if liveErr != nil {
 		v.check(false, "GET /v1/stats while running: %v", liveErr)
@@ -113,6 +105,9 @@ func reportDurability(w io.Writer, cfg config, t *target, live storeCounts, live
 	if storedErr != nil {
 		v.check(false, "database after %s: %v", how, storedErr)
 		return false
+	}
+	if len(t.srvs) > 1 {
+		how = fmt.Sprintf("%s of all %d replicas", how, len(t.srvs))
 	}
 	v.check(match(stored.Jobs, ackedNew) && match(stored.Deliveries, acked),
 		"database after %s: %d jobs, %d deliveries (%d duplicates)", how, stored.Jobs, stored.Deliveries, stored.Duplicates)

@@ -13,6 +13,13 @@
 // the two throughputs, checked against the targets. Finally it SIGKILLs
 // nouvelhook and checks its database holds every job it answered 200 for.
 //
+// With -targets sqlite,pg1,pg3 it also runs nouvelhook on Postgres, one
+// replica (pg1) and three sharing one log (pg3, the connections spread over
+// their public listeners round-robin), each target in a fresh schema dropped
+// afterwards, all in the same alternating rounds; it adds the CPU the
+// Postgres server spent to each round, and checks every target's log after
+// SIGKILL.
+//
 // With -profile DIR it instead profiles bench/cmd/benchserve (the same webhook
 // wiring, with net/http/pprof) under the same load.
 //
@@ -25,9 +32,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -74,7 +83,18 @@ type config struct {
 	minRatio float64
 	maxP99   time.Duration
 	maxRSS   int64
+
+	// targets are the nouvelhook configurations measured beside
+	// verify-only: sqlite, pg1 (one replica on Postgres), pg3 (three).
+	targets    []string
+	pgURL      string
+	minPGRatio float64       // pg1 req/s at least this share of sqlite's
+	maxPGP99   time.Duration // pg1's p99 at most this
+	minPG3     float64       // pg3 req/s at least this share of pg1's
 }
+
+// knownTargets are the -targets values, in the order they run.
+var knownTargets = []string{"sqlite", "pg1", "pg3"}
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
@@ -104,11 +124,28 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Float64Var(&c.minRatio, "min-ratio", 0.25, "target: nouvelhook req/s at least this share of verify-only's")
 	fs.DurationVar(&c.maxP99, "max-p99", 20*time.Millisecond, "target: nouvelhook p99 at most this")
 	var maxRSSMB float64
-	fs.Float64Var(&maxRSSMB, "max-rss-mb", 50, "target: nouvelhook peak RSS (VmHWM) at most this many `MB` (10^6 bytes)")
+	fs.Float64Var(&maxRSSMB, "max-rss-mb", 50, "target: nouvelhook peak RSS (VmHWM) at most this many `MB` (10^6 bytes), each replica")
+	targets := fs.String("targets", "sqlite", "comma-separated nouvelhook `targets` measured beside verify-only: sqlite, pg1 (one replica on Postgres), pg3 (three replicas on one Postgres, connections spread round-robin)")
+	fs.StringVar(&c.pgURL, "pg", "", "Postgres `URL` the pg targets make a schema each in (default: NOUVELHOOK_TEST_POSTGRES, else "+defaultPostgres+")")
+	fs.Float64Var(&c.minPGRatio, "min-pg-ratio", 0.5, "target: pg1 req/s at least this share of sqlite's")
+	fs.DurationVar(&c.maxPGP99, "max-pg-p99", 50*time.Millisecond, "target: pg1 and pg3 p99 at most this")
+	fs.Float64Var(&c.minPG3, "min-pg3-ratio", 1, "target: pg3 req/s at least this share of pg1's")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	c.maxRSS = int64(maxRSSMB * 1e6)
+	for _, name := range strings.Split(*targets, ",") {
+		name = strings.TrimSpace(name)
+		if !slices.Contains(knownTargets, name) {
+			return c, fmt.Errorf("-targets: unknown target %q (want sqlite, pg1, pg3)", name)
+		}
+		if !slices.Contains(c.targets, name) {
+			c.targets = append(c.targets, name)
+		}
+	}
+	slices.SortFunc(c.targets, func(a, b string) int {
+		return slices.Index(knownTargets, a) - slices.Index(knownTargets, b)
+	})
 	switch {
 	case fs.NArg() > 0:
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -145,7 +182,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	// Bounded in time whatever happens: every phase plus a margin for
 	// starting, stopping and checking.
-	budget := time.Duration(2*cfg.rounds)*cfg.duration + 2*cfg.warmup + 2*time.Minute
+	n := time.Duration(len(cfg.targets) + 1)
+	budget := n*time.Duration(cfg.rounds)*cfg.duration + n*cfg.warmup + 2*time.Minute
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 
@@ -165,6 +203,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.profile != "" {
 		return runProfile(ctx, cfg, getenv, dir, stdout)
 	}
+	if cfg.pgURL == "" {
+		cfg.pgURL = getenv("NOUVELHOOK_TEST_POSTGRES")
+	}
+	if cfg.pgURL == "" {
+		cfg.pgURL = defaultPostgres
+	}
 	return runBenchmark(ctx, cfg, getenv, dir, stdout)
 }
 
@@ -180,20 +224,44 @@ func serverEnv(getenv func(string) string, extra ...string) []string {
 	return append(env, extra...)
 }
 
-// target is one server under test and everything measured of it.
+// target is one configuration under test, its server processes (replicas
+// sharing one log), and everything measured of it.
 type target struct {
 	name     string
-	srv      *server
+	srvs     []*server
 	checkDup bool
 	workers  []*workerState
 	nextID   atomic.Uint64 // for -ids ordered
 	all      phaseResult   // warm-up and rounds together, for the durability check
 	rounds   []roundStat
-	peakRSS  int64
+	peakRSS  []int64   // per replica
+	dbPath   string    // the SQLite target's file
+	pg       *pgTarget // a Postgres target's schema
+}
+
+func (t *target) addrs() []string {
+	a := make([]string, len(t.srvs))
+	for i, s := range t.srvs {
+		a[i] = s.public
+	}
+	return a
+}
+
+// cpuTime is the CPU all of t's replicas have used so far.
+func (t *target) cpuTime() (time.Duration, error) {
+	var sum time.Duration
+	for _, s := range t.srvs {
+		d, err := s.cpuTime()
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", s.name, err)
+		}
+		sum += d
+	}
+	return sum, nil
 }
 
 func (t *target) spec(cfg config, d time.Duration) loadSpec {
-	return loadSpec{addr: t.srv.public, secret: cfg.secret, duration: d, maxRequests: cfg.maxRequests,
+	return loadSpec{addrs: t.addrs(), secret: cfg.secret, duration: d, maxRequests: cfg.maxRequests,
 		timeout: cfg.timeout, dupShare: cfg.dupShare, checkDup: t.checkDup,
 		ordered: cfg.idOrder == "ordered", next: &t.nextID}
 }
@@ -208,43 +276,105 @@ func (t *target) phase(ctx context.Context, cfg config, d time.Duration) (*phase
 	return r, nil
 }
 
+// startTarget starts the replicas of the nouvelhook target name: sqlite
+// with a file in dir, pg1 and pg3 with a fresh schema in cfg.pgURL's
+// database. It returns what it started even with an error, for cleanup.
+func startTarget(ctx context.Context, cfg config, getenv func(string) string, dir, name string) (*target, error) {
+	t := &target{name: name, checkDup: true, workers: newWorkers(cfg.conns, bench.RunID())}
+	replicas := 1
+	var db string
+	switch name {
+	case "sqlite":
+		t.dbPath = filepath.Join(dir, "nouvelhook.db")
+		// The durability check counts every job in the file: start from none.
+		if err := removeDB(t.dbPath); err != nil {
+			return t, err
+		}
+		db = t.dbPath
+	case "pg1", "pg3":
+		if name == "pg3" {
+			replicas = 3
+		}
+		pg, err := newPGTarget(ctx, directURL(cfg.pgURL), name)
+		if err != nil {
+			return t, fmt.Errorf("%s: %w", name, err)
+		}
+		t.pg, db = pg, pg.dbURL
+	}
+	for i := range replicas {
+		srvName := name
+		if replicas > 1 {
+			srvName = fmt.Sprintf("%s-%d", name, i+1)
+		}
+		srv, err := startServer(ctx, srvName, cfg.nouvelhook, []string{"serve"},
+			serverEnv(getenv, "NOUVEL_WEBHOOK_SECRET="+cfg.secret, "NOUVELHOOK_LISTEN=127.0.0.1:0",
+				"NOUVELHOOK_ADMIN_LISTEN=127.0.0.1:0", "NOUVELHOOK_DB="+db, "NOUVELHOOK_LOG_LEVEL=info"),
+			filepath.Join(dir, srvName+".log"))
+		if err != nil {
+			return t, err
+		}
+		t.srvs = append(t.srvs, srv)
+		if srv.admin == "" {
+			return t, fmt.Errorf("%s did not log its admin address", srvName)
+		}
+	}
+	return t, nil
+}
+
 func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, dir string, stdout io.Writer) error {
-	dbPath := filepath.Join(dir, "nouvelhook.db")
-	// The durability check counts every job in the file: start from none.
-	if err := removeDB(dbPath); err != nil {
-		return err
-	}
-	secretEnv := "NOUVEL_WEBHOOK_SECRET=" + cfg.secret
-
+	var targets []*target
+	defer func() {
+		for _, t := range targets {
+			for _, s := range t.srvs {
+				s.stop(syscall.SIGKILL)
+			}
+		}
+		for _, t := range targets {
+			if t.pg == nil {
+				continue
+			}
+			if cfg.keep {
+				fmt.Fprintf(stdout, "kept schema %s\n", t.pg.schema)
+			} else if err := t.pg.drop(directURL(cfg.pgURL)); err != nil {
+				fmt.Fprintf(stdout, "drop schema %s: %v\n", t.pg.schema, err)
+			}
+		}
+	}()
 	vo, err := startServer(ctx, "verify-only", cfg.benchserve, []string{"-listen", "127.0.0.1:0"},
-		serverEnv(getenv, secretEnv), filepath.Join(dir, "verifyonly.log"))
+		serverEnv(getenv, "NOUVEL_WEBHOOK_SECRET="+cfg.secret), filepath.Join(dir, "verifyonly.log"))
 	if err != nil {
 		return err
 	}
-	defer vo.stop(syscall.SIGKILL)
-	nh, err := startServer(ctx, "nouvelhook", cfg.nouvelhook, []string{"serve"},
-		serverEnv(getenv, secretEnv, "NOUVELHOOK_LISTEN=127.0.0.1:0", "NOUVELHOOK_ADMIN_LISTEN=127.0.0.1:0",
-			"NOUVELHOOK_DB="+dbPath, "NOUVELHOOK_LOG_LEVEL=info"),
-		filepath.Join(dir, "nouvelhook.log"))
-	if err != nil {
-		return err
-	}
-	defer nh.stop(syscall.SIGKILL)
-	if nh.admin == "" {
-		return errors.New("nouvelhook did not log its admin address")
-	}
-
-	targets := []*target{
-		{name: "verify-only", srv: vo, workers: newWorkers(cfg.conns, bench.RunID())},
-		{name: "nouvelhook", srv: nh, checkDup: true, workers: newWorkers(cfg.conns, bench.RunID())},
+	targets = append(targets, &target{name: "verify-only", srvs: []*server{vo}, workers: newWorkers(cfg.conns, bench.RunID())})
+	for _, name := range cfg.targets {
+		t, err := startTarget(ctx, cfg, getenv, dir, name)
+		targets = append(targets, t)
+		if err != nil {
+			return err
+		}
 	}
 	for _, t := range targets {
 		t.all.badStatus = map[int]int64{}
 	}
-	fmt.Fprintf(stdout, "nouvelhook webhook benchmark: %d connections, %d rounds of %v per target (alternating), warm-up %v, duplicates %.0f%%, %s job ids, %d CPUs shared by servers and load generator\n",
+	pgs := &pgSampler{base: directURL(cfg.pgURL), on: slices.ContainsFunc(targets, func(t *target) bool { return t.pg != nil })}
+
+	fmt.Fprintf(stdout, "nouvelhook webhook benchmark: %d connections, %d rounds of %v per target (alternating), warm-up %v, duplicates %.0f%%, %s job ids, %d CPUs shared by servers, load generator and Postgres\n",
 		cfg.conns, cfg.rounds, cfg.duration, cfg.warmup, cfg.dupShare*100, cfg.idOrder, numCPU())
-	fmt.Fprintf(stdout, "  verify-only pid %d on %s; nouvelhook pid %d on %s (admin %s, db %s)\n",
-		vo.cmd.Process.Pid, vo.public, nh.cmd.Process.Pid, nh.public, nh.admin, dbPath)
+	for _, t := range targets {
+		for _, s := range t.srvs {
+			fmt.Fprintf(stdout, "  %-12s pid %d on %s", s.name, s.cmd.Process.Pid, s.public)
+			if s.admin != "" {
+				fmt.Fprintf(stdout, " (admin %s)", s.admin)
+			}
+			fmt.Fprintln(stdout)
+		}
+		switch {
+		case t.dbPath != "":
+			fmt.Fprintf(stdout, "  %-12s db %s\n", "", t.dbPath)
+		case t.pg != nil:
+			fmt.Fprintf(stdout, "  %-12s schema %s, %d connections spread over %d replicas\n", "", t.pg.schema, cfg.conns, len(t.srvs))
+		}
+	}
 
 	if cfg.warmup > 0 {
 		for _, t := range targets {
@@ -253,15 +383,22 @@ func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, d
 				return err
 			}
 			fmt.Fprintf(stdout, "  warm-up     %-12s %8.0f req/s  failed %d\n", t.name, float64(r.ok)/r.elapsed.Seconds(), r.failures())
+			if r.firstError != "" {
+				fmt.Fprintf(stdout, "    first failure: %s\n", r.firstError)
+			}
 		}
 	}
 	for round := 1; round <= cfg.rounds; round++ {
-		order := targets
+		order := slices.Clone(targets)
 		if round%2 == 0 {
-			order = []*target{targets[1], targets[0]}
+			slices.Reverse(order)
 		}
 		for _, t := range order {
-			srv0, err := t.srv.cpuTime()
+			srv0, err := t.cpuTime()
+			if err != nil {
+				return err
+			}
+			pg0, err := pgs.sample(ctx)
 			if err != nil {
 				return err
 			}
@@ -270,39 +407,68 @@ func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, d
 			if err != nil {
 				return err
 			}
-			srv1, err := t.srv.cpuTime()
+			srv1, err := t.cpuTime()
 			if err != nil {
 				return err
 			}
-			st := newRoundStat(r, srv1-srv0, selfCPU()-load0, machineCPU()-all0)
+			load1, all1 := selfCPU(), machineCPU()
+			pg1, err := pgs.sample(ctx)
+			if err != nil {
+				return err
+			}
+			st := newRoundStat(r, srv1-srv0, load1-load0, all1-all0, pg1.since(pg0))
 			t.rounds = append(t.rounds, st)
-			printRound(stdout, round, cfg.rounds, t.name, st)
+			printRound(stdout, round, cfg.rounds, t.name, st, pgs.on)
 			if r.firstError != "" {
 				fmt.Fprintf(stdout, "    first failure: %s\n", r.firstError)
 			}
 		}
 	}
 	for _, t := range targets {
-		if t.peakRSS, _, err = t.srv.memory(); err != nil {
-			return fmt.Errorf("%s memory: %w", t.name, err)
+		for _, s := range t.srvs {
+			peak, _, err := s.memory()
+			if err != nil {
+				return fmt.Errorf("%s memory: %w", s.name, err)
+			}
+			t.peakRSS = append(t.peakRSS, peak)
 		}
 	}
 
-	live, liveErr := adminStats(ctx, nh.admin)
+	type durability struct {
+		live      storeCounts
+		liveErr   error
+		stored    storeCounts
+		storedErr error
+	}
+	checked := map[*target]*durability{}
 	sig := syscall.SIGKILL
 	if cfg.stopSignal == "term" {
 		sig = syscall.SIGTERM
 	}
-	if err := nh.stop(sig); err != nil {
-		return fmt.Errorf("stop nouvelhook: %w", err)
+	for _, t := range targets[1:] {
+		d := &durability{}
+		checked[t] = d
+		d.live, d.liveErr = adminStats(ctx, t.srvs[0].admin)
+		for _, s := range t.srvs {
+			if err := s.stop(sig); err != nil {
+				return fmt.Errorf("stop %s: %w", s.name, err)
+			}
+		}
+		if t.pg != nil {
+			d.stored, d.storedErr = readPostgres(ctx, directURL(cfg.pgURL), t)
+		} else {
+			d.stored, d.storedErr = readStore(ctx, t.dbPath, t)
+		}
 	}
 	if err := vo.stop(syscall.SIGTERM); err != nil {
 		fmt.Fprintf(stdout, "  verify-only stop: %v\n", err)
 	}
-	stored, storedErr := readStore(ctx, dbPath, targets[1])
 
-	ok := report(stdout, cfg, targets[0], targets[1])
-	ok = reportDurability(stdout, cfg, targets[1], live, liveErr, stored, storedErr) && ok
+	ok := report(stdout, cfg, targets, pgs.on)
+	for _, t := range targets[1:] {
+		d := checked[t]
+		ok = reportDurability(stdout, cfg, t, d.live, d.liveErr, d.stored, d.storedErr) && ok
+	}
 	if !ok {
 		return errTargetsMissed
 	}
@@ -310,36 +476,102 @@ func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, d
 }
 
 // report prints the table of medians and checks the targets.
-func report(w io.Writer, cfg config, vo, nh *target) bool {
-	mv, mn := medianStat(vo.rounds), medianStat(nh.rounds)
-	fmt.Fprintf(w, "\nmedian of %d rounds, %d connections:\n", cfg.rounds, cfg.conns)
-	fmt.Fprintf(w, "  %-12s %9s %9s %9s %9s %10s %10s %9s %9s\n",
-		"target", "req/s", "p50", "p99", "p99.9", "peak RSS", "srv cpu", "srv cores", "failed")
-	for _, r := range []struct {
-		t *target
-		m roundStat
-	}{{vo, mv}, {nh, mn}} {
-		fmt.Fprintf(w, "  %-12s %9.0f %9s %9s %9s %10s %8s/req %9.2f %9d\n",
-			r.t.name, r.m.rps, ms(r.m.p50), ms(r.m.p99), ms(r.m.p999), mb(r.t.peakRSS), us(r.m.cpuPerReq), r.m.srvCores, r.m.failed)
+func report(w io.Writer, cfg config, targets []*target, showPG bool) bool {
+	med := map[string]roundStat{}
+	byName := map[string]*target{}
+	for _, t := range targets {
+		med[t.name], byName[t.name] = medianStat(t.rounds), t
 	}
-	ratio := 0.0
-	if mv.rps > 0 {
-		ratio = mn.rps / mv.rps
+	fmt.Fprintf(w, "\nmedian of %d rounds, %d connections (RSS: peak per replica; cores: CPU time / wall time; other: the rest of the machine meanwhile):\n", cfg.rounds, cfg.conns)
+	fmt.Fprintf(w, "  %-12s %9s %9s %9s %9s %10s %9s", "target", "req/s", "p50", "p99", "p99.9", "srv cpu", "srv cores")
+	if showPG {
+		fmt.Fprintf(w, " %10s %8s", "pg cpu", "pg cores")
 	}
-	fmt.Fprintf(w, "  ratio (nouvelhook / verify-only req/s): %.2f\n", ratio)
-	fmt.Fprintf(w, "  load generator: %.2f cores (median over nouvelhook rounds), %.2f (verify-only rounds)\n", mn.loadCores, mv.loadCores)
-	fmt.Fprintf(w, "  other processes: %.2f cores (median over nouvelhook rounds), %.2f (verify-only rounds) of %d\n\n",
-		mn.otherCores, mv.otherCores, numCPU())
+	fmt.Fprintf(w, " %8s %6s %6s  %s\n", "load gen", "other", "failed", "peak RSS")
+	for _, t := range targets {
+		m := med[t.name]
+		rss := make([]string, len(t.peakRSS))
+		for i, b := range t.peakRSS {
+			rss[i] = fmt.Sprintf("%.1f", float64(b)/1e6)
+		}
+		fmt.Fprintf(w, "  %-12s %9.0f %9s %9s %9s %6s/req %9.2f", t.name, m.rps, ms(m.p50), ms(m.p99), ms(m.p999),
+			us(m.cpuPerReq), m.srvCores)
+		if showPG {
+			fmt.Fprintf(w, " %6s/req %8.2f", us(m.pgPerReq), m.pgCores)
+		}
+		fmt.Fprintf(w, " %8.2f %6.2f %6d  %s MB\n", m.loadCores, m.otherCores, m.failed, strings.Join(rss, " / "))
+	}
+	ratio := func(a, b string) (float64, bool) {
+		ma, okA := med[a]
+		mb, okB := med[b]
+		if !okA || !okB || mb.rps == 0 {
+			return 0, false
+		}
+		return ma.rps / mb.rps, true
+	}
+	fmt.Fprintln(w, "  req/s ratios:")
+	for _, t := range targets[1:] {
+		r, _ := ratio(t.name, "verify-only")
+		fmt.Fprintf(w, "    %-5s / verify-only  %.2f\n", t.name, r)
+	}
+	rPG1, havePG1 := ratio("pg1", "sqlite")
+	rPG3, havePG3 := ratio("pg3", "pg1")
+	if havePG1 {
+		fmt.Fprintf(w, "    pg1   / sqlite       %.2f\n", rPG1)
+	}
+	if havePG3 {
+		fmt.Fprintf(w, "    pg3   / pg1          %.2f\n", rPG3)
+	}
+	if r, ok := ratio("pg3", "sqlite"); ok {
+		fmt.Fprintf(w, "    pg3   / sqlite       %.2f\n", r)
+	}
 
 	v := verdicts{w: w, all: true}
-	fmt.Fprintf(w, "targets at %d connections:\n", cfg.conns)
-	v.check(ratio >= cfg.minRatio, "nouvelhook req/s ≥ %.0f%% of verify-only: %.1f%%", cfg.minRatio*100, ratio*100)
-	v.check(mn.p99 <= cfg.maxP99, "nouvelhook p99 ≤ %v: %s", cfg.maxP99, ms(mn.p99))
-	v.check(nh.peakRSS <= cfg.maxRSS, "nouvelhook peak RSS ≤ %s: %s", mb(cfg.maxRSS), mb(nh.peakRSS))
-	fv, fn := vo.all.failures(), nh.all.failures()
-	v.check(fv == 0 && fn == 0, "every answer (warm-up included) 200 with the expected body: %d failed (verify-only %d, nouvelhook %d)",
-		fv+fn, fv, fn)
+	fmt.Fprintf(w, "\ntargets at %d connections:\n", cfg.conns)
+	if t, ok := byName["sqlite"]; ok {
+		r, _ := ratio("sqlite", "verify-only")
+		v.check(r >= cfg.minRatio, "sqlite req/s ≥ %.0f%% of verify-only: %.1f%%", cfg.minRatio*100, r*100)
+		v.check(med[t.name].p99 <= cfg.maxP99, "sqlite p99 ≤ %v: %s", cfg.maxP99, ms(med[t.name].p99))
+	}
+	if _, ok := byName["pg1"]; ok {
+		if havePG1 {
+			v.check(rPG1 >= cfg.minPGRatio, "pg1 req/s ≥ %.0f%% of sqlite: %.1f%%", cfg.minPGRatio*100, rPG1*100)
+		}
+		v.check(med["pg1"].p99 <= cfg.maxPGP99, "pg1 p99 ≤ %v: %s", cfg.maxPGP99, ms(med["pg1"].p99))
+	}
+	if havePG3 {
+		v.check(rPG3 >= cfg.minPG3, "pg3 req/s ≥ %.0f%% of pg1: %.1f%%", cfg.minPG3*100, rPG3*100)
+	}
+	for _, t := range targets[1:] {
+		peak := slices.Max(t.peakRSS)
+		v.check(peak <= cfg.maxRSS, "%s peak RSS ≤ %s each replica: %s", t.name, mb(cfg.maxRSS), mb(peak))
+	}
+	var total int64
+	var each []string
+	for _, t := range targets {
+		f := t.all.failures()
+		total += f
+		each = append(each, fmt.Sprintf("%s %d", t.name, f))
+	}
+	v.check(total == 0, "every answer (warm-up included) 200 with the expected body: %d failed (%s)", total, strings.Join(each, ", "))
 	return v.all
+}
+
+// directURL is u without pgxpool's pool_* parameters, which a single
+// connection (the driver's own) does not take.
+func directURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return u
+	}
+	q := p.Query()
+	for k := range q {
+		if strings.HasPrefix(k, "pool_") {
+			q.Del(k)
+		}
+	}
+	p.RawQuery = q.Encode()
+	return p.String()
 }
 
 // removeDB removes a SQLite file left by an earlier run, with its WAL and

@@ -48,7 +48,7 @@ func runProfile(ctx context.Context, cfg config, getenv func(string) string, dir
 }
 
 func profileOne(ctx context.Context, cfg config, srv *server, name string, stdout io.Writer) error {
-	t := &target{name: "benchserve-" + name, srv: srv, checkDup: name == "store", workers: newWorkers(cfg.conns, bench.RunID())}
+	t := &target{name: "benchserve-" + name, srvs: []*server{srv}, checkDup: name == "store", workers: newWorkers(cfg.conns, bench.RunID())}
 	t.all.badStatus = map[int]int64{}
 	if cfg.warmup > 0 {
 		if _, err := t.phase(ctx, cfg, cfg.warmup); err != nil {
@@ -84,7 +84,7 @@ func profileOne(ctx context.Context, cfg config, srv *server, name string, stdou
 		return err
 	}
 	peak, _, _ := srv.memory()
-	printRound(stdout, 1, 1, t.name, newRoundStat(r, srv1-srv0, load1-load0, all1-all0))
+	printRound(stdout, 1, 1, t.name, newRoundStat(r, srv1-srv0, load1-load0, all1-all0, 0), false)
 	fmt.Fprintf(stdout, "    peak RSS %s", mb(peak))
 	if r.firstError != "" {
 		fmt.Fprintf(stdout, "; first failure: %s", r.firstError)

@@ -19,10 +19,14 @@ type roundStat struct {
 	// otherCores is the CPU everything else on the machine used meanwhile:
 	// other tenants' noise, which the alternating rounds spread over both.
 	otherCores float64
+	// pgCores and pgPerReq are what the Postgres server spent meanwhile
+	// (its processes but other clients' backends; see pgSampler).
+	pgCores    float64
+	pgPerReq   time.Duration
 	ok, failed int64
 }
 
-func newRoundStat(r *phaseResult, srvCPU, loadCPU, allCPU time.Duration) roundStat {
+func newRoundStat(r *phaseResult, srvCPU, loadCPU, allCPU, pgCPU time.Duration) roundStat {
 	lat := slices.Clone(r.latencies)
 	slices.Sort(lat)
 	st := roundStat{
@@ -36,10 +40,12 @@ func newRoundStat(r *phaseResult, srvCPU, loadCPU, allCPU time.Duration) roundSt
 		st.rps = float64(r.ok) / secs
 		st.srvCores = srvCPU.Seconds() / secs
 		st.loadCores = loadCPU.Seconds() / secs
-		st.otherCores = max(0, (allCPU-srvCPU-loadCPU).Seconds()/secs)
+		st.pgCores = pgCPU.Seconds() / secs
+		st.otherCores = max(0, (allCPU-srvCPU-loadCPU-pgCPU).Seconds()/secs)
 	}
 	if r.ok > 0 {
 		st.cpuPerReq = srvCPU / time.Duration(r.ok)
+		st.pgPerReq = pgCPU / time.Duration(r.ok)
 	}
 	return st
 }
@@ -84,6 +90,8 @@ func medianStat(rounds []roundStat) roundStat {
 		srvCores:   pick(func(r roundStat) float64 { return r.srvCores }),
 		loadCores:  pick(func(r roundStat) float64 { return r.loadCores }),
 		otherCores: pick(func(r roundStat) float64 { return r.otherCores }),
+		pgCores:    pick(func(r roundStat) float64 { return r.pgCores }),
+		pgPerReq:   dur(func(r roundStat) time.Duration { return r.pgPerReq }),
 	}
 	for _, r := range rounds {
 		m.ok += r.ok
@@ -98,7 +106,11 @@ func mb(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/1e6) }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.0fµs", float64(d)/float64(time.Microsecond)) }
 
-func printRound(w io.Writer, round, rounds int, name string, s roundStat) {
-	fmt.Fprintf(w, "  round %d/%d  %-12s %8.0f req/s  p50 %8s  p99 %8s  p99.9 %8s  max %8s  srv cpu %5s/req (%.2f cores)  load gen %.2f  other %.2f cores  failed %d\n",
-		round, rounds, name, s.rps, ms(s.p50), ms(s.p99), ms(s.p999), ms(s.max), us(s.cpuPerReq), s.srvCores, s.loadCores, s.otherCores, s.failed)
+func printRound(w io.Writer, round, rounds int, name string, s roundStat, showPG bool) {
+	pg := ""
+	if showPG {
+		pg = fmt.Sprintf("  postgres %5s/req (%.2f cores)", us(s.pgPerReq), s.pgCores)
+	}
+	fmt.Fprintf(w, "  round %d/%d  %-12s %8.0f req/s  p50 %8s  p99 %8s  p99.9 %8s  max %8s  srv cpu %5s/req (%.2f cores)%s  load gen %.2f  other %.2f cores  failed %d\n",
+		round, rounds, name, s.rps, ms(s.p50), ms(s.p99), ms(s.p999), ms(s.max), us(s.cpuPerReq), s.srvCores, pg, s.loadCores, s.otherCores, s.failed)
 }

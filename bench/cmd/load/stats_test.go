@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"slices"
 	"testing"
 	"time"
 )
@@ -55,10 +56,63 @@ func TestParseFlags(t *testing.T) {
 		append(bins, "-conns", "0"),
 		append(bins, "-ids", "random"),
 		append(bins, "-stop", "int"),
+		append(bins, "-targets", "sqlite,pg2"),
+		append(bins, "-targets", ""),
 		{"-profile", "/tmp/x"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q): no error", args)
 		}
+	}
+}
+
+func TestParseTargets(t *testing.T) {
+	bins := []string{"-nouvelhook", "a", "-benchserve", "b"}
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{nil, []string{"sqlite"}},
+		{[]string{"-targets", "pg3,sqlite, pg1"}, []string{"sqlite", "pg1", "pg3"}},
+		{[]string{"-targets", "pg1,pg1"}, []string{"pg1"}},
+	} {
+		c, err := parseFlags(append(bins, tc.args...), io.Discard)
+		if err != nil {
+			t.Fatalf("parseFlags(%q): %v", tc.args, err)
+		}
+		if !slices.Equal(c.targets, tc.want) {
+			t.Errorf("parseFlags(%q): targets %q, want %q", tc.args, c.targets, tc.want)
+		}
+	}
+}
+
+func TestPGSampleSince(t *testing.T) {
+	a := pgSample{
+		cpu:     map[int]time.Duration{1: 10 * time.Second, 2: time.Second, 3: 5 * time.Second, 4: time.Second},
+		foreign: map[int]bool{3: true},
+	}
+	b := pgSample{
+		// 1 (postmaster or our backend) grew 2 s, 2 ended, 3 is another
+		// client's backend, 5 is new, 4 became another client's (its pid reused).
+		cpu:     map[int]time.Duration{1: 12 * time.Second, 3: 9 * time.Second, 4: 3 * time.Second, 5: 500 * time.Millisecond},
+		foreign: map[int]bool{3: true, 4: true},
+	}
+	if got, want := b.since(a), 2500*time.Millisecond; got != want {
+		t.Errorf("since = %v, want %v", got, want)
+	}
+}
+
+func TestDirectURL(t *testing.T) {
+	got := directURL("postgres://u@h:5432/db?pool_max_conns=8&sslmode=disable")
+	if want := "postgres://u@h:5432/db?sslmode=disable"; got != want {
+		t.Errorf("directURL = %q, want %q", got, want)
+	}
+}
+
+func TestStatCPU(t *testing.T) {
+	line := []byte("42 (postgres: wal) S 1 42 42 0 -1 4194560 100 0 0 0 250 130 0 0 20 0 1 0 100 0 0")
+	got, err := statCPU(line)
+	if err != nil || got != 3800*time.Millisecond {
+		t.Errorf("statCPU = %v, %v, want 3.8s", got, err)
 	}
 }

@@ -1,0 +1,237 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// defaultPostgres is the database the Postgres targets make their schemas
+// in when neither -pg nor NOUVELHOOK_TEST_POSTGRES says otherwise.
+const defaultPostgres = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+// appPrefix starts the application_name of every connection the replicas
+// make, so that their backends can be told from other clients' in
+// pg_stat_activity.
+const appPrefix = "nhbench_"
+
+// pgTarget is a Postgres target's schema, made for the run and dropped
+// after it.
+type pgTarget struct {
+	schema  string
+	appName string
+	dbURL   string // what the replicas get as NOUVELHOOK_DB
+}
+
+// newPGTarget creates a fresh schema for the target name and returns the
+// URL its replicas use: search_path set to the schema, application_name
+// marking their connections.
+func newPGTarget(ctx context.Context, base, name string) (*pgTarget, error) {
+	b := make([]byte, 4)
+	rand.Read(b)
+	p := &pgTarget{schema: "nhbench_" + name + "_" + hex.EncodeToString(b), appName: appPrefix + name}
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, fmt.Errorf("-pg: %w", err)
+	}
+	q := u.Query()
+	q.Set("options", "-c search_path="+p.schema)
+	q.Set("application_name", p.appName)
+	u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
+	p.dbURL = u.String()
+	err = withConn(ctx, base, func(c *pgx.Conn) error {
+		_, err := c.Exec(ctx, `CREATE SCHEMA `+p.schema)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create schema %s: %w", p.schema, err)
+	}
+	return p, nil
+}
+
+// drop removes the schema and everything in it. It has a context of its
+// own, since it also runs after the run's has expired.
+func (p *pgTarget) drop(base string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return withConn(ctx, base, func(c *pgx.Conn) error {
+		_, err := c.Exec(ctx, `DROP SCHEMA IF EXISTS `+p.schema+` CASCADE`)
+		return err
+	})
+}
+
+func withConn(ctx context.Context, base string, f func(*pgx.Conn) error) error {
+	c, err := pgx.Connect(ctx, base)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.Background())
+	return f(c)
+}
+
+// readPostgres counts the jobs and deliveries in the target's schema after
+// its replicas have ended, and looks up every job t was answered 200 for.
+func readPostgres(ctx context.Context, base string, t *target) (storeCounts, error) {
+	var c storeCounts
+	err := withConn(ctx, base, func(conn *pgx.Conn) error {
+		s := t.pg.schema
+		if err := conn.QueryRow(ctx, `SELECT COUNT(*) FROM `+s+`.jobs`).Scan(&c.Jobs); err != nil {
+			return fmt.Errorf("count jobs: %w", err)
+		}
+		if err := conn.QueryRow(ctx, `SELECT COALESCE(SUM(copies), 0),
+			COALESCE(SUM(copies) FILTER (WHERE outcome IN ('duplicate', 'conflict')), 0) FROM `+s+`.deliveries`).
+			Scan(&c.Deliveries, &c.Duplicates); err != nil {
+			return fmt.Errorf("count deliveries: %w", err)
+		}
+		rows, err := conn.Query(ctx, `SELECT job_id FROM `+s+`.jobs WHERE terminal`)
+		if err != nil {
+			return err
+		}
+		have := make(map[string]struct{}, c.Jobs)
+		var id string
+		if _, err := pgx.ForEachRow(rows, []any{&id}, func() error {
+			have[id] = struct{}{}
+			return nil
+		}); err != nil {
+			return err
+		}
+		c.missing, c.firstMissed = missingAcked(t, have)
+		return nil
+	})
+	return c, err
+}
+
+// missingAcked counts the new jobs t was answered 200 for that are not in
+// have, and names the first.
+func missingAcked(t *target, have map[string]struct{}) (n int64, first string) {
+	for _, w := range t.workers {
+		for _, id := range w.acked {
+			if _, ok := have[id]; !ok {
+				if n == 0 {
+					first = id
+				}
+				n++
+			}
+		}
+	}
+	return n, first
+}
+
+// pgSampler measures the CPU Postgres spends on the benchmark: every
+// `postgres` process on the machine, from /proc, except client backends
+// that are not the benchmark's (other users of the same server), which
+// pg_stat_activity tells apart by backend_type and application_name.
+// Without a database (no Postgres target) it measures nothing.
+type pgSampler struct {
+	base string
+	on   bool
+}
+
+// pgSample is the CPU used so far by each postgres process, and which
+// processes are other clients' backends.
+type pgSample struct {
+	cpu     map[int]time.Duration
+	foreign map[int]bool
+}
+
+func (s *pgSampler) sample(ctx context.Context) (pgSample, error) {
+	smp := pgSample{cpu: map[int]time.Duration{}, foreign: map[int]bool{}}
+	if !s.on {
+		return smp, nil
+	}
+	err := withConn(ctx, s.base, func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, `SELECT pid, COALESCE(backend_type, ''), COALESCE(application_name, '') FROM pg_stat_activity`)
+		if err != nil {
+			return err
+		}
+		var pid int
+		var kind, app string
+		_, err = pgx.ForEachRow(rows, []any{&pid, &kind, &app}, func() error {
+			if kind == "client backend" && !strings.HasPrefix(app, appPrefix) {
+				smp.foreign[pid] = true
+			}
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return smp, fmt.Errorf("pg_stat_activity: %w", err)
+	}
+	smp.cpu, err = postgresCPU()
+	return smp, err
+}
+
+// since is the CPU the benchmark's postgres processes used between a and
+// b. A process gone by b is not counted; one new since a counts whole.
+// Our own query's backend is foreign: it ends, and counts as a client.
+func (b pgSample) since(a pgSample) time.Duration {
+	var d time.Duration
+	for pid, t := range b.cpu {
+		if b.foreign[pid] || a.foreign[pid] {
+			continue
+		}
+		d += t - a.cpu[pid]
+	}
+	return d
+}
+
+// postgresCPU reads the user plus system CPU of every process whose
+// command is postgres.
+func postgresCPU() (map[int]time.Duration, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]time.Duration{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // gone meanwhile
+		}
+		open, end := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+		if open < 0 || end < open || string(b[open+1:end]) != "postgres" {
+			continue
+		}
+		d, err := statCPU(b)
+		if err != nil {
+			return nil, err
+		}
+		out[pid] = d
+	}
+	return out, nil
+}
+
+// statCPU is utime plus stime from the text of /proc/PID/stat (USER_HZ =
+// 100 ticks a second).
+func statCPU(b []byte) (time.Duration, error) {
+	// Fields after the command name, which is in parentheses and may hold
+	// spaces: state is the first, utime the 12th, stime the 13th.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("unreadable /proc stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
+}
