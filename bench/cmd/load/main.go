@@ -402,8 +402,16 @@ func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, d
 			if err != nil {
 				return err
 			}
+			var waits *waitSampler
+			if t.pg != nil {
+				waits = pgs.sampleWaits(ctx, t.pg.appName, 100*time.Millisecond)
+			}
 			load0, all0 := selfCPU(), machineCPU()
 			r, err := t.phase(ctx, cfg, cfg.duration)
+			waitShares := ""
+			if waits != nil {
+				waitShares = waits.finish()
+			}
 			if err != nil {
 				return err
 			}
@@ -419,6 +427,9 @@ func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, d
 			st := newRoundStat(r, srv1-srv0, load1-load0, all1-all0, pg1.since(pg0))
 			t.rounds = append(t.rounds, st)
 			printRound(stdout, round, cfg.rounds, t.name, st, pgs.on)
+			if waits != nil {
+				fmt.Fprintf(stdout, "    %s backends (pg_stat_activity every 100 ms): %s\n", t.name, waitShares)
+			}
 			if r.firstError != "" {
 				fmt.Fprintf(stdout, "    first failure: %s\n", r.firstError)
 			}

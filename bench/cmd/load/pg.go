@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -234,4 +235,82 @@ func statCPU(b []byte) (time.Duration, error) {
 		return 0, err
 	}
 	return time.Duration(ut+st) * 10 * time.Millisecond, nil
+}
+
+// waitSampler samples, every interval, what the target's backends are
+// doing (pg_stat_activity's state and wait event), to tell where a Postgres
+// target's time goes: on the CPU, flushing WAL, or waiting for a lock.
+type waitSampler struct {
+	counts map[string]int
+	total  int
+	done   chan struct{}
+	stop   context.CancelFunc
+}
+
+// sampleWaits starts sampling the backends named app until stop.
+func (s *pgSampler) sampleWaits(ctx context.Context, app string, interval time.Duration) *waitSampler {
+	ctx, cancel := context.WithCancel(ctx)
+	w := &waitSampler{counts: map[string]int{}, done: make(chan struct{}), stop: cancel}
+	go func() {
+		defer close(w.done)
+		c, err := pgx.Connect(ctx, s.base)
+		if err != nil {
+			return
+		}
+		defer c.Close(context.Background())
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			rows, err := c.Query(ctx, `SELECT COALESCE(state, ''), COALESCE(wait_event_type, ''), COALESCE(wait_event, '')
+				FROM pg_stat_activity WHERE application_name = $1 AND backend_type = 'client backend'`, app)
+			if err != nil {
+				return
+			}
+			var state, kind, event string
+			_, err = pgx.ForEachRow(rows, []any{&state, &kind, &event}, func() error {
+				key := "cpu"
+				switch {
+				case state == "idle":
+					key = "idle"
+				case kind != "":
+					key = kind + ":" + event
+				}
+				w.counts[key]++
+				w.total++
+				return nil
+			})
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return w
+}
+
+// finish stops sampling and returns the shares of the samples, largest
+// first, as "cpu 40%, IO:WALSync 30%, …" (idle backends included).
+func (w *waitSampler) finish() string {
+	w.stop()
+	<-w.done
+	if w.total == 0 {
+		return "no samples"
+	}
+	keys := make([]string, 0, len(w.counts))
+	for k := range w.counts {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int { return w.counts[b] - w.counts[a] })
+	parts := make([]string, 0, 6)
+	for i, k := range keys {
+		if i == 6 {
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s %.0f%%", k, 100*float64(w.counts[k])/float64(w.total)))
+	}
+	return strings.Join(parts, ", ")
 }
