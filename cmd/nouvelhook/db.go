@@ -18,6 +18,8 @@ const dbUsage = `Usage: nouvelhook db COMMAND [flags]
 Commands:
   backup FILE [--db PATH]   a consistent copy of the SQLite log, taken while
                             serve runs; FILE must not exist
+  copy SRC DST              copies a whole log into an empty one, SQLite to
+                            Postgres or back; SRC may be served meanwhile
 
 The log is NOUVELHOOK_DB or the file NOUVELHOOK_DB_FILE names (default
 nouvelhook.db) unless --db names it.
@@ -32,6 +34,8 @@ func runDB(ctx context.Context, args []string, getenv func(string) string, stdou
 	switch args[0] {
 	case "backup":
 		return dbBackup(ctx, args[1:], getenv, stdout, stderr)
+	case "copy":
+		return dbCopy(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stderr, dbUsage)
 		return flag.ErrHelp
