@@ -300,7 +300,7 @@ func (s *Store) importTx(ctx context.Context, from store.ExportFunc) error {
 		case r.Delivery != nil:
 			d := r.Delivery
 			if _, err := insDelivery.ExecContext(ctx, d.ID, d.JobRow, d.JobID, d.ReceivedAt, d.LastReceivedAt,
-				d.Attempt, d.Status, d.Outcome, d.Error, d.Body, blobOrNull(d.BodyHash), d.Copies); err != nil {
+				d.Attempt, d.Status, d.Outcome, d.Error, d.Body, d.BodyHash, d.Copies); err != nil {
 				return fmt.Errorf("write delivery %d: %w", d.ID, err)
 			}
 		}
@@ -327,13 +327,4 @@ func (s *Store) importTx(ctx context.Context, from store.ExportFunc) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
-}
-
-// blobOrNull is b as a parameter, NULL when nil: the driver would bind a
-// nil slice as an empty blob, which is a hash that is not NULL.
-func blobOrNull(b []byte) any {
-	if b == nil {
-		return nil
-	}
-	return b
 }
