@@ -523,18 +523,18 @@ func report(w io.Writer, cfg config, targets []*target, showPG bool) bool {
 	fmt.Fprintln(w, "  req/s ratios:")
 	for _, t := range targets[1:] {
 		r, _ := ratio(t.name, "verify-only")
-		fmt.Fprintf(w, "    %-5s / verify-only  %.2f\n", t.name, r)
+		fmt.Fprintf(w, "    %-6s / verify-only  %.2f\n", t.name, r)
 	}
 	rPG1, havePG1 := ratio("pg1", "sqlite")
 	rPG3, havePG3 := ratio("pg3", "pg1")
 	if havePG1 {
-		fmt.Fprintf(w, "    pg1   / sqlite       %.2f\n", rPG1)
+		fmt.Fprintf(w, "    pg1    / sqlite       %.2f\n", rPG1)
 	}
 	if havePG3 {
-		fmt.Fprintf(w, "    pg3   / pg1          %.2f\n", rPG3)
+		fmt.Fprintf(w, "    pg3    / pg1          %.2f\n", rPG3)
 	}
 	if r, ok := ratio("pg3", "sqlite"); ok {
-		fmt.Fprintf(w, "    pg3   / sqlite       %.2f\n", r)
+		fmt.Fprintf(w, "    pg3    / sqlite       %.2f\n", r)
 	}
 
 	v := verdicts{w: w, all: true}
