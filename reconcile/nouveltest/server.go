@@ -74,6 +74,9 @@ type Request struct {
 	JobID string
 	// Status is the status answered; 0 when the client went away first.
 	Status int
+	// End is when the answer was done, so that a test can tell whether two
+	// requests for one job overlapped.
+	End time.Time
 }
 
 // Server is a running stand-in for Nouvel. Its methods are safe for
@@ -192,7 +195,7 @@ func (s *Server) gate(next http.Handler) http.Handler {
 		if s.admit(rec, r, jobID) {
 			next.ServeHTTP(rec, r)
 		}
-		req.Status = rec.status
+		req.Status, req.End = rec.status, s.opts.Now()
 		s.mu.Lock()
 		s.requests = append(s.requests, req)
 		s.mu.Unlock()
