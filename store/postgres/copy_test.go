@@ -21,13 +21,20 @@ func openCopyStore(t *testing.T, dbURL string) *Store {
 	return s
 }
 
-func endJob(t *testing.T, s *Store, id string) {
-	t.Helper()
+// recordEnd ends job id by a webhook; it may run outside the test's
+// goroutine.
+func recordEnd(s *Store, id string) error {
 	body := []byte(`{"jobId":"` + id + `","status":"completed"}`)
-	if _, err := s.RecordWebhook(context.Background(), store.WebhookDelivery{
+	_, err := s.RecordWebhook(context.Background(), store.WebhookDelivery{
 		Body: body, ReceivedAt: time.Now(), Attempt: 1, JobID: id,
 		Report: &store.Report{JobID: id, Status: store.StatusCompleted},
-	}); err != nil {
+	})
+	return err
+}
+
+func endJob(t *testing.T, s *Store, id string) {
+	t.Helper()
+	if err := recordEnd(s, id); err != nil {
 		t.Fatalf("RecordWebhook %s: %v", id, err)
 	}
 }
@@ -50,7 +57,10 @@ func TestCopyWhileWriting(t *testing.T) {
 				return
 			default:
 			}
-			endJob(t, s, fmt.Sprintf("during-%d", i))
+			if err := recordEnd(s, fmt.Sprintf("during-%d", i)); err != nil {
+				t.Errorf("RecordWebhook during the copy: %v", err)
+				return
+			}
 		}
 	})
 	src, err := OpenSource(context.Background(), srcURL)
@@ -122,5 +132,72 @@ func TestOpenSourceRefusesNoLog(t *testing.T) {
 	_, err := OpenSource(context.Background(), freshSchema(t))
 	if err == nil {
 		t.Fatal("OpenSource of an empty schema: got nil, want an error")
+	}
+}
+
+// A write to the target while an import runs waits for it, then follows on
+// from it: it neither slips in before the copied rows (which would make the
+// log not empty, or take a copied id or seq) nor is lost.
+func TestImportHoldsOffWriters(t *testing.T) {
+	ctx := context.Background()
+	src := openCopyStore(t, freshSchema(t))
+	for i := range 3 {
+		endJob(t, src, fmt.Sprintf("job-%d", i))
+	}
+	dstURL := freshSchema(t)
+	dst := openCopyStore(t, dstURL)
+	// Another replica on the target, named so that its waits can be found.
+	other := openCopyStore(t, dstURL+"&application_name=nh_copy_other")
+
+	started, hold := make(chan struct{}), make(chan struct{})
+	// Cleanups run last first: the import lets go of its connection before
+	// the stores close.
+	release := sync.OnceFunc(func() { close(hold) })
+	t.Cleanup(release)
+	imported := make(chan error, 1)
+	go func() {
+		_, err := dst.Import(ctx, func(ctx context.Context, fn func(store.Record) error) (store.LogCounts, error) {
+			first := true
+			return src.Export(ctx, func(r store.Record) error {
+				if first {
+					first = false
+					close(started)
+					<-hold
+				}
+				return fn(r)
+			})
+		})
+		imported <- err
+	}()
+	<-started
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		if err := recordEnd(other, "during-import"); err != nil {
+			t.Errorf("RecordWebhook during the import: %v", err)
+		}
+	}()
+	// Wait until the write is either done or waiting on a lock held by the
+	// import; with the tables locked it must be the latter.
+	for waiting := false; !waiting; {
+		select {
+		case <-wrote:
+			t.Fatal("a write to the target went through while the import ran")
+		default:
+		}
+		if err := dst.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE application_name = 'nh_copy_other' AND wait_event_type = 'Lock'
+			AND datname = current_database())`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release()
+	if err := <-imported; err != nil {
+		t.Fatalf("Import: %v", err)
+	}
+	<-wrote
+	j, err := dst.Job(ctx, "during-import")
+	if err != nil || j.Seq != 4 {
+		t.Errorf("the write held off by the import: got seq %d, %v; want 4, after the 3 copied", j.Seq, err)
 	}
 }
