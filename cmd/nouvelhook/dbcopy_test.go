@@ -255,10 +255,14 @@ func openSQLite(t *testing.T, path string) *sqlite.Store {
 	return st
 }
 
-// checkNewEndTakesNextSeq ends a new job on a copy and wants it to get the
-// seq after the copied last one.
-func checkNewEndTakesNextSeq(t *testing.T, what string, st store.Store, last int64) {
+// checkCopyGoesOn wants a copy to carry on where its source stopped: the
+// missed-webhook checks already made are not made again, and a new job that
+// ends gets the seq after the copied last one.
+func checkCopyGoesOn(t *testing.T, what string, st store.Store, last int64) {
 	t.Helper()
+	if n, err := st.MarkMissedWebhooks(context.Background(), time.Now().Add(2*time.Hour), time.Minute); err != nil || n != 0 {
+		t.Errorf("%s: MarkMissedWebhooks: got %d, %v; want 0, every check made before the copy", what, n, err)
+	}
 	body := event("after-copy", "completed")
 	if _, err := st.RecordWebhook(context.Background(), store.WebhookDelivery{
 		Body: body, ReceivedAt: time.Now(), Attempt: 1, JobID: "after-copy",
@@ -300,7 +304,7 @@ func TestDBCopySQLiteToSQLite(t *testing.T) {
 	}
 	dst = openSQLite(t, dstPath)
 	sameLogView(t, "the copy after a refused copy", viewLog(t, dst, log.ids), want)
-	checkNewEndTakesNextSeq(t, "the copy", dst, want.Last)
+	checkCopyGoesOn(t, "the copy", dst, want.Last)
 }
 
 // db copy refuses what it cannot copy with one line, and leaves no file
@@ -387,10 +391,10 @@ func TestDBCopyRoundTripThroughPostgres(t *testing.T) {
 	}
 
 	// Both copies go on where the source stopped.
-	checkNewEndTakesNextSeq(t, "the SQLite copy", back, want.Last)
+	checkCopyGoesOn(t, "the SQLite copy", back, want.Last)
 	pg := openPostgres(t, pgURL)
 	sameLogView(t, "the Postgres copy", viewLog(t, pg, log.ids), want)
-	checkNewEndTakesNextSeq(t, "the Postgres copy", pg, want.Last)
+	checkCopyGoesOn(t, "the Postgres copy", pg, want.Last)
 }
 
 // openPostgres opens a Postgres log, closed when the test ends.
