@@ -121,6 +121,17 @@ func (s *Store) Export(ctx context.Context, fn func(store.Record) error) (store.
 	return export(ctx, s.rdb, fn)
 }
 
+// copyTables is every table of a log, and what a copy does with it; a test
+// holds it to the schema, so that a table a migration adds (forwards, say)
+// cannot be left out of copies unnoticed.
+var copyTables = map[string]string{
+	"jobs":              "copied, every column",
+	"deliveries":        "copied, every column",
+	"counters":          "copied, seq as LogCounts.LastSeq",
+	"meta":              "not copied: readiness probes only",
+	"schema_migrations": "not copied: the target's own, checked equal",
+}
+
 const (
 	jobRowColumns = `id, job_id, status, terminal, total_projects, completed_projects, failed_projects,
 		projects, source, progress, stage, webhook_deliveries, webhook_missed, poll_count, last_error,
