@@ -17,7 +17,7 @@ import (
 // Load shape of TestReplicasSIGKILLUnderLoad.
 const (
 	replicaCount       = 3
-	replicaSenders     = 12                      // concurrent senders, each spreading over the replicas
+	replicaSenders     = 24                      // concurrent senders, each spreading over the replicas
 	replicaKillAfter   = 1500 * time.Millisecond // of load, and at least replicaKillAcks acks
 	replicaKillAcks    = 200
 	replicaLoadFor     = 4 * time.Second // of load in all
@@ -124,6 +124,7 @@ func TestReplicasSIGKILLUnderLoad(t *testing.T) {
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
+	defer func() { stopping.Store(true); <-done }() // before a Fatal's cleanup kills the replicas
 	ackCount := func() int { mu.Lock(); defer mu.Unlock(); return len(order) }
 
 	// Kill the victim mid-load, once the load has run a while.
@@ -347,8 +348,10 @@ func TestFeedAcrossReplicasGapFree(t *testing.T) {
 			t.Logf("long-poll reader on replica 2: %d events in %d polls", len(res.jobs), res.polls)
 		}
 	}
-	t.Logf("%d deliveries acknowledged by 2 writer replicas in %v; both readers saw seq 1..%d once each, in order",
-		len(acked), wrote.Round(time.Millisecond), len(acked))
+	if !t.Failed() {
+		t.Logf("%d deliveries acknowledged by 2 writer replicas in %v; both readers saw seq 1..%d once each, in order",
+			len(acked), wrote.Round(time.Millisecond), len(acked))
+	}
 }
 
 // TestWakeupAcrossReplicas: a long-poll of a job on replica A, and an event
@@ -514,6 +517,14 @@ func TestPostgresOutage(t *testing.T) {
 	if pub, adm, reason := ready(r); pub != 200 || adm != 200 {
 		t.Fatalf("readyz before the outage: public %d, admin %d %q; want 200", pub, adm, reason)
 	}
+	// An event stream on the proxied replica, open throughout: it goes on
+	// after the outage with what the other replica committed meanwhile.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	events, errc, err := followSSE(ctx, r, int64(len(before)))
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// The outage, with senders posting to the proxied replica throughout.
 	proxy.down()
@@ -542,6 +553,7 @@ func TestPostgresOutage(t *testing.T) {
 			}
 		})
 	}
+	defer func() { stop.Store(true); wg.Wait() }() // before a Fatal's cleanup kills the replicas
 	var detected time.Duration
 	for {
 		pub, adm, reason := ready(r)
@@ -573,8 +585,11 @@ func TestPostgresOutage(t *testing.T) {
 
 	// Postgres comes back: the same replica, with no restart, takes
 	// deliveries and says it is ready again.
-	if err := proxy.up(); err != nil {
-		t.Fatal(err)
+	for err := proxy.up(); err != nil; err = proxy.up() {
+		if time.Since(cut) > limit {
+			t.Fatalf("the proxy cannot listen again on its port: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond) // the port taken meanwhile: rare, and brief
 	}
 	back := time.Now()
 	var webhookBack, readyBack time.Duration
@@ -614,6 +629,26 @@ func TestPostgresOutage(t *testing.T) {
 		after = append(after, id)
 	}
 
+	// The stream on the proxied replica carries on, in order: the job the
+	// other replica took during the outage, then those after it.
+	var streamBack time.Duration
+	for i, id := range append([]string{"direct-during"}, after...) {
+		select {
+		case e, ok := <-events:
+			if !ok {
+				t.Fatalf("event stream on the proxied replica ended after the outage: %v", <-errc)
+			}
+			if want := int64(len(before) + 1 + i); e.id != want || e.jobID != id {
+				t.Fatalf("event stream on the proxied replica: got seq %d job %s, want %d %s", e.id, e.jobID, want, id)
+			}
+			if i == 0 {
+				streamBack = e.at.Sub(back)
+			}
+		case <-ctx.Done():
+			t.Fatalf("event stream on the proxied replica: no event %s after the outage", id)
+		}
+	}
+
 	// What the log holds, read through the replica that never lost Postgres.
 	for _, id := range append(before, after...) {
 		var j crashJob
@@ -634,7 +669,8 @@ func TestPostgresOutage(t *testing.T) {
 		}
 	}
 	t.Logf("outage: %d deliveries answered 503 (%d sent during it), /readyz 503 after %v; "+
-		"after Postgres came back: first 200 after %v, both /readyz 200 after %v; %d acknowledged jobs present",
+		"after Postgres came back: first 200 after %v, both /readyz 200 after %v, the open event stream's next event after %v; "+
+		"%d acknowledged jobs present",
 		len(refused), sentDown.Load(), detected.Round(time.Millisecond), webhookBack.Round(time.Millisecond),
-		readyBack.Round(time.Millisecond), len(before)+len(after))
+		readyBack.Round(time.Millisecond), streamBack.Round(time.Millisecond), len(before)+len(after))
 }
