@@ -139,7 +139,7 @@ func copyInto(ctx context.Context, src store.Exporter, dstDB string) (store.LogC
 	}
 	err = errors.Join(err, dst.Close())
 	if err != nil && created {
-		for _, p := range []string{dstDB, dstDB + "-wal", dstDB + "-shm"} {
+		for _, p := range []string{dstDB, dstDB + "-wal", dstDB + "-shm", dstDB + ".lock"} {
 			os.Remove(p)
 		}
 	}

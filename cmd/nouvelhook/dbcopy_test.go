@@ -407,3 +407,35 @@ func openPostgres(t *testing.T, dbURL string) *postgres.Store {
 	t.Cleanup(func() { st.Close() })
 	return st
 }
+
+// failingSource is a source that breaks after its first row.
+type failingSource struct{ err error }
+
+func (f failingSource) Export(ctx context.Context, fn func(store.Record) error) (store.LogCounts, error) {
+	if err := fn(store.Record{Job: &store.JobRow{ID: 1, JobID: "one", Status: store.StatusPending, Projects: "[]"}}); err != nil {
+		return store.LogCounts{}, err
+	}
+	return store.LogCounts{}, f.err
+}
+
+// A copy that fails into a SQLite file it created leaves no file behind, so
+// it can simply be run again; into a file that existed, it leaves the file.
+func TestDBCopyFailureLeavesNoNewFile(t *testing.T) {
+	dir := t.TempDir()
+	broken := errors.New("the source went away")
+	dst := filepath.Join(dir, "new.db")
+	if _, err := copyInto(context.Background(), failingSource{broken}, dst); !errors.Is(err, broken) {
+		t.Fatalf("copyInto from a failing source: got %v, want its error", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*")); len(left) != 0 {
+		t.Errorf("after a failed copy into a new file: got %v left, want nothing", left)
+	}
+	openSQLite(t, dst).Close() // an empty log that was there before
+	if _, err := copyInto(context.Background(), failingSource{broken}, dst); !errors.Is(err, broken) {
+		t.Fatalf("copyInto an existing empty log from a failing source: got %v, want its error", err)
+	}
+	st := openSQLite(t, dst)
+	if stats, err := st.Stats(context.Background()); err != nil || stats.Jobs != 0 {
+		t.Errorf("the existing log after a failed copy: got %+v, %v; want it there and empty", stats, err)
+	}
+}

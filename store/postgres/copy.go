@@ -64,7 +64,9 @@ func (src *Source) err(err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	return fmt.Errorf("postgres %s: %s", src.url, scrub(strings.TrimSpace(err.Error()), src.secret))
+	// pgx's errors may hold tabs and one line per address tried.
+	msg := strings.Join(strings.Fields(err.Error()), " ")
+	return fmt.Errorf("postgres %s: %s", src.url, scrub(msg, src.secret))
 }
 
 func (src *Source) check(ctx context.Context) error {
