@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/nouvelhook/nouvelhook/store"
 	"github.com/nouvelhook/nouvelhook/store/postgres"
@@ -438,4 +441,60 @@ func TestDBCopyFailureLeavesNoNewFile(t *testing.T) {
 	if stats, err := st.Stats(context.Background()); err != nil || stats.Jobs != 0 {
 		t.Errorf("the existing log after a failed copy: got %+v, %v; want it there and empty", stats, err)
 	}
+}
+
+// A SQLite log holding a delivery stored before bodies were hashed copies to
+// Postgres with the hash still NULL where the schema allows it, and is
+// otherwise refused with a line that says why, leaving Postgres empty.
+func TestDBCopyUnhashedDeliveryToPostgres(t *testing.T) {
+	pgSchemaURL(t, "") // skips without Postgres
+	srcPath := filepath.Join(t.TempDir(), "old.db")
+	src := openSQLite(t, srcPath)
+	log := buildCopyLog(t, src)
+	src.Close()
+	db, err := sql.Open("sqlite", "file:"+srcPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE deliveries SET body_hash = NULL, last_received_at = NULL
+		WHERE id = (SELECT MIN(id) FROM deliveries)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	src = openSQLite(t, srcPath)
+	want := viewLog(t, src, log.ids)
+	src.Close()
+
+	t.Run("the schema as it is", func(t *testing.T) {
+		pgURL := pgSchemaURL(t, "")
+		_, _, err := runCLI(context.Background(), nil, "", "db", "copy", srcPath, pgURL)
+		pg := openPostgres(t, pgURL)
+		if err == nil {
+			sameLogView(t, "the Postgres copy with an unhashed delivery", viewLog(t, pg, log.ids), want)
+			return
+		}
+		if !strings.Contains(err.Error(), "stored before nouvelhook hashed delivery bodies") {
+			t.Fatalf("copy of an unhashed delivery: got %v; want success, or a line that says why not", err)
+		}
+		if stats, err := pg.Stats(context.Background()); err != nil || stats.Jobs != 0 || stats.LastSeq != 0 {
+			t.Errorf("Postgres after a refused copy: got %+v, %v; want it empty", stats, err)
+		}
+	})
+	t.Run("a schema that allows no hash", func(t *testing.T) {
+		pgURL := pgSchemaURL(t, "")
+		pg := openPostgres(t, pgURL)
+		conn, err := pgx.Connect(context.Background(), pgURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = conn.Exec(context.Background(), `ALTER TABLE deliveries ALTER COLUMN body_hash DROP NOT NULL`)
+		conn.Close(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := runCLI(context.Background(), nil, "", "db", "copy", srcPath, pgURL); err != nil {
+			t.Fatalf("copy of an unhashed delivery: %v", err)
+		}
+		sameLogView(t, "the Postgres copy with an unhashed delivery", viewLog(t, pg, log.ids), want)
+	})
 }

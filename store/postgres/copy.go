@@ -293,6 +293,14 @@ func (s *Store) importTx(ctx context.Context, from store.ExportFunc) error {
 	if !have.Empty() {
 		return passErr{store.NotEmpty(have)}
 	}
+	// A SQLite log may hold deliveries stored before it hashed bodies; this
+	// schema can take them only if body_hash may be NULL.
+	var hashNullable bool
+	if err := tx.QueryRow(ctx, `SELECT is_nullable = 'YES' FROM information_schema.columns
+		WHERE table_schema = current_schema() AND table_name = 'deliveries' AND column_name = 'body_hash'`).
+		Scan(&hashNullable); err != nil {
+		return err
+	}
 	var jobs, deliveries [][]any
 	size := 0
 	flushJobs := func() error {
@@ -335,6 +343,10 @@ func (s *Store) importTx(ctx context.Context, from store.ExportFunc) error {
 				return s.dbErr(err)
 			}
 			d := r.Delivery
+			if d.BodyHash == nil && !hashNullable {
+				return passErr{store.Errorf(store.EINVALID,
+					"delivery %d was stored before nouvelhook hashed delivery bodies, and this version's Postgres schema needs a hash; it cannot be copied to Postgres as it is", d.ID)}
+			}
 			last := d.LastReceivedAt
 			if last == nil {
 				// Both backends read a missing one as received_at.
