@@ -29,6 +29,7 @@ Usage:
   nouvelhook sign [--secret S] [FILE] print the signature of a body (stdin without FILE)
   nouvelhook demo                     run the service against a stand-in Nouvel
   nouvelhook db backup FILE           a consistent copy of the SQLite log while serve runs
+  nouvelhook db copy SRC DST          copy a whole log into an empty one, SQLite to Postgres or back
   nouvelhook healthcheck [--ready]    exit 0 if the local service answers /healthz
                                       (or /readyz) on its public listener
   nouvelhook version                  version, commit and Go version (also --version)
