@@ -103,7 +103,7 @@ func TestDBBackupRefusals(t *testing.T) {
 		wantLine string // a part of the last line of stderr
 	}{
 		{"no command", env, []string{"db"}, 2, "db: no command given"},
-		{"unknown command", env, []string{"db", "copy", "a", "b"}, 2, `db: unknown command "copy"`},
+		{"unknown command", env, []string{"db", "restore", "a", "b"}, 2, `db: unknown command "restore"`},
 		{"no file", env, []string{"db", "backup"}, 2, "db backup: missing FILE"},
 		{"two files", env, []string{"db", "backup", "a.db", "b.db"}, 2, `unexpected argument "b.db"`},
 		{"existing file", env, []string{"db", "backup", existing}, 1, "already exists"},
