@@ -153,15 +153,18 @@ func pgBaseHost(t *testing.T) string {
 
 // pgProxy is a TCP proxy between replicas and Postgres: down closes its
 // listener and every connection through it, which to a replica is Postgres
-// gone; up listens again on the same port.
+// gone; up listens again on the same port. stall(true) stops it passing
+// bytes, or closes, either way, keeping every socket open, which is a
+// network partition: neither side learns anything until stall(false).
 type pgProxy struct {
 	target string
 	addr   string // 127.0.0.1:port, fixed at the first up
 
-	mu    sync.Mutex
-	ln    net.Listener
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup // the accept loop and the copies
+	mu      sync.Mutex
+	ln      net.Listener
+	conns   map[net.Conn]struct{}
+	stalled bool
+	wg      sync.WaitGroup // the accept loop and the copies
 }
 
 // newPGProxy starts a proxy to target on a free loopback port; it is
@@ -193,6 +196,10 @@ func (p *pgProxy) up() error {
 			if err != nil {
 				return
 			}
+			if p.isStalled() {
+				p.track(in) // held open, never answered
+				continue
+			}
 			out, err := net.DialTimeout("tcp", p.target, 5*time.Second)
 			if err != nil {
 				in.Close()
@@ -204,7 +211,21 @@ func (p *pgProxy) up() error {
 			p.wg.Add(2)
 			pipe := func(dst, src net.Conn) {
 				defer p.wg.Done()
-				io.Copy(dst, src)
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := src.Read(buf)
+					if !p.flowing() {
+						break // down during a stall
+					}
+					if n > 0 {
+						if _, err := dst.Write(buf[:n]); err != nil {
+							break
+						}
+					}
+					if err != nil {
+						break
+					}
+				}
 				dst.Close()
 				src.Close()
 			}
@@ -215,24 +236,53 @@ func (p *pgProxy) up() error {
 	return nil
 }
 
-// track files both ends of a new connection, or closes them if the proxy
+// track files the ends of a new connection, or closes them if the proxy
 // went down meanwhile.
-func (p *pgProxy) track(in, out net.Conn) bool {
+func (p *pgProxy) track(ends ...net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.ln == nil {
-		in.Close()
-		out.Close()
-		return false
+	for _, c := range ends {
+		if p.ln == nil {
+			c.Close()
+		} else {
+			p.conns[c] = struct{}{}
+		}
 	}
-	p.conns[in], p.conns[out] = struct{}{}, struct{}{}
-	return true
+	return p.ln != nil
+}
+
+// stall stops (true) or resumes (false) the flow of bytes and closes.
+func (p *pgProxy) stall(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stalled = on
+}
+
+func (p *pgProxy) isStalled() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stalled
+}
+
+// flowing waits while the proxy is stalled, and reports whether it is
+// still up.
+func (p *pgProxy) flowing() bool {
+	for {
+		p.mu.Lock()
+		stalled, up := p.stalled, p.ln != nil
+		p.mu.Unlock()
+		if !up || !stalled {
+			return up
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // down closes the listener and every connection through the proxy, and
 // returns once no copy runs.
 func (p *pgProxy) down() {
 	p.mu.Lock()
+	p.stalled = false
 	if p.ln != nil {
 		p.ln.Close()
 		p.ln = nil
