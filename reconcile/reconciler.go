@@ -228,10 +228,14 @@ func (r *Reconciler) lead(ctx context.Context) time.Duration {
 		r.setLeading(true)
 		return 0
 	}
-	lease, ok, err := ld.AcquireLeadership(ctx)
+	// Bounded, so that a pool with no free connection delays a try, not
+	// the loop.
+	actx, cancel := context.WithTimeout(ctx, pollTimeout)
+	defer cancel()
+	lease, ok, err := ld.AcquireLeadership(actx)
 	if err == nil && ok {
 		var last time.Time
-		if last, err = lease.LastRequest(ctx); err != nil {
+		if last, err = lease.LastRequest(actx); err != nil {
 			lease.Release()
 		} else {
 			r.takeOver(lease, last)
