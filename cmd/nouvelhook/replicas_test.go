@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Load shape of TestReplicasSIGKILLUnderLoad.
@@ -686,4 +689,119 @@ func TestPostgresOutage(t *testing.T) {
 		"%d acknowledged jobs present",
 		len(refused), sentDown.Load(), detected.Round(time.Millisecond), webhookBack.Round(time.Millisecond),
 		readyBack.Round(time.Millisecond), streamBack.Round(time.Millisecond), len(before)+len(after))
+}
+
+// TestPostgresEndsReplicaSessions: Postgres ends every session of two
+// replicas under load (pg_terminate_backend, as a server restart or a
+// failover does). Deliveries get 200 or 503, never anything else; each one
+// answered 200 is in the log once, with seq 1..N; the replicas take
+// deliveries and say they are ready again with no restart; and a long-poll
+// on one is still woken by a commit on the other, its LISTEN connection
+// having come back.
+func TestPostgresEndsReplicaSessions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the real binary; skipped with -short")
+	}
+	const senders = 8
+	db := pgSchemaURL(t, "")
+	u, err := url.Parse(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	app := "nh_ended_" + q.Get("search_path") // to find the replicas' sessions
+	q.Set("application_name", app)
+	u.RawQuery = q.Encode()
+	bin := replicaBinary(t)
+	reps := startReplicas(t, bin, u.String(), 2)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, os.Getenv("NOUVELHOOK_TEST_POSTGRES"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+
+	var (
+		stop    atomic.Bool
+		mu      sync.Mutex
+		acked   = map[string]int{}
+		refused int
+		wg      sync.WaitGroup
+	)
+	for w := range senders {
+		wg.Go(func() {
+			for n := 0; !stop.Load(); n++ {
+				id, c := fmt.Sprintf("ended-w%d-%05d", w, n), reps[(w+n)%len(reps)]
+				code, ans, err := c.post(id)
+				mu.Lock()
+				switch {
+				case err == nil && code == http.StatusOK:
+					acked[id]++
+				case err == nil && code == http.StatusServiceUnavailable:
+					refused++ // its fate is unknown: it may have committed
+				default:
+					t.Errorf("POST %s: got %d %s %v, want 200 or 503", id, code, ans.raw, err)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	defer func() { stop.Store(true); wg.Wait() }() // before a Fatal's cleanup kills the replicas
+
+	time.Sleep(time.Second) // load before
+	var ended int
+	if err := conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE application_name = $1`, app).Scan(&ended); err != nil {
+		t.Fatal(err)
+	}
+	if ended < 2*len(reps) {
+		t.Fatalf("ended %d sessions, want at least a pool connection and a listener per replica", ended)
+	}
+	terminated := time.Now()
+	time.Sleep(time.Second) // load after
+	stop.Store(true)
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	for i, c := range reps {
+		back := time.Now()
+		for n := 0; ; n++ {
+			code, _, err := c.post(fmt.Sprintf("ended-back-%d-%04d", i, n))
+			pub, _, _ := c.getStatus(c.public + "/readyz")
+			if err == nil && code == http.StatusOK && pub == http.StatusOK {
+				acked[fmt.Sprintf("ended-back-%d-%04d", i, n)]++
+				break
+			}
+			if time.Since(back) > 10*time.Second {
+				t.Fatalf("replica %d: delivery %d %v, public /readyz %d, 10s after its sessions ended", i, code, err, pub)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	t.Logf("ended %d sessions under load: %d deliveries acknowledged, %d answered 503", ended, len(acked), refused)
+
+	// A long-poll on replica 0, woken by a commit on replica 1. Its LISTEN
+	// connection reconnects a second after it was ended; give it that.
+	time.Sleep(time.Until(terminated.Add(3 * time.Second)))
+	woke := make(chan time.Time, 1)
+	go func() {
+		reps[0].getStatus(reps[0].admin + "/v1/jobs/ended-late?wait=30s")
+		woke <- time.Now()
+	}()
+	time.Sleep(200 * time.Millisecond) // the long-poll parks
+	sent := time.Now()
+	if code, ans, err := reps[1].post("ended-late"); err != nil || code != http.StatusOK {
+		t.Fatalf("POST ended-late to replica 1: got %d %s %v, want 200", code, ans.raw, err)
+	}
+	acked["ended-late"]++
+	select {
+	case at := <-woke:
+		t.Logf("a long-poll on replica 0 woke %v after a delivery to replica 1", at.Sub(sent).Round(time.Microsecond))
+	case <-time.After(5 * time.Second):
+		t.Errorf("a long-poll on replica 0 was not woken within 5s of a delivery to replica 1")
+	}
+	checkAcked(t, reps[0], acked, nil)
 }
