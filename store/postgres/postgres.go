@@ -12,11 +12,13 @@
 // inserted but become visible when its transaction commits, so seq 8 can
 // commit after 9, and a reader that saw 9 and moved its cursor past it would
 // never see 8. Instead, the transaction that ends a job takes its seq from a
-// single counter row (UPDATE feed_counter SET seq = seq + 1 RETURNING seq)
-// just before it commits. The row lock is held until the commit, so the next
-// transaction that ends a job waits on it and, once the first has committed
-// (and become visible: Postgres releases locks after a commit is visible),
-// reads its value and takes the next number; a transaction that rolls back
+// single counter row, locked (SELECT seq FROM feed_counter FOR UPDATE) at its
+// first end and moved past the seqs it took just before it commits; each job
+// is written with its seq by the INSERT or UPDATE that ends it. The row lock
+// is held until the commit, so the next transaction that ends a job waits on
+// it and, once the first has committed (and become visible: Postgres
+// releases locks after a commit is visible), reads its value and takes the
+// next number; a transaction that rolls back
 // leaves the counter as it was. Hence seq N+1 is never given out before N
 // has committed, and any snapshot that sees N+1 sees every seq below it.
 // Only the ends of jobs wait on that row, for a few milliseconds each, which
