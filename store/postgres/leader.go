@@ -146,7 +146,11 @@ func (l *lease) lose() {
 		defer l.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), leaseTimeout)
 		defer cancel()
-		_ = l.conn.Close(ctx) // ends the session: the lock goes with it
+		// Unlock first: closing ends the session and the lock with it, but
+		// Postgres drops a closed session's locks a moment later, and the
+		// next leader should find the lock free at once.
+		_, _ = l.conn.Exec(ctx, `SELECT pg_advisory_unlock(`+leaderKey+`)`)
+		_ = l.conn.Close(ctx)
 	})
 }
 

@@ -110,6 +110,12 @@ type Store struct {
 // unreachable database is an error wrapping store.ErrUnavailable, naming the
 // URL with its password masked; a URL that does not parse wraps
 // store.ErrInvalid.
+// idleInTransaction is how long Postgres lets a session sit in an open
+// transaction before it ends it: long enough for any write this store
+// makes, short enough that other replicas' webhooks still get their 200
+// within Nouvel's 5 s.
+const idleInTransaction = "3s"
+
 func Open(ctx context.Context, dbURL string, opts Options) (*Store, error) {
 	shown := Redact(dbURL)
 	cfg, err := pgxpool.ParseConfig(dbURL)
@@ -120,6 +126,13 @@ func Open(ctx context.Context, dbURL string, opts Options) (*Store, error) {
 	secret := cfg.ConnConfig.Password
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	// A replica that stalls or is frozen in the middle of a write holds the
+	// counter rows every replica's ending transaction needs; without a limit
+	// its session keeps them until TCP gives up, hours later, and every
+	// other replica answers 503 meanwhile. A URL may set its own value.
+	if _, ok := cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; !ok {
+		cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = idleInTransaction
 	}
 	s := &Store{
 		listen: cfg.ConnConfig.Copy(), now: opts.Now, log: opts.Logger, url: shown, secret: secret,
