@@ -8,12 +8,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/nouvelhook/nouvelhook/store"
 	"github.com/nouvelhook/nouvelhook/store/sqlite"
+	"github.com/nouvelhook/nouvelhook/store/storetest"
 )
 
 func openStore(t *testing.T, path string) *sqlite.Store {
@@ -416,38 +416,10 @@ func TestListJobsFiltersMatchAScanWhenTheClockStepsBack(t *testing.T) {
 			t.Fatalf("createdAt decreases from %s to %s in insertion order", all[i].JobID, all[i-1].JobID)
 		}
 	}
-	for _, f := range []store.Filter{
+	storetest.PagesMatchAScan(t, s, all, []store.Filter{
 		{}, {Statuses: []store.Status{"failed"}}, {Statuses: []store.Status{"pending", "completed", "completed"}},
 		{Since: start.Add(30 * time.Minute)}, {Since: start.Add(33*time.Minute + time.Second)},
 		{Statuses: []store.Status{"running", "partial"}, Since: start.Add(52 * time.Minute)},
 		{Since: start.Add(-time.Hour)}, {Since: start.Add(79 * time.Minute)}, {Since: start.Add(80 * time.Minute)},
-	} {
-		var want []string
-		for _, j := range all {
-			if (len(f.Statuses) == 0 || slices.Contains(f.Statuses, j.Status)) && !j.CreatedAt.Before(f.Since) {
-				want = append(want, j.JobID)
-			}
-		}
-		var got []string
-		f.Limit = 7
-		for page := 0; ; page++ {
-			if page > 20 {
-				t.Fatalf("%+v: the cursor does not advance", f)
-			}
-			jobs, next, err := s.ListJobs(ctx, f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, j := range jobs {
-				got = append(got, j.JobID)
-			}
-			if next == "" {
-				break
-			}
-			f.Cursor = next
-		}
-		if fmt.Sprint(got) != fmt.Sprint(want) {
-			t.Errorf("statuses %v since %s:\ngot  %v\nwant %v", f.Statuses, f.Since.Format(time.TimeOnly), got, want)
-		}
-	}
+	})
 }
