@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"regexp"
 	"time"
 )
@@ -183,4 +184,27 @@ type PollResult struct {
 type FeedEvent struct {
 	Seq  int64
 	JSON []byte
+}
+
+// CheckEnd returns an EINVALID error unless r can end a job: a valid job id
+// and a terminal status. Backends check a webhook's report with it before
+// they write.
+func (r *Report) CheckEnd() error {
+	if !r.Status.Terminal() || !ValidJobID(r.JobID) {
+		return Errorf(EINVALID, "webhook report for %q with status %q", r.JobID, r.Status)
+	}
+	return nil
+}
+
+// EncodeProjects is the JSON a backend stores for a job's projects: "[]"
+// for none. An error is EINVALID.
+func EncodeProjects(p []Project) (string, error) {
+	if len(p) == 0 {
+		return "[]", nil
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return "", Errorf(EINVALID, "projects: %v", err)
+	}
+	return string(b), nil
 }

@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -233,16 +232,6 @@ func (t *txn) flush() error {
 func statusCounter(status store.Status) string { return "status:" + string(status) }
 func sourceCounter(source string) string       { return "source:" + source }
 func outcomeCounter(o store.Outcome) string    { return "outcome:" + string(o) }
-func encodeProjects(p []store.Project) (string, error) {
-	if len(p) == 0 {
-		return "[]", nil
-	}
-	b, err := json.Marshal(p)
-	if err != nil {
-		return "", store.Errorf(store.EINVALID, "projects: %v", err)
-	}
-	return string(b), nil
-}
 
 const missedCounter = "missed"
 
@@ -257,10 +246,10 @@ func (s *Store) RecordWebhook(ctx context.Context, d store.WebhookDelivery) (sto
 			return t.insertDelivery(d, hash[:], 0, store.OutcomeInvalid)
 		})
 	}
-	if !d.Report.Status.Terminal() || !store.ValidJobID(d.Report.JobID) {
-		return "", store.Errorf(store.EINVALID, "webhook report for %q with status %q", d.Report.JobID, d.Report.Status)
+	if err := d.Report.CheckEnd(); err != nil {
+		return "", err
 	}
-	projects, err := encodeProjects(d.Report.Projects)
+	projects, err := store.EncodeProjects(d.Report.Projects)
 	if err != nil {
 		return "", err
 	}
@@ -421,7 +410,7 @@ func (s *Store) RecordPoll(ctx context.Context, jobID string, r store.PollResult
 	projects := "[]"
 	if end != nil {
 		var err error
-		if projects, err = encodeProjects(end.Projects); err != nil {
+		if projects, err = store.EncodeProjects(end.Projects); err != nil {
 			return "", err
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -22,10 +21,10 @@ func (s *Store) RecordWebhook(ctx context.Context, d store.WebhookDelivery) (sto
 			return t.insertDelivery(d, hash[:], 0, store.OutcomeInvalid)
 		})
 	}
-	if !d.Report.Status.Terminal() || !store.ValidJobID(d.Report.JobID) {
-		return "", store.Errorf(store.EINVALID, "webhook report for %q with status %q", d.Report.JobID, d.Report.Status)
+	if err := d.Report.CheckEnd(); err != nil {
+		return "", err
 	}
-	projects, err := encodeProjects(d.Report.Projects)
+	projects, err := store.EncodeProjects(d.Report.Projects)
 	if err != nil {
 		return "", err
 	}
@@ -39,17 +38,6 @@ func (s *Store) RecordWebhook(ctx context.Context, d store.WebhookDelivery) (sto
 		return t.insertDelivery(d, hash[:], row, outcome)
 	})
 	return outcome, err
-}
-
-func encodeProjects(p []store.Project) (string, error) {
-	if len(p) == 0 {
-		return "[]", nil
-	}
-	b, err := json.Marshal(p)
-	if err != nil {
-		return "", store.Errorf(store.EINVALID, "projects: %v", err)
-	}
-	return string(b), nil
 }
 
 // jobState is what deciding the fate of a report needs to know of its job.

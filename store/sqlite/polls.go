@@ -58,7 +58,7 @@ func (s *Store) RecordPoll(ctx context.Context, jobID string, r store.PollResult
 	projects := "[]"
 	if end != nil {
 		var err error
-		if projects, err = encodeProjects(end.Projects); err != nil {
+		if projects, err = store.EncodeProjects(end.Projects); err != nil {
 			return "", err
 		}
 	}
