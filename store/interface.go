@@ -91,6 +91,9 @@ type Store interface {
 	// ErrUnavailable while commits have been failing or the store is
 	// closed. nil does not prove the store can commit.
 	Failed() error
+	Forwards
+	Timeline
+
 	// Close stops taking writes, commits those already queued and releases
 	// the backend. Later writes fail with ErrUnavailable. Closing twice is
 	// harmless.

@@ -47,6 +47,9 @@ type Job struct {
 	UpdatedAt         time.Time  `json:"updatedAt"`
 	TerminalAt        *time.Time `json:"terminalAt"`
 	Seq               int64      `json:"seq"`
+	// Forward is the job's forward to the app; nil when none was queued
+	// (forwarding is off, or the job has not ended).
+	Forward *Forward `json:"forward"`
 
 	// Deliveries is filled only when a single job is asked for with its
 	// deliveries: the last MaxDeliveries of them, oldest first.
@@ -62,10 +65,15 @@ type Job struct {
 // more than once are one Delivery: ReceivedAt, Attempt, Duplicate and Status
 // are those of the first arrival, and Copies counts them all.
 type Delivery struct {
+	// ID names the delivery for Timeline.DeliveryBody.
+	ID         int64     `json:"id"`
 	ReceivedAt time.Time `json:"receivedAt"`
 	Attempt    int       `json:"attempt"`
 	Duplicate  bool      `json:"duplicate"`
 	Status     Status    `json:"status"`
+	// Outcome is what the delivery did to its job: accepted, duplicate or
+	// conflict.
+	Outcome Outcome `json:"outcome"`
 	// Copies is how many times these exact bytes arrived, at least 1.
 	Copies int `json:"copies"`
 }

@@ -77,6 +77,9 @@ type Options struct {
 	// Logger receives write and listener errors; the zero value discards
 	// them.
 	Logger zerolog.Logger
+	// Forward turns forwarding on: the transaction that ends a job also
+	// queues its forward to the app (NOUVELHOOK_FORWARD_URL is set).
+	Forward bool
 
 	// noListen turns LISTEN off, leaving waits to the polling backstop;
 	// tests use it to show the backstop alone wakes waiters.

@@ -43,6 +43,9 @@ type Options struct {
 	// (NOUVELHOOK_MAX_BODY). After a failed commit, Ping writes this much
 	// to prove there is room again. Zero means 1 MiB.
 	MaxBody int64
+	// Forward turns forwarding on: the transaction that ends a job also
+	// queues its forward to the app (NOUVELHOOK_FORWARD_URL is set).
+	Forward bool
 }
 
 // Store is the SQLite-backed job log. It is safe for concurrent use.
