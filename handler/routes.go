@@ -5,6 +5,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/nouvelhook/nouvelhook/handler/console"
 )
 
 // NewPublic returns the public server: the webhook path, /healthz and
@@ -37,6 +39,12 @@ func NewAdmin(d Deps) *echo.Echo {
 	}
 	e.GET("/healthz", handleHealthz())
 	e.GET("/readyz", handleReadyz(d))
+	// The console: one page for every address it routes itself, and its
+	// assets. They hold no data, so requireToken lets them through.
+	page := echo.WrapHandler(console.Page())
+	e.GET("/", page)
+	e.GET("/jobs/:jobId", page)
+	e.GET(console.Assets+"*", echo.WrapHandler(console.Static()))
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(d.Metrics.Registry, promhttp.HandlerOpts{})))
 
 	v1 := e.Group("/v1")

@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/rs/zerolog"
 
+	"github.com/nouvelhook/nouvelhook/handler/console"
 	"github.com/nouvelhook/nouvelhook/store"
 )
 
@@ -127,7 +128,7 @@ func requireToken(token string) echo.MiddlewareFunc {
 	want := []byte("Bearer " + token)
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			if c.Path() == "/healthz" {
+			if tokenFree(c.Path()) {
 				return next(c)
 			}
 			got := []byte(c.Request().Header.Get(echo.HeaderAuthorization))
@@ -138,4 +139,14 @@ func requireToken(token string) echo.MiddlewareFunc {
 			return next(c)
 		}
 	}
+}
+
+// tokenFree reports whether the route at path is served without the admin
+// token: /healthz, and the console's page and assets, which hold no data.
+func tokenFree(path string) bool {
+	switch path {
+	case "/healthz", "/", "/jobs/:jobId", console.Assets + "*":
+		return true
+	}
+	return false
 }
