@@ -3,6 +3,8 @@
 package config
 
 import (
+	"encoding/base64"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -42,6 +44,13 @@ type Config struct {
 
 	LogLevel  zerolog.Level // NOUVELHOOK_LOG_LEVEL
 	LogFormat string        // NOUVELHOOK_LOG_FORMAT: "json" or "console"
+
+	ForwardURL         string          // NOUVELHOOK_FORWARD_URL: empty turns forwarding off
+	ForwardKey         []byte          // NOUVELHOOK_FORWARD_SECRET, decoded: nil sends no Standard Webhooks headers
+	ForwardSchedule    []time.Duration // NOUVELHOOK_FORWARD_SCHEDULE: the waits before each retry
+	ForwardTimeout     time.Duration   // NOUVELHOOK_FORWARD_TIMEOUT
+	ForwardConcurrency int             // NOUVELHOOK_FORWARD_CONCURRENCY: 1 whenever ForwardOrdered, unless set above it (refused)
+	ForwardOrdered     bool            // NOUVELHOOK_FORWARD_ORDERED
 }
 
 // Default returns the configuration used where neither an environment
@@ -62,6 +71,11 @@ func Default() Config {
 		MaxConns:     1024,
 		LogLevel:     zerolog.InfoLevel,
 		LogFormat:    "json",
+
+		ForwardSchedule: []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute,
+			2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour},
+		ForwardTimeout:     15 * time.Second,
+		ForwardConcurrency: 4,
 	}
 }
 
@@ -100,7 +114,11 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		case credential:
 			usage += "; a flag's value shows in ps, so give one with a password in the env or --" + s.flag + "-file"
 		}
-		fs.Var(&def, s.flag, usage)
+		if _, ok := s.field(&c).(*bool); ok {
+			fs.Var((*boolText)(&def), s.flag, usage)
+		} else {
+			fs.Var(&def, s.flag, usage)
+		}
 		if s.kind.fromFile() {
 			fs.Var(new(text), s.flag+"-file", "read --"+s.flag+" from `file` (env "+s.env+"_FILE)")
 		}
@@ -114,10 +132,18 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	}
 	given := make(map[string]string)
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = f.Value.String() })
+	set := make(map[string]bool)
 	for _, s := range settings() {
-		if err := s.apply(&c, getenv, given); err != nil {
+		ok, err := s.apply(&c, getenv, given)
+		if err != nil {
 			return Config{}, err
 		}
+		set[s.env] = ok
+	}
+	// Ordered forwarding sends one at a time, so the default concurrency
+	// does not apply to it; one set explicitly above 1 is refused by Validate.
+	if c.ForwardOrdered && !set["NOUVELHOOK_FORWARD_CONCURRENCY"] {
+		c.ForwardConcurrency = 1
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err
@@ -188,14 +214,26 @@ func settings() []setting {
 			func(c *Config) any { return &c.LogLevel }},
 		{"NOUVELHOOK_LOG_FORMAT", "log-format", "log `format`: json or console", plain,
 			func(c *Config) any { return &c.LogFormat }},
+		{"NOUVELHOOK_FORWARD_URL", "forward-url", "the app's http(s) `URL`; when set, every job that ends is POSTed to it", plain,
+			func(c *Config) any { return &c.ForwardURL }},
+		{"NOUVELHOOK_FORWARD_SECRET", "forward-secret", "Standard Webhooks signing `secret` for forwards, whsec_ and base64", secret,
+			func(c *Config) any { return (*signingKey)(&c.ForwardKey) }},
+		{"NOUVELHOOK_FORWARD_SCHEDULE", "forward-schedule", "comma-separated `waits` between a forward's attempts; its length is the number of retries", plain,
+			func(c *Config) any { return (*schedule)(&c.ForwardSchedule) }},
+		{"NOUVELHOOK_FORWARD_TIMEOUT", "forward-timeout", "a forward with no 2xx within this `duration` has failed", plain,
+			func(c *Config) any { return &c.ForwardTimeout }},
+		{"NOUVELHOOK_FORWARD_CONCURRENCY", "forward-concurrency", "`number` of forwards in flight at once; ordered forwarding is one at a time", plain,
+			func(c *Config) any { return &c.ForwardConcurrency }},
+		{"NOUVELHOOK_FORWARD_ORDERED", "forward-ordered", "forward strictly in seq order, one at a time; a failing job holds the ones after it", plain,
+			func(c *Config) any { return &c.ForwardOrdered }},
 	}
 }
 
 // apply sets the field from its flag when given, else from its environment
-// variable when set. The value and file forms of a secret or a credential
-// count as one source, so a flag of either form overrides both environment
-// forms.
-func (s setting) apply(c *Config, getenv func(string) string, given map[string]string) error {
+// variable when set, and reports whether either did. The value and file
+// forms of a secret or a credential count as one source, so a flag of either
+// form overrides both environment forms.
+func (s setting) apply(c *Config, getenv func(string) string, given map[string]string) (bool, error) {
 	name, fileName := s.env, s.env+"_FILE"
 	v, file := getenv(name), ""
 	if s.kind.fromFile() {
@@ -210,20 +248,20 @@ func (s setting) apply(c *Config, getenv func(string) string, given map[string]s
 	if s.kind.fromFile() {
 		var err error
 		if v, err = readSecret(v, file, name, fileName); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if v == "" && !fromFlag {
-		return nil
+		return false, nil
 	}
 	if err := parse(s.field(c), v); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
+		return false, fmt.Errorf("%s: %w", name, err)
 	}
-	return nil
+	return true, nil
 }
 
 // parse sets *field from v. Its errors quote v, so it must never fail for a
-// secret or a credential; those are strings, which always parse.
+// secret or a credential, except for a signingKey, whose error does not.
 func parse(field any, v string) error {
 	switch p := field.(type) {
 	case *string:
@@ -254,6 +292,28 @@ func parse(field any, v string) error {
 			return fmt.Errorf("%q is not a size (e.g. 1MiB)", v)
 		}
 		*p = int64(n)
+	case *bool:
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		*p = b
+	case *schedule:
+		var waits schedule
+		for _, w := range strings.Split(v, ",") {
+			d, err := time.ParseDuration(strings.TrimSpace(w))
+			if err != nil {
+				return fmt.Errorf("%q is not a comma-separated list of durations (e.g. 5s,5m,30m)", v)
+			}
+			waits = append(waits, d)
+		}
+		*p = waits
+	case *signingKey:
+		k, err := parseSigningKey(v)
+		if err != nil {
+			return err
+		}
+		*p = k
 	case *zerolog.Level:
 		l, err := zerolog.ParseLevel(v)
 		if err != nil || !validLevel(l) {
@@ -297,6 +357,47 @@ func parseAge(v string) (age, error) {
 	return age(d), err
 }
 
+// schedule is a list of waits, written as a comma-separated list of
+// durations, each as short as it goes: "5s,5m,2h".
+type schedule []time.Duration
+
+// String writes the waits as parse reads them.
+func (s schedule) String() string {
+	out := make([]string, len(s))
+	for i, d := range s {
+		out[i] = shortDuration(d)
+	}
+	return strings.Join(out, ",")
+}
+
+// shortDuration writes d as time.Duration does, without its zero minutes
+// and seconds: 5m, not 5m0s; 2h, not 2h0m0s.
+func shortDuration(d time.Duration) string {
+	v := d.String()
+	if w, ok := strings.CutSuffix(v, "m0s"); ok {
+		v = w + "m"
+	}
+	if w, ok := strings.CutSuffix(v, "h0m"); ok {
+		v = w + "h"
+	}
+	return v
+}
+
+// signingKey is a Standard Webhooks signing key, written "whsec_" and the
+// key in standard base64.
+type signingKey []byte
+
+// parseSigningKey decodes a "whsec_…" secret. Its error does not quote v,
+// which is a secret.
+func parseSigningKey(v string) (signingKey, error) {
+	b64, ok := strings.CutPrefix(v, "whsec_")
+	k, err := base64.StdEncoding.DecodeString(b64)
+	if !ok || err != nil || len(k) == 0 {
+		return nil, errors.New("is not a Standard Webhooks secret: want whsec_ and then standard base64 of at least one byte")
+	}
+	return k, nil
+}
+
 // format is the inverse of parse, for the defaults shown by --help.
 func format(field any) string {
 	if p, ok := field.(*int64); ok {
@@ -311,6 +412,14 @@ type text string
 
 func (t *text) String() string     { return string(*t) }
 func (t *text) Set(v string) error { *t = text(v); return nil }
+
+// boolText is a text that the flag package treats as a boolean flag, so
+// that "--forward-ordered" alone means "--forward-ordered=true".
+type boolText text
+
+func (t *boolText) String() string     { return string(*t) }
+func (t *boolText) Set(v string) error { *t = boolText(v); return nil }
+func (t *boolText) IsBoolFlag() bool   { return true }
 
 // readSecret returns value, or the content of the file named by file with
 // trailing white space removed. name and fileName say where the two came

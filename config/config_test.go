@@ -25,9 +25,21 @@ const (
 	fileSecret  = "file-SECRET-4"
 	otherSecret = "whsec-SECRET-5"
 	dbPassword  = "pg-SECRET-6"
+	// forwardKey is the key that forwardSecret encodes.
+	forwardKey    = "fwd-SECRET-7"
+	forwardSecret = "whsec_ZndkLVNFQ1JFVC03"
+	// badForwardSecret is not base64.
+	badForwardSecret = "whsec_fwd-SECRET-8!"
+	appUser          = "app-SECRET-9"
+	appPassword      = "app-SECRET-10"
+	appToken         = "app-SECRET-11"
 )
 
-var allSecrets = []string{hookSecret, apiKey, adminToken, fileSecret, otherSecret, dbPassword}
+var allSecrets = []string{hookSecret, apiKey, adminToken, fileSecret, otherSecret, dbPassword,
+	forwardKey, forwardSecret, "ZndkLVNFQ1JFVC03", badForwardSecret, appUser, appPassword, appToken}
+
+// appURL is a forward URL with credentials in its user info and its query.
+const appURL = "https://" + appUser + ":" + appPassword + "@app.example.com:8443/hooks/nouvel?token=" + appToken + "#frag"
 
 // pgURL is a Postgres URL whose password is dbPassword.
 const pgURL = "postgres://nouvelhook:" + dbPassword + "@db.internal:5432/jobs?sslmode=require"
@@ -92,6 +104,13 @@ func TestLoadDefaults(t *testing.T) {
 		Retain:         0,
 		LogLevel:       zerolog.InfoLevel,
 		LogFormat:      "json",
+		ForwardURL:     "",
+		ForwardKey:     nil,
+		ForwardSchedule: []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute,
+			2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour},
+		ForwardTimeout:     15 * time.Second,
+		ForwardConcurrency: 4,
+		ForwardOrdered:     false,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %+v, want %+v", got, want)
@@ -102,6 +121,7 @@ func TestLoadDefaults(t *testing.T) {
 }
 
 func TestLoad(t *testing.T) {
+	forwardSecretFile := writeFile(t, forwardSecret+"\n")
 	secretFile := writeFile(t, " "+fileSecret+" , "+otherSecret+"\n\n")
 	keyFile := writeFile(t, apiKey+"\r\n")
 	tokenFile := writeFile(t, adminToken+"\n")
@@ -310,6 +330,71 @@ func TestLoad(t *testing.T) {
 			want: func(c *Config) { c.DBPath = "flag.db" },
 		},
 		{
+			name: "forwarding from the env",
+			env: map[string]string{
+				"NOUVELHOOK_FORWARD_URL":         appURL,
+				"NOUVELHOOK_FORWARD_SECRET":      forwardSecret,
+				"NOUVELHOOK_FORWARD_SCHEDULE":    "1s, 2m ,3h",
+				"NOUVELHOOK_FORWARD_TIMEOUT":     "30s",
+				"NOUVELHOOK_FORWARD_CONCURRENCY": "16",
+				"NOUVELHOOK_FORWARD_ORDERED":     "false",
+			},
+			want: func(c *Config) {
+				c.ForwardURL = appURL
+				c.ForwardKey = []byte(forwardKey)
+				c.ForwardSchedule = []time.Duration{time.Second, 2 * time.Minute, 3 * time.Hour}
+				c.ForwardTimeout = 30 * time.Second
+				c.ForwardConcurrency = 16
+			},
+		},
+		{
+			name: "every forward flag sets its field",
+			env:  map[string]string{"NOUVELHOOK_FORWARD_URL": "http://wrong.example", "NOUVELHOOK_FORWARD_CONCURRENCY": "9"},
+			args: []string{
+				"--forward-url", "http://127.0.0.1:3000/in",
+				"--forward-secret", forwardSecret,
+				"--forward-schedule", "10s",
+				"--forward-timeout", "2s",
+				"--forward-concurrency", "1",
+				"--forward-ordered",
+			},
+			want: func(c *Config) {
+				c.ForwardURL = "http://127.0.0.1:3000/in"
+				c.ForwardKey = []byte(forwardKey)
+				c.ForwardSchedule = []time.Duration{10 * time.Second}
+				c.ForwardTimeout = 2 * time.Second
+				c.ForwardConcurrency = 1
+				c.ForwardOrdered = true
+			},
+		},
+		{
+			name: "forward secret from its file",
+			env:  map[string]string{"NOUVELHOOK_FORWARD_SECRET_FILE": forwardSecretFile},
+			want: func(c *Config) { c.ForwardKey = []byte(forwardKey) },
+		},
+		{
+			name: "forward secret from its file flag",
+			env:  map[string]string{"NOUVELHOOK_FORWARD_SECRET": badForwardSecret},
+			args: []string{"--forward-secret-file", forwardSecretFile},
+			want: func(c *Config) { c.ForwardKey = []byte(forwardKey) },
+		},
+		{
+			name: "ordered without a concurrency sends one at a time",
+			env:  map[string]string{"NOUVELHOOK_FORWARD_ORDERED": "true"},
+			want: func(c *Config) { c.ForwardOrdered = true; c.ForwardConcurrency = 1 },
+		},
+		{
+			name: "ordered with concurrency 1 given",
+			env:  map[string]string{"NOUVELHOOK_FORWARD_ORDERED": "1", "NOUVELHOOK_FORWARD_CONCURRENCY": "1"},
+			want: func(c *Config) { c.ForwardOrdered = true; c.ForwardConcurrency = 1 },
+		},
+		{
+			name: "ordered flag false overrides the env",
+			env:  map[string]string{"NOUVELHOOK_FORWARD_ORDERED": "true"},
+			args: []string{"--forward-ordered=false"},
+			want: func(c *Config) {},
+		},
+		{
 			name: "both listeners on port 0",
 			env:  map[string]string{"NOUVELHOOK_LISTEN": "127.0.0.1:0", "NOUVELHOOK_ADMIN_LISTEN": "127.0.0.1:0"},
 			want: func(c *Config) { c.Listen = "127.0.0.1:0"; c.AdminListen = "127.0.0.1:0" },
@@ -332,6 +417,7 @@ func TestLoad(t *testing.T) {
 }
 
 func TestLoadErrors(t *testing.T) {
+	badForwardFile := writeFile(t, badForwardSecret+"\n")
 	secretFile := writeFile(t, fileSecret+"\n")
 	emptyFile := writeFile(t, " \n")
 	missing := filepath.Join(t.TempDir(), "missing")
@@ -479,6 +565,53 @@ func TestLoadErrors(t *testing.T) {
 			want: `NOUVELHOOK_RETAIN: "1.5d" is not an age (e.g. 90d, 36h or 0)`},
 		{name: "log format", env: map[string]string{"NOUVELHOOK_LOG_FORMAT": "text"},
 			want: `NOUVELHOOK_LOG_FORMAT must be json or console, got "text"`},
+		{name: "forward URL without a scheme", env: map[string]string{"NOUVELHOOK_FORWARD_URL": appUser + ":" + appPassword + "@app.example.com/hooks"},
+			want: "NOUVELHOOK_FORWARD_URL must be an absolute http or https URL with a host"},
+		{name: "forward URL not http", env: map[string]string{"NOUVELHOOK_FORWARD_URL": "ftp://" + appUser + ":" + appPassword + "@app.example.com/"},
+			want: "NOUVELHOOK_FORWARD_URL must be an absolute http or https URL with a host"},
+		{name: "forward URL without a host", env: map[string]string{"NOUVELHOOK_FORWARD_URL": "https://" + appUser + ":" + appPassword + "@/hooks"},
+			want: "NOUVELHOOK_FORWARD_URL must be an absolute http or https URL with a host"},
+		{name: "forward URL relative", args: []string{"--forward-url", "/hooks?token=" + appToken},
+			want: "NOUVELHOOK_FORWARD_URL must be an absolute http or https URL with a host"},
+		{name: "forward URL unparsable", env: map[string]string{"NOUVELHOOK_FORWARD_URL": "https://u:" + appPassword + "%zz@app.example.com/"},
+			want: "NOUVELHOOK_FORWARD_URL must be an absolute http or https URL with a host"},
+		{name: "forward schedule not durations", env: map[string]string{"NOUVELHOOK_FORWARD_SCHEDULE": "5s,soon"},
+			want: `NOUVELHOOK_FORWARD_SCHEDULE: "5s,soon" is not a comma-separated list of durations (e.g. 5s,5m,30m)`},
+		{name: "forward schedule with an empty step", env: map[string]string{"NOUVELHOOK_FORWARD_SCHEDULE": "5s,,5m"},
+			want: `NOUVELHOOK_FORWARD_SCHEDULE: "5s,,5m" is not a comma-separated list of durations (e.g. 5s,5m,30m)`},
+		{name: "forward schedule with a zero step", env: map[string]string{"NOUVELHOOK_FORWARD_SCHEDULE": "5s,0s"},
+			want: `NOUVELHOOK_FORWARD_SCHEDULE must be a comma-separated list of positive durations (e.g. 5s,5m,30m), got "5s,0s"`},
+		{name: "forward schedule with a negative step", args: []string{"--forward-schedule", "-1m"},
+			want: `NOUVELHOOK_FORWARD_SCHEDULE must be a comma-separated list of positive durations (e.g. 5s,5m,30m), got "-1m"`},
+		{name: "forward timeout 0", env: map[string]string{"NOUVELHOOK_FORWARD_TIMEOUT": "0s"},
+			want: "NOUVELHOOK_FORWARD_TIMEOUT must be more than 0, got 0s"},
+		{name: "forward timeout negative", args: []string{"--forward-timeout", "-5s"},
+			want: "NOUVELHOOK_FORWARD_TIMEOUT must be more than 0, got -5s"},
+		{name: "forward timeout not a duration", env: map[string]string{"NOUVELHOOK_FORWARD_TIMEOUT": "15"},
+			want: `NOUVELHOOK_FORWARD_TIMEOUT: "15" is not a duration (e.g. 10s)`},
+		{name: "forward concurrency 0", env: map[string]string{"NOUVELHOOK_FORWARD_CONCURRENCY": "0"},
+			want: "NOUVELHOOK_FORWARD_CONCURRENCY must be at least 1, got 0"},
+		{name: "forward concurrency not a number", env: map[string]string{"NOUVELHOOK_FORWARD_CONCURRENCY": "four"},
+			want: `NOUVELHOOK_FORWARD_CONCURRENCY: "four" is not a whole number`},
+		{name: "ordered with concurrency given above 1",
+			env:  map[string]string{"NOUVELHOOK_FORWARD_ORDERED": "true", "NOUVELHOOK_FORWARD_CONCURRENCY": "4"},
+			want: "NOUVELHOOK_FORWARD_CONCURRENCY (4) must be 1 or unset with NOUVELHOOK_FORWARD_ORDERED=true, which sends one at a time"},
+		{name: "ordered flag with concurrency flag above 1", args: []string{"--forward-ordered", "--forward-concurrency=2"},
+			want: "NOUVELHOOK_FORWARD_CONCURRENCY (2) must be 1 or unset with NOUVELHOOK_FORWARD_ORDERED=true, which sends one at a time"},
+		{name: "ordered not a boolean", env: map[string]string{"NOUVELHOOK_FORWARD_ORDERED": "yes"},
+			want: `NOUVELHOOK_FORWARD_ORDERED: "yes" is not true or false`},
+		{name: "forward secret not base64", env: map[string]string{"NOUVELHOOK_FORWARD_SECRET": badForwardSecret},
+			want: "NOUVELHOOK_FORWARD_SECRET: is not a Standard Webhooks secret: want whsec_ and then standard base64 of at least one byte"},
+		{name: "forward secret without its prefix", env: map[string]string{"NOUVELHOOK_FORWARD_SECRET": "ZndkLVNFQ1JFVC03"},
+			want: "NOUVELHOOK_FORWARD_SECRET: is not a Standard Webhooks secret: want whsec_ and then standard base64 of at least one byte"},
+		{name: "forward secret of no bytes", env: map[string]string{"NOUVELHOOK_FORWARD_SECRET": "whsec_"},
+			want: "NOUVELHOOK_FORWARD_SECRET: is not a Standard Webhooks secret: want whsec_ and then standard base64 of at least one byte"},
+		{name: "forward secret flag not base64", args: []string{"--forward-secret", badForwardSecret},
+			want: "--forward-secret: is not a Standard Webhooks secret: want whsec_ and then standard base64 of at least one byte"},
+		{name: "forward secret file not base64", env: map[string]string{"NOUVELHOOK_FORWARD_SECRET_FILE": badForwardFile},
+			want: "NOUVELHOOK_FORWARD_SECRET: is not a Standard Webhooks secret: want whsec_ and then standard base64 of at least one byte"},
+		{name: "forward secret and its file", env: map[string]string{"NOUVELHOOK_FORWARD_SECRET": forwardSecret, "NOUVELHOOK_FORWARD_SECRET_FILE": badForwardFile},
+			want: "NOUVELHOOK_FORWARD_SECRET and NOUVELHOOK_FORWARD_SECRET_FILE are both set; use one"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -504,11 +637,13 @@ func TestLoadErrors(t *testing.T) {
 
 func TestLoadHelp(t *testing.T) {
 	env := map[string]string{
-		"NOUVEL_WEBHOOK_SECRET":  hookSecret,
-		"NOUVEL_API_KEY":         apiKey,
-		"NOUVELHOOK_ADMIN_TOKEN": adminToken,
-		"NOUVELHOOK_LISTEN":      ":9999",
-		"NOUVELHOOK_DB":          pgURL,
+		"NOUVEL_WEBHOOK_SECRET":     hookSecret,
+		"NOUVEL_API_KEY":            apiKey,
+		"NOUVELHOOK_ADMIN_TOKEN":    adminToken,
+		"NOUVELHOOK_LISTEN":         ":9999",
+		"NOUVELHOOK_DB":             pgURL,
+		"NOUVELHOOK_FORWARD_URL":    appURL,
+		"NOUVELHOOK_FORWARD_SECRET": forwardSecret,
 	}
 	for _, arg := range []string{"--help", "-h"} {
 		t.Run(arg, func(t *testing.T) {
@@ -538,6 +673,11 @@ func TestLoadHelp(t *testing.T) {
 				"-poll-budget requests", "-poll-interval gap", "-track-ttl duration", "-missed-grace wait",
 				"-max-body size", "-log-level level", "-log-format format",
 				"(default 127.0.0.1:8081)", "(default 10s)", "(default 1.0 MiB)", "(default info)", "(default nouvelhook.db)",
+				"-forward-url URL", "NOUVELHOOK_FORWARD_URL)", "-forward-secret secret", "NOUVELHOOK_FORWARD_SECRET)",
+				"-forward-secret-file file", "NOUVELHOOK_FORWARD_SECRET_FILE", "-forward-schedule waits", "NOUVELHOOK_FORWARD_SCHEDULE",
+				"(default 5s,5m,30m,2h,5h,10h,10h)", "-forward-timeout duration", "(default 15s)", "NOUVELHOOK_FORWARD_TIMEOUT",
+				"-forward-concurrency number", "(default 4)", "NOUVELHOOK_FORWARD_CONCURRENCY",
+				"  --forward-ordered\n", "NOUVELHOOK_FORWARD_ORDERED",
 			} {
 				if !strings.Contains(out, want) {
 					t.Errorf("usage lacks %q:\n%s", want, out)
@@ -615,6 +755,8 @@ func TestMarshalZerologObject(t *testing.T) {
 	c.WebhookSecrets = []string{hookSecret, otherSecret}
 	c.APIKey = apiKey
 	c.AdminToken = adminToken
+	c.ForwardURL = appURL
+	c.ForwardKey = []byte(forwardKey)
 	var buf bytes.Buffer
 	log := zerolog.New(&buf)
 	log.Info().EmbedObject(c).Msg("config")
@@ -631,6 +773,9 @@ func TestMarshalZerologObject(t *testing.T) {
 		"api_base_url": "https://app.nouvel.ai", "reconciler": true, "webhook_secrets": 2.0,
 		"poll_budget": 30.0, "poll_interval": "10s", "track_ttl": "24h0m0s", "missed_grace": "2m0s",
 		"max_body": 1048576.0, "max_conns": 1024.0, "retain": "0", "log_level": "info", "log_format": "json",
+		"forward_url": "https://app.example.com:8443/hooks/nouvel", "forward_secret_set": true,
+		"forward_schedule": "5s,5m,30m,2h,5h,10h,10h", "forward_timeout": "15s", "forward_concurrency": 4.0,
+		"forward_ordered": false,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %v,\nwant %v", got, want)
@@ -742,5 +887,55 @@ func TestEnvDB(t *testing.T) {
 			t.Errorf("%s: got %q, %q; want %q, %q", tt.name, got, gotErr, tt.want, tt.wantErr)
 		}
 		checkNoSecret(t, gotErr)
+	}
+}
+
+func TestForwardTarget(t *testing.T) {
+	tests := []struct{ raw, want string }{
+		{"", ""},
+		{appURL, "https://app.example.com:8443/hooks/nouvel"},
+		{"http://127.0.0.1:3000/in?", "http://127.0.0.1:3000/in"},
+		{"https://" + appUser + "@app.example.com", "https://app.example.com"},
+		{"https://u:" + appPassword + "%zz@app.example.com/", "(unparsable URL)"},
+	}
+	for _, tt := range tests {
+		got := ForwardTarget(tt.raw)
+		if got != tt.want {
+			t.Errorf("ForwardTarget(%q): got %q, want %q", tt.raw, got, tt.want)
+		}
+		checkNoSecret(t, got)
+	}
+}
+
+func TestValidateForward(t *testing.T) {
+	// Validate refuses a Config that was not made by Load, too.
+	base := Default()
+	base.WebhookSecrets = []string{hookSecret}
+	tests := []struct {
+		name   string
+		change func(c *Config)
+		want   string
+	}{
+		{"empty schedule", func(c *Config) { c.ForwardSchedule = nil },
+			`NOUVELHOOK_FORWARD_SCHEDULE must be a comma-separated list of positive durations (e.g. 5s,5m,30m), got ""`},
+		{"empty key", func(c *Config) { c.ForwardKey = []byte{} },
+			"NOUVELHOOK_FORWARD_SECRET must hold a key of at least one byte"},
+		{"ordered with the default concurrency", func(c *Config) { c.ForwardOrdered = true },
+			"NOUVELHOOK_FORWARD_CONCURRENCY (4) must be 1 or unset with NOUVELHOOK_FORWARD_ORDERED=true, which sends one at a time"},
+		{"forward URL with user info and no host", func(c *Config) { c.ForwardURL = "http://" + appUser + ":" + appPassword + "@:80/" },
+			"NOUVELHOOK_FORWARD_URL must be an absolute http or https URL with a host"},
+	}
+	for _, tt := range tests {
+		c := base
+		tt.change(&c)
+		err := c.Validate()
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("%s: got %v, want %q", tt.name, err, tt.want)
+			continue
+		}
+		checkNoSecret(t, err.Error())
+	}
+	if err := base.Validate(); err != nil {
+		t.Errorf("Default with a secret: got %v, want none", err)
 	}
 }

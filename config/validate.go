@@ -87,6 +87,33 @@ func (c Config) Validate() error {
 	if c.LogFormat != "json" && c.LogFormat != "console" {
 		return fmt.Errorf("NOUVELHOOK_LOG_FORMAT must be json or console, got %q", c.LogFormat)
 	}
+	return c.validateForward()
+}
+
+// validateForward checks the NOUVELHOOK_FORWARD_* settings, which are
+// checked even when forwarding is off, so that a typo shows before the URL
+// is set.
+func (c Config) validateForward() error {
+	if c.ForwardURL != "" {
+		if err := checkHTTPURL(c.ForwardURL); err != nil {
+			return fmt.Errorf("NOUVELHOOK_FORWARD_URL %w", err) // not quoted: its user info may hold a password
+		}
+	}
+	if c.ForwardKey != nil && len(c.ForwardKey) == 0 {
+		return errors.New("NOUVELHOOK_FORWARD_SECRET must hold a key of at least one byte")
+	}
+	if len(c.ForwardSchedule) == 0 || slices.ContainsFunc(c.ForwardSchedule, func(d time.Duration) bool { return d <= 0 }) {
+		return fmt.Errorf("NOUVELHOOK_FORWARD_SCHEDULE must be a comma-separated list of positive durations (e.g. 5s,5m,30m), got %q", schedule(c.ForwardSchedule))
+	}
+	if c.ForwardTimeout <= 0 {
+		return fmt.Errorf("NOUVELHOOK_FORWARD_TIMEOUT must be more than 0, got %s", c.ForwardTimeout)
+	}
+	if c.ForwardConcurrency < 1 {
+		return fmt.Errorf("NOUVELHOOK_FORWARD_CONCURRENCY must be at least 1, got %d", c.ForwardConcurrency)
+	}
+	if c.ForwardOrdered && c.ForwardConcurrency > 1 {
+		return fmt.Errorf("NOUVELHOOK_FORWARD_CONCURRENCY (%d) must be 1 or unset with NOUVELHOOK_FORWARD_ORDERED=true, which sends one at a time", c.ForwardConcurrency)
+	}
 	return nil
 }
 
@@ -152,7 +179,28 @@ func (c Config) MarshalZerologObject(e *zerolog.Event) {
 		Int("max_conns", c.MaxConns).
 		Str("retain", age(c.Retain).String()).
 		Str("log_level", c.LogLevel.String()).
-		Str("log_format", c.LogFormat)
+		Str("log_format", c.LogFormat).
+		Str("forward_url", ForwardTarget(c.ForwardURL)).
+		Bool("forward_secret_set", c.ForwardKey != nil).
+		Str("forward_schedule", schedule(c.ForwardSchedule).String()).
+		Str("forward_timeout", c.ForwardTimeout.String()).
+		Int("forward_concurrency", c.ForwardConcurrency).
+		Bool("forward_ordered", c.ForwardOrdered)
+}
+
+// ForwardTarget returns raw, a NOUVELHOOK_FORWARD_URL, fit for a log line,
+// an error or an answer: without its user info, query or fragment, any of
+// which may hold a credential. It is "" for "".
+func ForwardTarget(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
+	return u.String()
 }
 
 // checkHTTPURL returns an error, worded to follow a setting's name, when raw
