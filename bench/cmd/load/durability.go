@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"runtime"
-	"syscall"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver, as the store does
@@ -90,8 +89,8 @@ func readStore(ctx context.Context, path string, t *target) (storeCounts, error)
 // store may hold more, never less.
 func reportDurability(w io.Writer, cfg config, t *target, live storeCounts, liveErr error,
 	stored storeCounts, storedErr error) bool {
-	acked, ackedNew := t.all.ok, t.all.okNew
-	exact := t.all.failures() == 0
+	acked, ackedNew := t.all.OK, t.all.OKNew
+	exact := t.all.Failures() == 0
 	match := func(got, want int64) bool { return got == want || (!exact && got >= want) }
 	fmt.Fprintf(w, "\ndurability of %s: answered 200 to %d deliveries, %d of them new jobs (warm-up included)\n", t.name, acked, ackedNew)
 	v := verdicts{w: w, all: true}
@@ -120,15 +119,6 @@ func reportDurability(w io.Writer, cfg config, t *target, live storeCounts, live
 }
 
 func numCPU() int { return runtime.NumCPU() }
-
-// selfCPU is the load generator's own CPU time so far, user plus system.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // verdicts prints PASS or FAIL lines and remembers whether all passed.
 type verdicts struct {

@@ -43,6 +43,7 @@ import (
 	"time"
 
 	"github.com/nouvelhook/nouvelhook/bench"
+	"github.com/nouvelhook/nouvelhook/bench/internal/loadgen"
 )
 
 func main() {
@@ -228,11 +229,11 @@ func serverEnv(getenv func(string) string, extra ...string) []string {
 // sharing one log), and everything measured of it.
 type target struct {
 	name     string
-	srvs     []*server
+	srvs     []*loadgen.Server
 	checkDup bool
-	workers  []*workerState
-	nextID   atomic.Uint64 // for -ids ordered
-	all      phaseResult   // warm-up and rounds together, for the durability check
+	workers  []*loadgen.Worker
+	nextID   atomic.Uint64  // for -ids ordered
+	all      loadgen.Result // warm-up and rounds together, for the durability check
 	rounds   []roundStat
 	peakRSS  []int64   // per replica
 	dbPath   string    // the SQLite target's file
@@ -242,7 +243,7 @@ type target struct {
 func (t *target) addrs() []string {
 	a := make([]string, len(t.srvs))
 	for i, s := range t.srvs {
-		a[i] = s.public
+		a[i] = s.Public
 	}
 	return a
 }
@@ -251,28 +252,28 @@ func (t *target) addrs() []string {
 func (t *target) cpuTime() (time.Duration, error) {
 	var sum time.Duration
 	for _, s := range t.srvs {
-		d, err := s.cpuTime()
+		d, err := s.CPUTime()
 		if err != nil {
-			return 0, fmt.Errorf("%s: %w", s.name, err)
+			return 0, fmt.Errorf("%s: %w", s.Name, err)
 		}
 		sum += d
 	}
 	return sum, nil
 }
 
-func (t *target) spec(cfg config, d time.Duration) loadSpec {
-	return loadSpec{addrs: t.addrs(), secret: cfg.secret, duration: d, maxRequests: cfg.maxRequests,
-		timeout: cfg.timeout, dupShare: cfg.dupShare, checkDup: t.checkDup,
-		ordered: cfg.idOrder == "ordered", next: &t.nextID}
+func (t *target) spec(cfg config, d time.Duration) loadgen.Spec {
+	return loadgen.Spec{Addrs: t.addrs(), Secret: cfg.secret, Duration: d, MaxRequests: cfg.maxRequests,
+		Timeout: cfg.timeout, DupShare: cfg.dupShare, CheckDup: t.checkDup,
+		Ordered: cfg.idOrder == "ordered", Next: &t.nextID}
 }
 
 // phase runs one phase against t and adds it to t's totals.
-func (t *target) phase(ctx context.Context, cfg config, d time.Duration) (*phaseResult, error) {
-	r, err := runPhase(ctx, t.spec(cfg, d), t.workers)
+func (t *target) phase(ctx context.Context, cfg config, d time.Duration) (*loadgen.Result, error) {
+	r, err := loadgen.RunPhase(ctx, t.spec(cfg, d), t.workers)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", t.name, err)
 	}
-	t.all.addCounts(r)
+	t.all.AddCounts(r)
 	return r, nil
 }
 
@@ -280,7 +281,7 @@ func (t *target) phase(ctx context.Context, cfg config, d time.Duration) (*phase
 // with a file in dir, pg1 and pg3 with a fresh schema in cfg.pgURL's
 // database. It returns what it started even with an error, for cleanup.
 func startTarget(ctx context.Context, cfg config, getenv func(string) string, dir, name string) (*target, error) {
-	t := &target{name: name, checkDup: true, workers: newWorkers(cfg.conns, bench.RunID())}
+	t := &target{name: name, checkDup: true, workers: loadgen.NewWorkers(cfg.conns, bench.RunID())}
 	replicas := 1
 	var db string
 	switch name {
@@ -306,7 +307,7 @@ func startTarget(ctx context.Context, cfg config, getenv func(string) string, di
 		if replicas > 1 {
 			srvName = fmt.Sprintf("%s-%d", name, i+1)
 		}
-		srv, err := startServer(ctx, srvName, cfg.nouvelhook, []string{"serve"},
+		srv, err := loadgen.StartServer(ctx, srvName, cfg.nouvelhook, []string{"serve"},
 			serverEnv(getenv, "NOUVEL_WEBHOOK_SECRET="+cfg.secret, "NOUVELHOOK_LISTEN=127.0.0.1:0",
 				"NOUVELHOOK_ADMIN_LISTEN=127.0.0.1:0", "NOUVELHOOK_DB="+db, "NOUVELHOOK_LOG_LEVEL=info"),
 			filepath.Join(dir, srvName+".log"))
@@ -314,7 +315,7 @@ func startTarget(ctx context.Context, cfg config, getenv func(string) string, di
 			return t, err
 		}
 		t.srvs = append(t.srvs, srv)
-		if srv.admin == "" {
+		if srv.Admin == "" {
 			return t, fmt.Errorf("%s did not log its admin address", srvName)
 		}
 	}
@@ -326,7 +327,7 @@ func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, d
 	defer func() {
 		for _, t := range targets {
 			for _, s := range t.srvs {
-				s.stop(syscall.SIGKILL)
+				s.Stop(syscall.SIGKILL)
 			}
 		}
 		for _, t := range targets {
@@ -340,12 +341,12 @@ func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, d
 			}
 		}
 	}()
-	vo, err := startServer(ctx, "verify-only", cfg.benchserve, []string{"-listen", "127.0.0.1:0"},
+	vo, err := loadgen.StartServer(ctx, "verify-only", cfg.benchserve, []string{"-listen", "127.0.0.1:0"},
 		serverEnv(getenv, "NOUVEL_WEBHOOK_SECRET="+cfg.secret), filepath.Join(dir, "verifyonly.log"))
 	if err != nil {
 		return err
 	}
-	targets = append(targets, &target{name: "verify-only", srvs: []*server{vo}, workers: newWorkers(cfg.conns, bench.RunID())})
+	targets = append(targets, &target{name: "verify-only", srvs: []*loadgen.Server{vo}, workers: loadgen.NewWorkers(cfg.conns, bench.RunID())})
 	for _, name := range cfg.targets {
 		t, err := startTarget(ctx, cfg, getenv, dir, name)
 		targets = append(targets, t)
@@ -354,7 +355,7 @@ func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, d
 		}
 	}
 	for _, t := range targets {
-		t.all.badStatus = map[int]int64{}
+		t.all.BadStatus = map[int]int64{}
 	}
 	pgs := &pgSampler{base: directURL(cfg.pgURL), on: slices.ContainsFunc(targets, func(t *target) bool { return t.pg != nil })}
 
@@ -362,9 +363,9 @@ func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, d
 		cfg.conns, cfg.rounds, cfg.duration, cfg.warmup, cfg.dupShare*100, cfg.idOrder, numCPU())
 	for _, t := range targets {
 		for _, s := range t.srvs {
-			fmt.Fprintf(stdout, "  %-12s pid %d on %s", s.name, s.cmd.Process.Pid, s.public)
-			if s.admin != "" {
-				fmt.Fprintf(stdout, " (admin %s)", s.admin)
+			fmt.Fprintf(stdout, "  %-12s pid %d on %s", s.Name, s.Cmd.Process.Pid, s.Public)
+			if s.Admin != "" {
+				fmt.Fprintf(stdout, " (admin %s)", s.Admin)
 			}
 			fmt.Fprintln(stdout)
 		}
@@ -382,9 +383,9 @@ func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, d
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "  warm-up     %-12s %8.0f req/s  failed %d\n", t.name, float64(r.ok)/r.elapsed.Seconds(), r.failures())
-			if r.firstError != "" {
-				fmt.Fprintf(stdout, "    first failure: %s\n", r.firstError)
+			fmt.Fprintf(stdout, "  warm-up     %-12s %8.0f req/s  failed %d\n", t.name, float64(r.OK)/r.Elapsed.Seconds(), r.Failures())
+			if r.FirstError != "" {
+				fmt.Fprintf(stdout, "    first failure: %s\n", r.FirstError)
 			}
 		}
 	}
@@ -406,7 +407,7 @@ func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, d
 			if t.pg != nil {
 				waits = pgs.sampleWaits(ctx, t.pg.appName, 100*time.Millisecond)
 			}
-			load0, all0 := selfCPU(), machineCPU()
+			load0, all0 := loadgen.SelfCPU(), loadgen.MachineCPU()
 			r, err := t.phase(ctx, cfg, cfg.duration)
 			waitShares := ""
 			if waits != nil {
@@ -419,7 +420,7 @@ func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, d
 			if err != nil {
 				return err
 			}
-			load1, all1 := selfCPU(), machineCPU()
+			load1, all1 := loadgen.SelfCPU(), loadgen.MachineCPU()
 			pg1, err := pgs.sample(ctx)
 			if err != nil {
 				return err
@@ -430,16 +431,16 @@ func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, d
 			if waits != nil {
 				fmt.Fprintf(stdout, "    %s backends (pg_stat_activity every 100 ms): %s\n", t.name, waitShares)
 			}
-			if r.firstError != "" {
-				fmt.Fprintf(stdout, "    first failure: %s\n", r.firstError)
+			if r.FirstError != "" {
+				fmt.Fprintf(stdout, "    first failure: %s\n", r.FirstError)
 			}
 		}
 	}
 	for _, t := range targets {
 		for _, s := range t.srvs {
-			peak, _, err := s.memory()
+			peak, _, err := s.Memory()
 			if err != nil {
-				return fmt.Errorf("%s memory: %w", s.name, err)
+				return fmt.Errorf("%s memory: %w", s.Name, err)
 			}
 			t.peakRSS = append(t.peakRSS, peak)
 		}
@@ -459,10 +460,10 @@ func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, d
 	for _, t := range targets[1:] {
 		d := &durability{}
 		checked[t] = d
-		d.live, d.liveErr = adminStats(ctx, t.srvs[0].admin)
+		d.live, d.liveErr = adminStats(ctx, t.srvs[0].Admin)
 		for _, s := range t.srvs {
-			if err := s.stop(sig); err != nil {
-				return fmt.Errorf("stop %s: %w", s.name, err)
+			if err := s.Stop(sig); err != nil {
+				return fmt.Errorf("stop %s: %w", s.Name, err)
 			}
 		}
 		if t.pg != nil {
@@ -471,7 +472,7 @@ func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, d
 			d.stored, d.storedErr = readStore(ctx, t.dbPath, t)
 		}
 	}
-	if err := vo.stop(syscall.SIGTERM); err != nil {
+	if err := vo.Stop(syscall.SIGTERM); err != nil {
 		fmt.Fprintf(stdout, "  verify-only stop: %v\n", err)
 	}
 
@@ -560,7 +561,7 @@ func report(w io.Writer, cfg config, targets []*target, showPG bool) bool {
 	var total int64
 	var each []string
 	for _, t := range targets {
-		f := t.all.failures()
+		f := t.all.Failures()
 		total += f
 		each = append(each, fmt.Sprintf("%s %d", t.name, f))
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/nouvelhook/nouvelhook/bench/internal/loadgen"
 )
 
 // defaultPostgres is the database the Postgres targets make their schemas
@@ -116,7 +117,7 @@ func readPostgres(ctx context.Context, base string, t *target) (storeCounts, err
 // have, and names the first.
 func missingAcked(t *target, have map[string]struct{}) (n int64, first string) {
 	for _, w := range t.workers {
-		for _, id := range w.acked {
+		for _, id := range w.Acked {
 			if _, ok := have[id]; !ok {
 				if n == 0 {
 					first = id
@@ -207,34 +208,13 @@ func postgresCPU() (map[int]time.Duration, error) {
 		if open < 0 || end < open || string(b[open+1:end]) != "postgres" {
 			continue
 		}
-		d, err := statCPU(b)
+		d, err := loadgen.StatCPU(b)
 		if err != nil {
 			return nil, err
 		}
 		out[pid] = d
 	}
 	return out, nil
-}
-
-// statCPU is utime plus stime from the text of /proc/PID/stat (USER_HZ =
-// 100 ticks a second).
-func statCPU(b []byte) (time.Duration, error) {
-	// Fields after the command name, which is in parentheses and may hold
-	// spaces: state is the first, utime the 12th, stime the 13th.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, errors.New("unreadable /proc stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, errors.New("short /proc stat")
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
-	}
-	return time.Duration(ut+st) * 10 * time.Millisecond, nil
 }
 
 // waitSampler samples, every interval, what the target's backends are

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nouvelhook/nouvelhook/bench"
+	"github.com/nouvelhook/nouvelhook/bench/internal/loadgen"
 )
 
 // runProfile runs the same load against benchserve, once wired to a real
@@ -30,13 +31,13 @@ func runProfile(ctx context.Context, cfg config, getenv func(string) string, dir
 	} {
 		args := []string{"-listen", "127.0.0.1:0", "-pprof", "127.0.0.1:0",
 			"-block-rate", "10000", "-mutex-fraction", "10", "-db", p.db}
-		srv, err := startServer(ctx, "benchserve-"+p.name, cfg.benchserve, args,
+		srv, err := loadgen.StartServer(ctx, "benchserve-"+p.name, cfg.benchserve, args,
 			serverEnv(getenv, "NOUVEL_WEBHOOK_SECRET="+cfg.secret), filepath.Join(dir, "benchserve-"+p.name+".log"))
 		if err != nil {
 			return err
 		}
 		err = profileOne(ctx, cfg, srv, p.name, stdout)
-		srv.stop(syscall.SIGTERM)
+		srv.Stop(syscall.SIGTERM)
 		if err != nil {
 			return err
 		}
@@ -47,9 +48,9 @@ func runProfile(ctx context.Context, cfg config, getenv func(string) string, dir
 	return nil
 }
 
-func profileOne(ctx context.Context, cfg config, srv *server, name string, stdout io.Writer) error {
-	t := &target{name: "benchserve-" + name, srvs: []*server{srv}, checkDup: name == "store", workers: newWorkers(cfg.conns, bench.RunID())}
-	t.all.badStatus = map[int]int64{}
+func profileOne(ctx context.Context, cfg config, srv *loadgen.Server, name string, stdout io.Writer) error {
+	t := &target{name: "benchserve-" + name, srvs: []*loadgen.Server{srv}, checkDup: name == "store", workers: loadgen.NewWorkers(cfg.conns, bench.RunID())}
+	t.all.BadStatus = map[int]int64{}
 	if cfg.warmup > 0 {
 		if _, err := t.phase(ctx, cfg, cfg.warmup); err != nil {
 			return err
@@ -59,18 +60,18 @@ func profileOne(ctx context.Context, cfg config, srv *server, name string, stdou
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
 	profile := func(i int, path, file string) {
-		wg.Go(func() { errs[i] = fetchTo(ctx, srv.pprof, path, filepath.Join(cfg.profile, name+"-"+file)) })
+		wg.Go(func() { errs[i] = fetchTo(ctx, srv.Pprof, path, filepath.Join(cfg.profile, name+"-"+file)) })
 	}
 	profile(0, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), "cpu.pprof")
 	profile(1, "/debug/pprof/trace?seconds=2", "trace.out")
 	// With seconds, block and mutex are deltas over the timed phase.
 	profile(2, fmt.Sprintf("/debug/pprof/block?seconds=%d", secs), "block.pprof")
 	profile(3, fmt.Sprintf("/debug/pprof/mutex?seconds=%d", secs), "mutex.pprof")
-	srv0, _ := srv.cpuTime()
-	load0, all0 := selfCPU(), machineCPU()
+	srv0, _ := srv.CPUTime()
+	load0, all0 := loadgen.SelfCPU(), loadgen.MachineCPU()
 	r, err := t.phase(ctx, cfg, cfg.duration)
-	srv1, _ := srv.cpuTime()
-	load1, all1 := selfCPU(), machineCPU()
+	srv1, _ := srv.CPUTime()
+	load1, all1 := loadgen.SelfCPU(), loadgen.MachineCPU()
 	wg.Wait()
 	if err != nil {
 		return err
@@ -80,14 +81,14 @@ func profileOne(ctx context.Context, cfg config, srv *server, name string, stdou
 			return e
 		}
 	}
-	if err := fetchTo(ctx, srv.pprof, "/debug/pprof/heap", filepath.Join(cfg.profile, name+"-heap.pprof")); err != nil {
+	if err := fetchTo(ctx, srv.Pprof, "/debug/pprof/heap", filepath.Join(cfg.profile, name+"-heap.pprof")); err != nil {
 		return err
 	}
-	peak, _, _ := srv.memory()
+	peak, _, _ := srv.Memory()
 	printRound(stdout, 1, 1, t.name, newRoundStat(r, srv1-srv0, load1-load0, all1-all0, 0), false)
 	fmt.Fprintf(stdout, "    peak RSS %s", mb(peak))
-	if r.firstError != "" {
-		fmt.Fprintf(stdout, "; first failure: %s", r.firstError)
+	if r.FirstError != "" {
+		fmt.Fprintf(stdout, "; first failure: %s", r.FirstError)
 	}
 	fmt.Fprintln(stdout)
 	return nil

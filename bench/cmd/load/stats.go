@@ -6,6 +6,8 @@ import (
 	"math"
 	"slices"
 	"time"
+
+	"github.com/nouvelhook/nouvelhook/bench/internal/loadgen"
 )
 
 // roundStat is one target's figures for one timed round.
@@ -26,26 +28,26 @@ type roundStat struct {
 	ok, failed int64
 }
 
-func newRoundStat(r *phaseResult, srvCPU, loadCPU, allCPU, pgCPU time.Duration) roundStat {
-	lat := slices.Clone(r.latencies)
+func newRoundStat(r *loadgen.Result, srvCPU, loadCPU, allCPU, pgCPU time.Duration) roundStat {
+	lat := slices.Clone(r.Latencies)
 	slices.Sort(lat)
 	st := roundStat{
 		p50: percentile(lat, 0.50), p99: percentile(lat, 0.99), p999: percentile(lat, 0.999),
-		ok: r.ok, failed: r.failures(),
+		ok: r.OK, failed: r.Failures(),
 	}
 	if len(lat) > 0 {
 		st.max = lat[len(lat)-1]
 	}
-	if secs := r.elapsed.Seconds(); secs > 0 {
-		st.rps = float64(r.ok) / secs
+	if secs := r.Elapsed.Seconds(); secs > 0 {
+		st.rps = float64(r.OK) / secs
 		st.srvCores = srvCPU.Seconds() / secs
 		st.loadCores = loadCPU.Seconds() / secs
 		st.pgCores = pgCPU.Seconds() / secs
 		st.otherCores = max(0, (allCPU-srvCPU-loadCPU-pgCPU).Seconds()/secs)
 	}
-	if r.ok > 0 {
-		st.cpuPerReq = srvCPU / time.Duration(r.ok)
-		st.pgPerReq = pgCPU / time.Duration(r.ok)
+	if r.OK > 0 {
+		st.cpuPerReq = srvCPU / time.Duration(r.OK)
+		st.pgPerReq = pgCPU / time.Duration(r.OK)
 	}
 	return st
 }

@@ -108,11 +108,3 @@ func TestDirectURL(t *testing.T) {
 		t.Errorf("directURL = %q, want %q", got, want)
 	}
 }
-
-func TestStatCPU(t *testing.T) {
-	line := []byte("42 (postgres: wal) S 1 42 42 0 -1 4194560 100 0 0 0 250 130 0 0 20 0 1 0 100 0 0")
-	got, err := statCPU(line)
-	if err != nil || got != 3800*time.Millisecond {
-		t.Errorf("statCPU = %v, %v, want 3.8s", got, err)
-	}
-}

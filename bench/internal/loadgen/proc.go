@@ -1,4 +1,7 @@
-package main
+// Package loadgen holds what the benchmark drivers share: servers under
+// test run as processes of their own, with their CPU and memory read from
+// /proc, and a cheap closed-loop webhook load generator.
+package loadgen
 
 import (
 	"bufio"
@@ -16,22 +19,22 @@ import (
 	"time"
 )
 
-// server is a server under test, run as a process of its own so that its
+// Server is a server under test, run as a process of its own so that its
 // memory and CPU are its alone.
-type server struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	public  string // host:port of the public listener
-	admin   string // host:port of the admin listener, if any
-	pprof   string // host:port of net/http/pprof, if any
+type Server struct {
+	Name    string
+	Cmd     *exec.Cmd
+	LogPath string
+	Public  string // host:port of the public listener
+	Admin   string // host:port of the admin listener, if any
+	Pprof   string // host:port of net/http/pprof, if any
 	done    chan struct{}
 	waitErr error
 }
 
-// startServer runs bin with args and env, its output in logPath, and waits
+// StartServer runs bin with args and env, its output in logPath, and waits
 // until it logs its public address and answers /healthz.
-func startServer(ctx context.Context, name, bin string, args, env []string, logPath string) (*server, error) {
+func StartServer(ctx context.Context, name, bin string, args, env []string, logPath string) (*Server, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -45,13 +48,13 @@ func startServer(ctx context.Context, name, bin string, args, env []string, logP
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	s := &server{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	s := &Server{Name: name, Cmd: cmd, LogPath: logPath, done: make(chan struct{})}
 	go func() {
 		s.waitErr = cmd.Wait()
 		close(s.done)
 	}()
 	if err := s.awaitListening(ctx, 20*time.Second); err != nil {
-		s.stop(syscall.SIGKILL)
+		s.Stop(syscall.SIGKILL)
 		return nil, err
 	}
 	return s, nil
@@ -60,24 +63,24 @@ func startServer(ctx context.Context, name, bin string, args, env []string, logP
 // awaitListening reads the server's JSON log until the line carrying
 // public_addr (both `nouvelhook serve` and benchsrv log one), then polls
 // /healthz.
-func (s *server) awaitListening(ctx context.Context, limit time.Duration) error {
+func (s *Server) awaitListening(ctx context.Context, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
-	for s.public == "" {
+	for s.Public == "" {
 		select {
 		case <-s.done:
-			return fmt.Errorf("%s exited before listening (%v); log: %s", s.name, s.waitErr, s.tail())
+			return fmt.Errorf("%s exited before listening (%v); log: %s", s.Name, s.waitErr, s.Tail())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not log its address within %v; log: %s", s.name, limit, s.tail())
+			return fmt.Errorf("%s did not log its address within %v; log: %s", s.Name, limit, s.Tail())
 		}
 		s.readAddrs()
 	}
 	client := &http.Client{Timeout: time.Second}
 	for {
-		resp, err := client.Get("http://" + s.public + "/healthz")
+		resp, err := client.Get("http://" + s.Public + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -85,14 +88,14 @@ func (s *server) awaitListening(ctx context.Context, limit time.Duration) error 
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s /healthz: %v", s.name, err)
+			return fmt.Errorf("%s /healthz: %v", s.Name, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-func (s *server) readAddrs() {
-	b, err := os.ReadFile(s.logPath)
+func (s *Server) readAddrs() {
+	b, err := os.ReadFile(s.LogPath)
 	if err != nil {
 		return
 	}
@@ -104,35 +107,35 @@ func (s *server) readAddrs() {
 			Pprof  string `json:"pprof_addr"`
 		}
 		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Public != "" {
-			s.public, s.admin, s.pprof = line.Public, line.Admin, line.Pprof
+			s.Public, s.Admin, s.Pprof = line.Public, line.Admin, line.Pprof
 			return
 		}
 	}
 }
 
-// tail is the end of the server's log, for an error message.
-func (s *server) tail() string {
-	b, _ := os.ReadFile(s.logPath)
+// Tail is the end of the server's log, for an error message.
+func (s *Server) Tail() string {
+	b, _ := os.ReadFile(s.LogPath)
 	if len(b) > 600 {
 		b = b[len(b)-600:]
 	}
 	return strings.TrimSpace(string(b))
 }
 
-// cpuTime is the user plus system CPU the process has used so far
+// CPUTime is the user plus system CPU the process has used so far
 // (/proc/PID/stat; Linux reports it in USER_HZ = 100 ticks a second).
-func (s *server) cpuTime() (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+func (s *Server) CPUTime() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.Cmd.Process.Pid))
 	if err != nil {
 		return 0, err
 	}
-	return statCPU(b)
+	return StatCPU(b)
 }
 
-// memory returns VmHWM (peak resident set) and VmRSS, in bytes, from
+// Memory returns VmHWM (peak resident set) and VmRSS, in bytes, from
 // /proc/PID/status.
-func (s *server) memory() (peak, now int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+func (s *Server) Memory() (peak, now int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.Cmd.Process.Pid))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -161,24 +164,24 @@ func (s *server) memory() (peak, now int64, err error) {
 	return peak, now, nil
 }
 
-// stop sends sig and waits for the process to end, killing it after 15 s.
+// Stop sends sig and waits for the process to end, killing it after 15 s.
 // It returns the process's exit error for SIGTERM; a SIGKILL is expected
 // to end it with that signal.
-func (s *server) stop(sig syscall.Signal) error {
+func (s *Server) Stop(sig syscall.Signal) error {
 	select {
 	case <-s.done:
 		return s.waitErr
 	default:
 	}
-	if err := s.cmd.Process.Signal(sig); err != nil {
+	if err := s.Cmd.Process.Signal(sig); err != nil {
 		return err
 	}
 	select {
 	case <-s.done:
 	case <-time.After(15 * time.Second):
-		s.cmd.Process.Kill()
+		s.Cmd.Process.Kill()
 		<-s.done
-		return fmt.Errorf("%s did not stop within 15 s of %v; killed", s.name, sig)
+		return fmt.Errorf("%s did not stop within 15 s of %v; killed", s.Name, sig)
 	}
 	if sig == syscall.SIGKILL {
 		return nil
@@ -186,10 +189,10 @@ func (s *server) stop(sig syscall.Signal) error {
 	return s.waitErr
 }
 
-// machineCPU is the CPU time all processes have used so far, every core
+// MachineCPU is the CPU time all processes have used so far, every core
 // together (the cpu line of /proc/stat: all but idle and iowait), so a round
 // can tell how much went to processes other than the two under test.
-func machineCPU() time.Duration {
+func MachineCPU() time.Duration {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return 0
@@ -208,4 +211,35 @@ func machineCPU() time.Duration {
 		ticks += n
 	}
 	return time.Duration(ticks) * 10 * time.Millisecond
+}
+
+// StatCPU is utime plus stime from the text of /proc/PID/stat (USER_HZ =
+// 100 ticks a second).
+func StatCPU(b []byte) (time.Duration, error) {
+	// Fields after the command name, which is in parentheses and may hold
+	// spaces: state is the first, utime the 12th, stime the 13th.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("unreadable /proc stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
+}
+
+// SelfCPU is this process's own CPU time so far (the load generator's),
+// user plus system.
+func SelfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

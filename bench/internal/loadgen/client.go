@@ -1,4 +1,4 @@
-package main
+package loadgen
 
 import (
 	"bufio"
@@ -18,85 +18,86 @@ import (
 	"github.com/nouvelhook/nouvelhook/bench/internal/benchsrv"
 )
 
-// workerState is one connection's job-id sequence for a target. It outlives
+// Worker is one connection's job-id sequence for a target. It outlives
 // a phase, so ids stay new across warm-up and rounds.
-type workerState struct {
+type Worker struct {
 	index int
 	runID string
 	seq   uint64
-	// acked are the new job ids this worker got a 200 for; duplicates are
+	// Acked are the new job ids this worker got a 200 for; duplicates are
 	// drawn from them.
-	acked []string
+	Acked []string
 	rng   *rand.Rand
 }
 
-// phaseResult is what one timed phase against one target measured.
-type phaseResult struct {
-	ok         int64           // 200 answers, as expected
-	okNew      int64           // of which for a new job
-	errors     int64           // transport errors and timeouts
-	badStatus  map[int]int64   // answers other than 200, by status
-	badAnswer  int64           // 200 whose body was not the expected answer
-	latencies  []time.Duration // of every 200, sorted by finish
-	elapsed    time.Duration   // first request sent to last answer read
-	firstError string
+// Result is what one timed phase against one target measured.
+type Result struct {
+	OK         int64           // 200 answers, as expected
+	OKNew      int64           // of which for a new job
+	Errors     int64           // transport errors and timeouts
+	BadStatus  map[int]int64   // answers other than 200, by status
+	BadAnswer  int64           // 200 whose body was not the expected answer
+	Latencies  []time.Duration // of every 200, sorted by finish
+	Elapsed    time.Duration   // first request sent to last answer read
+	FirstError string
 }
 
-func (r *phaseResult) failures() int64 {
-	n := r.errors + r.badAnswer
-	for _, c := range r.badStatus {
+// Failures counts requests that did not get the expected 200.
+func (r *Result) Failures() int64 {
+	n := r.Errors + r.BadAnswer
+	for _, c := range r.BadStatus {
 		n += c
 	}
 	return n
 }
 
-// merge adds o's counts and latencies to r.
-func (r *phaseResult) merge(o *phaseResult) {
-	r.addCounts(o)
-	r.latencies = append(r.latencies, o.latencies...)
+// Merge adds o's counts and latencies to r.
+func (r *Result) Merge(o *Result) {
+	r.AddCounts(o)
+	r.Latencies = append(r.Latencies, o.Latencies...)
 }
 
-// addCounts adds o's counts, not its latencies, to r.
-func (r *phaseResult) addCounts(o *phaseResult) {
-	r.ok += o.ok
-	r.okNew += o.okNew
-	r.errors += o.errors
-	r.badAnswer += o.badAnswer
-	for s, c := range o.badStatus {
-		r.badStatus[s] += c
+// AddCounts adds o's counts, not its latencies, to r.
+func (r *Result) AddCounts(o *Result) {
+	r.OK += o.OK
+	r.OKNew += o.OKNew
+	r.Errors += o.Errors
+	r.BadAnswer += o.BadAnswer
+	for s, c := range o.BadStatus {
+		r.BadStatus[s] += c
 	}
-	if r.firstError == "" {
-		r.firstError = o.firstError
+	if r.FirstError == "" {
+		r.FirstError = o.FirstError
 	}
 }
 
-// loadSpec is one phase: conns closed-loop connections posting to addrs
-// until the duration passes or maxRequests have been sent.
-type loadSpec struct {
-	// addrs are the replicas' public listeners: worker i connects to
-	// addrs[i % len(addrs)], so the connections are spread round-robin.
-	addrs       []string
-	secret      string
-	duration    time.Duration
-	maxRequests int64
-	timeout     time.Duration
-	dupShare    float64
-	// ordered: job ids come from one increasing sequence (cuid-like)
-	// rather than one per worker (spread like UUIDs).
-	ordered bool
-	next    *atomic.Uint64
-	// checkDup: the answer's duplicate flag must say whether the job was
+// Spec is one phase: closed-loop connections posting to Addrs
+// until Duration passes or MaxRequests have been sent.
+type Spec struct {
+	// Addrs are the replicas' public listeners: worker i connects to
+	// Addrs[i % len(Addrs)], so the connections are spread round-robin.
+	Addrs       []string
+	Secret      string
+	Duration    time.Duration
+	MaxRequests int64
+	Timeout     time.Duration
+	DupShare    float64
+	// Ordered: job ids come from one increasing sequence (cuid-like)
+	// rather than one per worker (spread like UUIDs); Next is its counter.
+	Ordered bool
+	Next    *atomic.Uint64
+	// CheckDup: the answer's duplicate flag must say whether the job was
 	// sent before. Only a real store knows; the baseline always says false.
-	checkDup bool
+	CheckDup bool
 }
 
-// runPhase runs one phase with the given workers (one connection each):
+// RunPhase runs one phase with the given workers (one connection each):
 // it dials every connection first, then starts them together, so the clock
 // covers requests only.
-func runPhase(ctx context.Context, spec loadSpec, workers []*workerState) (*phaseResult, error) {
+func RunPhase(ctx context.Context, spec Spec, workers []*Worker) (*Result, error) {
 	conns := make([]*clientConn, len(workers))
 	for i, w := range workers {
-		c, err := dial(spec.addr(w), spec.timeout)
+		c, err := dial(spec.addr(w), spec.Timeout)
 		if err != nil {
 			for _, c := range conns[:i] {
 				c.close()
@@ -107,8 +108,8 @@ func runPhase(ctx context.Context, spec loadSpec, workers []*workerState) (*phas
 	}
 	var sent atomic.Int64
 	start := time.Now()
-	end := start.Add(spec.duration)
-	results := make([]*phaseResult, len(workers))
+	end := start.Add(spec.Duration)
+	results := make([]*Result, len(workers))
 	finished := make([]time.Time, len(workers))
 	var wg sync.WaitGroup
 	for i, w := range workers {
@@ -118,23 +119,23 @@ func runPhase(ctx context.Context, spec loadSpec, workers []*workerState) (*phas
 		})
 	}
 	wg.Wait()
-	total := &phaseResult{badStatus: map[int]int64{}}
+	total := &Result{BadStatus: map[int]int64{}}
 	last := start
 	for i, r := range results {
-		total.merge(r)
+		total.Merge(r)
 		if finished[i].After(last) {
 			last = finished[i]
 		}
 	}
-	total.elapsed = last.Sub(start)
+	total.Elapsed = last.Sub(start)
 	return total, nil
 }
 
 // run is one worker's closed loop: send, wait for the answer, check it,
 // record its latency, repeat.
-func (w *workerState) run(ctx context.Context, spec loadSpec, c *clientConn, end time.Time, sent *atomic.Int64) *phaseResult {
-	r := &phaseResult{badStatus: map[int]int64{}, latencies: make([]time.Duration, 0, 4096)}
-	signer := bench.NewSigner(spec.secret)
+func (w *Worker) run(ctx context.Context, spec Spec, c *clientConn, end time.Time, sent *atomic.Int64) *Result {
+	r := &Result{BadStatus: map[int]int64{}, Latencies: make([]time.Duration, 0, 4096)}
+	signer := bench.NewSigner(spec.Secret)
 	var body, sig, req, want []byte
 	addr := spec.addr(w)
 	defer func() {
@@ -142,13 +143,13 @@ func (w *workerState) run(ctx context.Context, spec loadSpec, c *clientConn, end
 			c.close()
 		}
 	}()
-	for ctx.Err() == nil && time.Now().Before(end) && sent.Add(1) <= spec.maxRequests {
+	for ctx.Err() == nil && time.Now().Before(end) && sent.Add(1) <= spec.MaxRequests {
 		var id string
-		dup := len(w.acked) > 0 && spec.dupShare > 0 && w.rng.Float64() < spec.dupShare
+		dup := len(w.Acked) > 0 && spec.DupShare > 0 && w.rng.Float64() < spec.DupShare
 		if dup {
-			id = w.acked[w.rng.IntN(len(w.acked))]
-		} else if spec.ordered {
-			id = bench.OrderedJobID(w.runID, spec.next.Add(1))
+			id = w.Acked[w.rng.IntN(len(w.Acked))]
+		} else if spec.Ordered {
+			id = bench.OrderedJobID(w.runID, spec.Next.Add(1))
 		} else {
 			w.seq++
 			id = bench.JobID(w.runID, w.index, w.seq)
@@ -157,18 +158,18 @@ func (w *workerState) run(ctx context.Context, spec loadSpec, c *clientConn, end
 		sig = signer.AppendSignature(sig[:0], body)
 		req = appendRequest(req[:0], addr, sig, body)
 		want = append(append(append(want[:0], `{"received":true,"jobId":"`...), id...),
-			`","duplicate":`+strconv.FormatBool(dup && spec.checkDup)+`}`...)
+			`","duplicate":`+strconv.FormatBool(dup && spec.CheckDup)+`}`...)
 
 		if c == nil {
 			var err error
-			if c, err = dial(addr, spec.timeout); err != nil {
+			if c, err = dial(addr, spec.Timeout); err != nil {
 				r.noteError(err)
 				time.Sleep(10 * time.Millisecond)
 				continue
 			}
 		}
 		t0 := time.Now()
-		status, answer, keep, err := c.do(req, t0.Add(spec.timeout))
+		status, answer, keep, err := c.do(req, t0.Add(spec.Timeout))
 		lat := time.Since(t0)
 		if !keep || err != nil {
 			c.close()
@@ -178,21 +179,21 @@ func (w *workerState) run(ctx context.Context, spec loadSpec, c *clientConn, end
 		case err != nil:
 			r.noteError(err)
 		case status != http.StatusOK:
-			r.badStatus[status]++
-			if r.firstError == "" {
-				r.firstError = fmt.Sprintf("status %d: %s", status, bytes.TrimSpace(answer))
+			r.BadStatus[status]++
+			if r.FirstError == "" {
+				r.FirstError = fmt.Sprintf("status %d: %s", status, bytes.TrimSpace(answer))
 			}
 		case !bytes.HasPrefix(answer, want):
-			r.badAnswer++
-			if r.firstError == "" {
-				r.firstError = fmt.Sprintf("answer %q, want %q", bytes.TrimSpace(answer), want)
+			r.BadAnswer++
+			if r.FirstError == "" {
+				r.FirstError = fmt.Sprintf("answer %q, want %q", bytes.TrimSpace(answer), want)
 			}
 		default:
-			r.ok++
-			r.latencies = append(r.latencies, lat)
+			r.OK++
+			r.Latencies = append(r.Latencies, lat)
 			if !dup {
-				r.okNew++
-				w.acked = append(w.acked, id)
+				r.OKNew++
+				w.Acked = append(w.Acked, id)
 			}
 		}
 	}
@@ -200,21 +201,21 @@ func (w *workerState) run(ctx context.Context, spec loadSpec, c *clientConn, end
 }
 
 // addr is the listener worker w connects to.
-func (spec loadSpec) addr(w *workerState) string { return spec.addrs[w.index%len(spec.addrs)] }
+func (spec Spec) addr(w *Worker) string { return spec.Addrs[w.index%len(spec.Addrs)] }
 
-func (r *phaseResult) noteError(err error) {
-	r.errors++
-	if r.firstError == "" {
-		r.firstError = err.Error()
+func (r *Result) noteError(err error) {
+	r.Errors++
+	if r.FirstError == "" {
+		r.FirstError = err.Error()
 	}
 }
 
-// newWorkers returns n workers for a target whose job ids all start with
+// NewWorkers returns n workers for a target whose job ids all start with
 // runID (bench.RunID), so no two targets, phases or runs share a job id.
-func newWorkers(n int, runID string) []*workerState {
-	ws := make([]*workerState, n)
+func NewWorkers(n int, runID string) []*Worker {
+	ws := make([]*Worker, n)
 	for i := range ws {
-		ws[i] = &workerState{index: i, runID: runID,
+		ws[i] = &Worker{index: i, runID: runID,
 			rng: rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))}
 	}
 	return ws

@@ -1,0 +1,14 @@
+package loadgen
+
+import (
+	"testing"
+	"time"
+)
+
+func TestStatCPU(t *testing.T) {
+	line := []byte("42 (postgres: wal) S 1 42 42 0 -1 4194560 100 0 0 0 250 130 0 0 20 0 1 0 100 0 0")
+	got, err := StatCPU(line)
+	if err != nil || got != 3800*time.Millisecond {
+		t.Errorf("StatCPU = %v, %v, want 3.8s", got, err)
+	}
+}
