@@ -203,6 +203,9 @@ type statsAnswer struct {
 	RejectedSignatures      int64  `json:"rejectedSignatures"`
 	RejectedSignaturesSince string `json:"rejectedSignaturesSince"`
 	Poller                  any    `json:"poller"`
+	// Forwards is the forwarding queue's counts; null when forwarding is
+	// off.
+	Forwards *store.ForwardStats `json:"forwards"`
 }
 
 func handleStats(d Deps) echo.HandlerFunc {
@@ -216,6 +219,13 @@ func handleStats(d Deps) echo.HandlerFunc {
 			RejectedSignaturesSince: since, Poller: map[string]any{"enabled": false}}
 		if d.Poller != nil {
 			ans.Poller = d.Poller.Status()
+		}
+		if d.Forwarder != nil {
+			fs, err := d.Store.ForwardStats(c.Request().Context())
+			if err != nil {
+				return err
+			}
+			ans.Forwards = &fs
 		}
 		return c.JSON(http.StatusOK, ans)
 	}

@@ -108,16 +108,7 @@ func TestAdminReadTimeoutLeavesEventStreamsOpen(t *testing.T) {
 	defer resp.Body.Close()
 	time.Sleep(5 * timeout) // past the read deadline the request had
 
-	body := []byte(`{"jobId":"stream-job","status":"completed","totalProjects":1,"completedProjects":1,"failedProjects":0}`)
-	report, id, perr := ParseEvent(body)
-	if perr != nil {
-		t.Fatal(perr)
-	}
-	if _, err := st.RecordWebhook(context.Background(), store.WebhookDelivery{
-		Body: body, ReceivedAt: time.Now(), Attempt: 1, Report: report, JobID: id,
-	}); err != nil {
-		t.Fatal(err)
-	}
+	deliver(t, st, []byte(`{"jobId":"stream-job","status":"completed","totalProjects":1,"completedProjects":1,"failedProjects":0}`))
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		if strings.HasPrefix(sc.Text(), "data: ") && strings.Contains(sc.Text(), `"stream-job"`) {

@@ -56,8 +56,8 @@ func (s *storeCheck) ready(ctx context.Context) error {
 	return err
 }
 
-// handleReadyz is ready when the store takes deliveries and the
-// reconciler, if on, is not locked out.
+// handleReadyz is ready when the store takes deliveries, the reconciler, if
+// on, is not locked out, and forwarding, if on, is not paused.
 func handleReadyz(d Deps) echo.HandlerFunc {
 	check := newStoreCheck(d)
 	return func(c echo.Context) error {
@@ -71,6 +71,11 @@ func handleReadyz(d Deps) echo.HandlerFunc {
 				reason = "reconciler: " + err.Error()
 			}
 		}
+		if reason == "" && d.Forwarder != nil {
+			if err := d.Forwarder.Ready(); err != nil {
+				reason = "forwarding: " + err.Error()
+			}
+		}
 		if reason != "" {
 			return c.JSON(http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": reason})
 		}
@@ -80,7 +85,7 @@ func handleReadyz(d Deps) echo.HandlerFunc {
 
 // handlePublicReadyz is the public listener's readiness: whether the store
 // takes deliveries, as {"ready":bool} and nothing more, since anyone can
-// ask. The reconciler does not count: webhooks are what this listener is
+// ask. The reconciler and the forwarder do not count: webhooks are what this listener is
 // for, so it is what a Kubernetes readiness probe should use.
 func handlePublicReadyz(d Deps) echo.HandlerFunc {
 	check := newStoreCheck(d)

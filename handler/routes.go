@@ -51,9 +51,17 @@ func NewAdmin(d Deps) *echo.Echo {
 	v1.GET("/jobs", handleListJobs(d))
 	v1.POST("/jobs", handleTrackJob(d))
 	v1.GET("/jobs/:jobId", handleGetJob(d))
+	v1.GET("/jobs/:jobId/timeline", handleJobTimeline(d))
+	v1.GET("/jobs/:jobId/deliveries/:deliveryId/body", handleDeliveryBody(d))
 	v1.POST("/generate", handleGenerate(d))
 	v1.GET("/events", handleEvents(d))
 	v1.GET("/stats", handleStats(d))
+
+	// The forwarding queue; 409 while forwarding is off.
+	v1.GET("/forwards", handleListForwards(d))
+	v1.POST("/forwards/retry", handleRetryForwards(d))
+	v1.POST("/forwards/replay", handleReplayForwards(d))
+	v1.POST("/forwards/resume", handleResumeForwarding(d))
 	return e
 }
 

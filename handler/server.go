@@ -61,6 +61,9 @@ type Deps struct {
 	AdminToken string
 	// Poller is nil when the reconciler is off.
 	Poller Poller
+	// Forwarder is nil when forwarding is off (NOUVELHOOK_FORWARD_URL is
+	// unset); the forwarding routes then answer 409.
+	Forwarder Forwarder
 	// AdminHost is the host part of the admin listener's configured
 	// address; without a token the admin API also answers to it as Host.
 	AdminHost string
