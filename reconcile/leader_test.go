@@ -3,9 +3,14 @@ package reconcile_test
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/nouvelhook/nouvelhook/reconcile"
 	"github.com/nouvelhook/nouvelhook/reconcile/nouveltest"
@@ -166,5 +171,71 @@ func TestPollsOnlyWhileLeading(t *testing.T) {
 			t.Errorf("tries to lead at %s and %s, want them %s apart", ls.tries[i-1].Sub(simStart), ls.tries[i].Sub(simStart), retry)
 			break
 		}
+	}
+}
+
+// A replica that loses the lead while a poll is in flight cancels it rather
+// than waiting for Nouvel's answer, so its request cannot overlap the next
+// leader's, and records nothing of it: the job stays due for that leader.
+func TestLosingTheLeadCancelsThePollInFlight(t *testing.T) {
+	t.Parallel()
+	arrived := make(chan struct{}, 1)
+	ended := make(chan error, 1)
+	nouvel := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case arrived <- struct{}{}:
+		default:
+		}
+		select {
+		case <-r.Context().Done():
+			ended <- r.Context().Err()
+		case <-time.After(time.Minute):
+			ended <- nil
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"jobId":"job-1","status":"completed","totalProjects":0}`))
+		}
+	}))
+	defer nouvel.Close()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "nh.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ls := &ledStore{Store: st, now: time.Now, until: time.Now().Add(time.Hour)}
+	if _, _, err := st.Track(context.Background(), "job-1", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	rec := reconcile.New(reconcile.Options{
+		Store: ls, Client: reconcile.NewClient(nouvel.URL, testKey, nil), Budget: 30,
+		Interval: 10 * time.Second, TTL: 24 * time.Hour, MissedGrace: 2 * time.Minute,
+		Logger: zerolog.Nop(), LeaderRetry: time.Hour,
+	})
+	rec.Start()
+	select {
+	case <-arrived:
+	case <-time.After(30 * time.Second):
+		rec.Close()
+		t.Fatal("no poll reached Nouvel within 30 s")
+	}
+	ls.mu.Lock()
+	lease := ls.lease
+	ls.mu.Unlock()
+	lease.once.Do(func() { close(lease.lost) }) // the session holding the lead is gone
+	select {
+	case err := <-ended:
+		if err == nil {
+			t.Error("the poll ran on to Nouvel's answer after the lead was lost, want it cancelled")
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("the poll in flight was not cancelled within 30 s of losing the lead")
+	}
+	rec.Close()
+	j, err := st.Job(context.Background(), "job-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.PollCount != 0 || j.LastError != "" || j.Terminal {
+		t.Errorf("job after the cancelled poll: pollCount %d, lastError %q, terminal %v; want nothing recorded",
+			j.PollCount, j.LastError, j.Terminal)
 	}
 }

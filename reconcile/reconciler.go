@@ -367,11 +367,31 @@ func (r *Reconciler) poll(ctx context.Context, p store.PollTarget, now time.Time
 	}
 	r.noteRequest(now)
 	pctx, cancel := context.WithTimeout(ctx, pollTimeout)
+	var lost <-chan struct{} // nil, which never fires, when one process polls alone
+	if r.lease != nil {
+		// A replica that loses the lead mid-request stops waiting for the
+		// answer, so its poll cannot overlap the next leader's; the job
+		// stays due for that leader.
+		lost = r.lease.Lost()
+		go func() {
+			select {
+			case <-lost:
+				cancel()
+			case <-pctx.Done():
+			}
+		}()
+	}
 	job, info, err := r.opts.Client.GetJob(pctx, p.JobID)
 	cancel()
 	r.noteRate(info, now)
 	if ctx.Err() != nil {
 		return // shutting down; the job stays due
+	}
+	select {
+	case <-lost:
+		r.log.Warn().Str("job_id", p.JobID).Msg("lost the poller lead during a poll; its answer is left to the next leader")
+		return
+	default:
 	}
 	label := pollLabel(err)
 	if err == nil && job.Status.Terminal() {
