@@ -95,6 +95,8 @@ type Store struct {
 	log    zerolog.Logger
 	url    string // redacted
 	secret string // the password, scrubbed from every error
+	// forward: the transaction that ends a job queues its forward.
+	forward bool
 
 	closed      atomic.Bool
 	closeMu     sync.RWMutex // held to queue a write, so Close can close ops
@@ -139,7 +141,8 @@ func Open(ctx context.Context, dbURL string, opts Options) (*Store, error) {
 	}
 	s := &Store{
 		listen: cfg.ConnConfig.Copy(), now: opts.Now, log: opts.Logger, url: shown, secret: secret,
-		kickCh: make(chan struct{}, 1), ops: make(chan *op, maxBatch),
+		forward: opts.Forward,
+		kickCh:  make(chan struct{}, 1), ops: make(chan *op, maxBatch),
 	}
 	if s.now == nil {
 		s.now = time.Now

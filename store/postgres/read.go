@@ -16,21 +16,36 @@ import (
 	"github.com/nouvelhook/nouvelhook/store"
 )
 
-const jobColumns = `id, job_id, status, terminal, total_projects, completed_projects, failed_projects,
-	projects, source, progress, stage, webhook_deliveries, webhook_missed, poll_count, last_error,
-	created_at, updated_at, terminal_at, seq`
+// jobColumns are a job's columns and its forward's, read FROM jobFrom (or
+// from jobs joined with any relation of forwards' columns named fw).
+const jobColumns = `jobs.id, jobs.job_id, jobs.status, jobs.terminal, jobs.total_projects,
+	jobs.completed_projects, jobs.failed_projects, jobs.projects, jobs.source, jobs.progress, jobs.stage,
+	jobs.webhook_deliveries, jobs.webhook_missed, jobs.poll_count, jobs.last_error, jobs.created_at,
+	jobs.updated_at, jobs.terminal_at, jobs.seq, ` + forwardColumns
 
-// scanJob reads one row of jobColumns; rowid is the row's id.
-func scanJob(row pgx.Row) (j store.Job, rowid int64, err error) {
+// forwardColumns are a forward's columns as a job shows them, all NULL when
+// the job has none.
+const forwardColumns = `fw.state, fw.attempts, fw.last_status, fw.last_error, fw.next_attempt_at,
+	fw.delivered_at`
+
+// jobFrom is every job with its forward, if any.
+const jobFrom = `jobs LEFT JOIN forwards fw ON fw.job_row = jobs.id`
+
+// scanJob reads one row of jobColumns, then into extra any columns after
+// them; rowid is the row's id.
+func scanJob(row pgx.Row, extra ...any) (j store.Job, rowid int64, err error) {
 	var projects string
 	var created, updated int64
 	var ended, seq *int64
-	err = row.Scan(&rowid, &j.JobID, &j.Status, &j.Terminal, &j.TotalProjects, &j.CompletedProjects,
+	var fw nullForward
+	err = row.Scan(append([]any{&rowid, &j.JobID, &j.Status, &j.Terminal, &j.TotalProjects, &j.CompletedProjects,
 		&j.FailedProjects, &projects, &j.Source, &j.Progress, &j.Stage, &j.WebhookDeliveries,
-		&j.WebhookMissed, &j.PollCount, &j.LastError, &created, &updated, &ended, &seq)
+		&j.WebhookMissed, &j.PollCount, &j.LastError, &created, &updated, &ended, &seq,
+		&fw.state, &fw.attempts, &fw.lastStatus, &fw.lastError, &fw.next, &fw.delivered}, extra...)...)
 	if err != nil {
 		return store.Job{}, 0, err
 	}
+	j.Forward = fw.forward()
 	j.Projects = []store.Project{}
 	if err := json.Unmarshal([]byte(projects), &j.Projects); err != nil {
 		return store.Job{}, 0, fmt.Errorf("job %s: projects: %w", j.JobID, err)
@@ -72,7 +87,7 @@ func (s *Store) Job(ctx context.Context, jobID string) (store.Job, error) {
 }
 
 func (s *Store) job(ctx context.Context, q querier, jobID string) (store.Job, int64, error) {
-	j, row, err := scanJob(q.QueryRow(ctx, `SELECT `+jobColumns+` FROM jobs WHERE job_id = $1`, jobID))
+	j, row, err := scanJob(q.QueryRow(ctx, `SELECT `+jobColumns+` FROM `+jobFrom+` WHERE jobs.job_id = $1`, jobID))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.Job{}, 0, store.Errorf(store.ENOTFOUND, "job not found: %s", jobID)
 	}
@@ -98,7 +113,7 @@ func (s *Store) JobWithDeliveries(ctx context.Context, jobID string) (store.Job,
 		Scan(&j.DeliveriesTotal); err != nil {
 		return store.Job{}, s.dbErr(err)
 	}
-	rows, err := tx.Query(ctx, `SELECT received_at, attempt, outcome, status, copies
+	rows, err := tx.Query(ctx, `SELECT id, received_at, attempt, outcome, status, copies
 		FROM deliveries WHERE job_row = $1 ORDER BY id DESC LIMIT $2`, row, store.MaxDeliveries)
 	if err != nil {
 		return store.Job{}, s.dbErr(err)
@@ -107,8 +122,9 @@ func (s *Store) JobWithDeliveries(ctx context.Context, jobID string) (store.Job,
 	var d store.Delivery
 	var received int64
 	var outcome string
-	_, err = pgx.ForEachRow(rows, []any{&received, &d.Attempt, &outcome, &d.Status, &d.Copies}, func() error {
-		d.ReceivedAt, d.Duplicate = fromNanos(received), store.Outcome(outcome).Duplicate()
+	_, err = pgx.ForEachRow(rows, []any{&d.ID, &received, &d.Attempt, &outcome, &d.Status, &d.Copies}, func() error {
+		d.ReceivedAt, d.Outcome = fromNanos(received), store.Outcome(outcome)
+		d.Duplicate = d.Outcome.Duplicate()
 		j.Deliveries = append(j.Deliveries, d)
 		return nil
 	})
@@ -147,13 +163,13 @@ func (s *Store) ListJobs(ctx context.Context, f store.Filter) (jobs []store.Job,
 	if !f.Since.IsZero() {
 		since = clampNanos(f.Since)
 	}
-	q := `SELECT ` + jobColumns + ` FROM jobs WHERE id < $1 AND created_at >= $2`
+	q := `SELECT ` + jobColumns + ` FROM ` + jobFrom + ` WHERE jobs.id < $1 AND jobs.created_at >= $2`
 	args := []any{before, since, f.Limit + 1}
 	if len(statuses) > 0 {
-		q += ` AND status = ANY($4)`
+		q += ` AND jobs.status = ANY($4)`
 		args = append(args, statuses)
 	}
-	rows, err := s.pool.Query(ctx, q+` ORDER BY id DESC LIMIT $3`, args...)
+	rows, err := s.pool.Query(ctx, q+` ORDER BY jobs.id DESC LIMIT $3`, args...)
 	if err != nil {
 		return nil, "", s.dbErr(err)
 	}
@@ -186,7 +202,7 @@ func (s *Store) Events(ctx context.Context, after int64, limit int) (jobs []stor
 	if after < 0 {
 		return nil, 0, store.Errorf(store.EINVALID, "after must be 0 or more")
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+jobColumns+` FROM jobs WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
+	rows, err := s.pool.Query(ctx, `SELECT `+jobColumns+` FROM `+jobFrom+` WHERE jobs.seq > $1 ORDER BY jobs.seq LIMIT $2`, after, limit)
 	if err != nil {
 		return nil, 0, s.dbErr(err)
 	}

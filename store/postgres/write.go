@@ -28,6 +28,8 @@ type txn struct {
 	// (locked: at its first end); its ends take base+1, base+2, ...
 	base   int64
 	locked bool
+	// forward: each end also queues the job's forward (Options.Forward).
+	forward bool
 }
 
 // nextSeq returns the seq of the job this transaction is about to end. The
@@ -168,7 +170,7 @@ func (s *Store) runTx(ctx context.Context, batch []*op) (*txn, error) {
 		return nil, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	t := &txn{ctx: ctx, tx: tx, now: s.now().UTC()}
+	t := &txn{ctx: ctx, tx: tx, now: s.now().UTC(), forward: s.forward}
 	for _, o := range batch {
 		if err := o.fn(t); err != nil {
 			return t, err
@@ -283,11 +285,17 @@ func (t *txn) endJob(r *store.Report, projects, source string) (store.Outcome, i
 		return "", 0, err
 	}
 	var row int64
-	err = t.tx.QueryRow(t.ctx, `INSERT INTO jobs (job_id, status, terminal, total_projects, completed_projects,
+	q := `INSERT INTO jobs (job_id, status, terminal, total_projects, completed_projects,
 		failed_projects, projects, source, progress, stage, webhook_deliveries, created_at, updated_at, terminal_at,
 		seq)
 		VALUES ($1, $2, true, $3, $4, $5, $6, $7, 100, $8, $9, $10, $10, $10, $11)
-		ON CONFLICT (job_id) DO NOTHING RETURNING id`, r.JobID, r.Status, r.TotalProjects,
+		ON CONFLICT (job_id) DO NOTHING RETURNING id`
+	if t.forward {
+		// The forward is queued by the same statement: no round trip more.
+		q = `WITH j AS (` + q + `), f AS (` + forwardEnqueue + ` SELECT id, $11, 'pending', $10, $10 FROM j` +
+			forwardEnqueueEnd + `) SELECT id FROM j`
+	}
+	err = t.tx.QueryRow(t.ctx, q, r.JobID, r.Status, r.TotalProjects,
 		r.CompletedProjects, r.FailedProjects, projects, source, r.Stage, webhooks, now, seq).Scan(&row)
 	if err == nil {
 		t.count(statusCounter(r.Status), 1)
@@ -310,10 +318,14 @@ func (t *txn) endJob(r *store.Report, projects, source string) (store.Outcome, i
 		return "", 0, err
 	}
 	if !cur.terminal {
-		_, err = t.tx.Exec(t.ctx, `UPDATE jobs SET status = $1, terminal = true, total_projects = $2,
+		q := `UPDATE jobs SET status = $1, terminal = true, total_projects = $2,
 			completed_projects = $3, failed_projects = $4, projects = $5, source = $6, progress = 100, stage = $7,
 			webhook_deliveries = webhook_deliveries + $8, updated_at = $9, terminal_at = $9, next_poll_at = NULL,
-			seq = $11 WHERE id = $10`, r.Status, r.TotalProjects, r.CompletedProjects, r.FailedProjects, projects,
+			seq = $11 WHERE id = $10`
+		if t.forward {
+			q = `WITH j AS (` + q + `) ` + forwardEnqueue + ` VALUES ($10, $11, 'pending', $9, $9)` + forwardEnqueueEnd
+		}
+		_, err = t.tx.Exec(t.ctx, q, r.Status, r.TotalProjects, r.CompletedProjects, r.FailedProjects, projects,
 			source, r.Stage, webhooks, now, row, seq)
 		if err != nil {
 			return "", 0, err
@@ -335,6 +347,15 @@ func (t *txn) endJob(r *store.Report, projects, source string) (store.Outcome, i
 	}
 	return store.OutcomeConflict, row, nil
 }
+
+// forwardEnqueue and forwardEnqueueEnd wrap the rows (job_row, seq, state,
+// next_attempt_at, enqueued_at) of the forwards a job's end queues. A job
+// that had not ended has no forward, so the conflict cannot happen; were it
+// to, it must not fail the webhook.
+const (
+	forwardEnqueue    = `INSERT INTO forwards (job_row, seq, state, next_attempt_at, enqueued_at)`
+	forwardEnqueueEnd = ` ON CONFLICT (job_row) DO NOTHING`
+)
 
 // deliveryInsert and copyOf are shared by the two delivery inserts, which
 // differ only in the unique index a copy is found by.
@@ -414,6 +435,10 @@ func (s *Store) RecordPoll(ctx context.Context, jobID string, r store.PollResult
 			return "", err
 		}
 	}
+	pollStatus := ""
+	if r.Report != nil {
+		pollStatus = string(r.Report.Status)
+	}
 	var outcome store.Outcome
 	err := s.write(ctx, func(t *txn) error {
 		outcome = ""
@@ -423,9 +448,10 @@ func (s *Store) RecordPoll(ctx context.Context, jobID string, r store.PollResult
 			if outcome, _, err = t.endJob(end, projects, store.SourcePoll); err != nil {
 				return err
 			}
-			_, err = t.tx.Exec(t.ctx, `UPDATE jobs SET poll_count = poll_count + 1, last_error = $1,
+			_, err = t.tx.Exec(t.ctx, `WITH j AS (UPDATE jobs SET poll_count = poll_count + 1, last_error = $1,
 				poll_ended_at = CASE WHEN $2::boolean AND poll_ended_at IS NULL THEN $3 ELSE poll_ended_at END
-				WHERE job_id = $4`, r.Err, r.End == "", now, jobID)
+				WHERE job_id = $4 RETURNING id) `+pollInsert(6),
+				r.Err, r.End == "", now, jobID, pollStatus, outcome == store.OutcomeAccepted)
 			return err
 		}
 		q := `UPDATE jobs SET poll_count = poll_count + 1, last_error = $1, next_poll_at = $2, updated_at = $3`
@@ -456,14 +482,23 @@ func (s *Store) RecordPoll(ctx context.Context, jobID string, r store.PollResult
 		case r.Failed:
 			q += `, fail_count = fail_count + 1`
 		}
-		args = append(args, jobID)
-		_, err := t.tx.Exec(t.ctx, q+` WHERE job_id = $`+strconv.Itoa(len(args))+` AND NOT terminal`, args...)
+		args = append(args, jobID, pollStatus, false)
+		_, err := t.tx.Exec(t.ctx, `WITH j AS (`+q+` WHERE job_id = $`+strconv.Itoa(len(args)-2)+
+			` AND NOT terminal RETURNING id) `+pollInsert(len(args)), args...)
 		return err
 	})
 	if err != nil {
 		return "", err
 	}
 	return outcome, nil
+}
+
+// pollInsert follows a CTE j that returns the polled job's row, and
+// appends the poll to the job's timeline: its error is $1, its time $3, its
+// status and whether it ended the job the last two arguments of n.
+func pollInsert(n int) string {
+	return fmt.Sprintf(`INSERT INTO polls (job_row, at, status, error, ended) SELECT id, $3, $%d, $1, $%d FROM j`,
+		n-1, n)
 }
 
 // ExpireJobs ends as expired every job still not terminal that was tracked
@@ -583,6 +618,11 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, er
 			return err
 		}
 		if len(ids) > 0 {
+			for _, table := range []string{"forwards", "forward_attempts", "polls"} {
+				if _, err := t.tx.Exec(t.ctx, `DELETE FROM `+table+` WHERE job_row = ANY($1)`, ids); err != nil {
+					return fmt.Errorf("prune %s: %w", table, err)
+				}
+			}
 			if err := t.uncount(`DELETE FROM deliveries WHERE job_row = ANY($1) RETURNING outcome, copies`, ids); err != nil {
 				return err
 			}

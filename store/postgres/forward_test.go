@@ -1,0 +1,295 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nouvelhook/nouvelhook/store"
+)
+
+// t0 is the tests' fixed clock: jobs end at it, so their forwards are due
+// at it.
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func fixedClock() time.Time { return t0 }
+
+func claimAt(t *testing.T, s *Store, now time.Time, n int, lease time.Duration, ordered bool) []store.ForwardClaim {
+	t.Helper()
+	c, err := s.ClaimForwards(context.Background(), now, n, lease, ordered)
+	if err != nil {
+		t.Fatalf("ClaimForwards at %s: %v", now.Format(time.RFC3339), err)
+	}
+	return c
+}
+
+func claimedIDs(cs []store.ForwardClaim) []string {
+	var ids []string
+	for _, c := range cs {
+		ids = append(ids, c.Job.JobID)
+	}
+	return ids
+}
+
+func mustJob(t *testing.T, s *Store, id string) store.Job {
+	t.Helper()
+	j, err := s.Job(context.Background(), id)
+	if err != nil {
+		t.Fatalf("Job %s: %v", id, err)
+	}
+	return j
+}
+
+// A job's end queues its forward in the same transaction whichever way the
+// job ends: a webhook, a poll, a poll that gave up (not_found) and the
+// expiry sweep. With forwarding off none is queued.
+func TestForwardQueuedAtEveryEnd(t *testing.T) {
+	ctx := context.Background()
+	for _, on := range []bool{true, false} {
+		s := openTest(t, freshSchema(t), Options{Now: fixedClock, Forward: on})
+		if _, err := s.RecordWebhook(ctx, completed("hook")); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range []string{"tracked-hook", "polled", "gone", "old"} {
+			if _, _, err := s.Track(ctx, id, t0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.RecordWebhook(ctx, completed("tracked-hook")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.RecordPoll(ctx, "polled", store.PollResult{Report: &store.Report{JobID: "polled",
+			Status: store.StatusFailed}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.RecordPoll(ctx, "gone", store.PollResult{End: store.StatusNotFound, NotFound: true,
+			Err: "404"}); err != nil {
+			t.Fatal(err)
+		}
+		if ids, err := s.ExpireJobs(ctx, t0); err != nil || len(ids) != 1 {
+			t.Fatalf("ExpireJobs: %v, %v; want old", ids, err)
+		}
+		for _, id := range []string{"hook", "tracked-hook", "polled", "gone", "old"} {
+			j := mustJob(t, s, id)
+			switch {
+			case !on && j.Forward != nil:
+				t.Errorf("forwarding off: %s has forward %+v; want none", id, *j.Forward)
+			case on && j.Forward == nil:
+				t.Errorf("forwarding on: %s has no forward", id)
+			case on:
+				f := j.Forward
+				if f.State != store.ForwardPending || f.Attempts != 0 || f.NextAttemptAt == nil ||
+					!f.NextAttemptAt.Equal(*j.TerminalAt) || f.DeliveredAt != nil {
+					t.Errorf("%s: forward %+v; want pending, due at its end %s", id, *f, j.TerminalAt)
+				}
+			}
+		}
+		st, err := s.ForwardStats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 0
+		if on {
+			want = 5
+		}
+		if st.ByState[store.ForwardPending] != want || st.Depth != want || len(st.ByState) != 4 {
+			t.Errorf("forward %v: stats %+v; want %d pending of 4 states", on, st, want)
+		}
+		if on != (st.OldestPending != nil) || (on && !st.OldestPending.Equal(t0)) {
+			t.Errorf("forward %v: oldest pending %v", on, st.OldestPending)
+		}
+		// Every read of a job shows its forward.
+		jobs, _, err := s.ListJobs(ctx, store.Filter{Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		events, _, err := s.Events(ctx, 0, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range append(jobs, events...) {
+			if on != (j.Forward != nil) {
+				t.Errorf("forward %v: %s read with forward %v", on, j.JobID, j.Forward)
+			}
+		}
+	}
+}
+
+// The life of one forward: claimed with its job, refused under a stale
+// token, retried when due, and delivered; every attempt is logged.
+func TestForwardClaimAndFinish(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, freshSchema(t), Options{Now: fixedClock, Forward: true})
+	if _, err := s.RecordWebhook(ctx, completed("a")); err != nil {
+		t.Fatal(err)
+	}
+	if got := claimAt(t, s, t0.Add(-time.Second), 10, time.Minute, false); len(got) != 0 {
+		t.Fatalf("claim before due: got %v; want none", claimedIDs(got))
+	}
+	if next, ok, err := s.NextForwardAt(ctx); err != nil || !ok || !next.Equal(t0) {
+		t.Fatalf("NextForwardAt: %v %v %v; want %s", next, ok, err, t0)
+	}
+	c := claimAt(t, s, t0, 10, time.Minute, false)
+	if len(c) != 1 || c[0].Job.JobID != "a" || c[0].Attempt != 1 || c[0].Token != 1 ||
+		c[0].Job.Forward == nil || c[0].Job.Status != store.StatusCompleted || c[0].Job.Seq != 1 {
+		t.Fatalf("claim: got %+v; want a, attempt 1, token 1, with its job", c)
+	}
+	if got := claimAt(t, s, t0.Add(30*time.Second), 10, time.Minute, false); len(got) != 0 {
+		t.Fatalf("claim while leased: got %v; want none", claimedIDs(got))
+	}
+	if next, ok, _ := s.NextForwardAt(ctx); !ok || !next.Equal(t0.Add(time.Minute)) {
+		t.Errorf("NextForwardAt while leased: %v %v; want the lease's end", next, ok)
+	}
+	retry := t0.Add(10 * time.Minute)
+	ok, err := s.FinishForward(ctx, c[0], store.ForwardResult{At: t0.Add(time.Second), Took: 1500 * time.Millisecond,
+		Status: 500, Err: "app answered 500", State: store.ForwardPending, Next: retry})
+	if err != nil || !ok {
+		t.Fatalf("finish: %v %v; want recorded", ok, err)
+	}
+	if ok, err := s.FinishForward(ctx, c[0], store.ForwardResult{At: t0, State: store.ForwardDelivered,
+		Status: 200}); err != nil || ok {
+		t.Fatalf("finishing twice: %v %v; want refused", ok, err)
+	}
+	f := mustJob(t, s, "a").Forward
+	if f.State != store.ForwardPending || f.Attempts != 1 || f.LastStatus != 500 || f.LastError != "app answered 500" ||
+		f.NextAttemptAt == nil || !f.NextAttemptAt.Equal(retry) {
+		t.Fatalf("after a failure: %+v", *f)
+	}
+	if got := claimAt(t, s, retry.Add(-time.Second), 10, time.Minute, false); len(got) != 0 {
+		t.Fatalf("claim before the retry is due: %v", claimedIDs(got))
+	}
+	c = claimAt(t, s, retry, 10, time.Minute, false)
+	if len(c) != 1 || c[0].Attempt != 2 || c[0].Token != 2 {
+		t.Fatalf("second claim: %+v; want attempt 2, token 2", c)
+	}
+	done := retry.Add(time.Second)
+	if ok, err := s.FinishForward(ctx, c[0], store.ForwardResult{At: done, Took: 20 * time.Millisecond,
+		Status: 204, State: store.ForwardDelivered}); err != nil || !ok {
+		t.Fatalf("delivered: %v %v", ok, err)
+	}
+	f = mustJob(t, s, "a").Forward
+	if f.State != store.ForwardDelivered || f.Attempts != 2 || f.LastStatus != 204 || f.LastError != "" ||
+		f.NextAttemptAt != nil || f.DeliveredAt == nil || !f.DeliveredAt.Equal(done) {
+		t.Fatalf("after delivery: %+v", *f)
+	}
+	if _, ok, _ := s.NextForwardAt(ctx); ok {
+		t.Errorf("NextForwardAt with none pending: ok; want not")
+	}
+	attempts, err := s.ForwardAttempts(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.ForwardAttempt{
+		{Attempt: 1, At: t0.Add(time.Second), TookMs: 1500, Status: 500, Error: "app answered 500", State: store.ForwardPending},
+		{Attempt: 2, At: done, TookMs: 20, Status: 204, State: store.ForwardDelivered},
+	}
+	if len(attempts) != len(want) {
+		t.Fatalf("attempts: got %+v; want %+v", attempts, want)
+	}
+	for i := range want {
+		if attempts[i] != want[i] {
+			t.Errorf("attempt %d: got %+v; want %+v", i+1, attempts[i], want[i])
+		}
+	}
+	if _, err := s.ForwardAttempts(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("attempts of an unknown job: %v; want ErrNotFound", err)
+	}
+	st, _ := s.ForwardStats(ctx)
+	if st.ByState[store.ForwardDelivered] != 1 || st.Depth != 0 || st.OldestPending != nil {
+		t.Errorf("stats: %+v", st)
+	}
+}
+
+// A 410 pauses all forwarding until resumed; a failed forward waits for a
+// retry.
+func TestForwardPauseAndFailed(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, freshSchema(t), Options{Now: fixedClock, Forward: true})
+	for _, id := range []string{"a", "b", "c"} {
+		if _, err := s.RecordWebhook(ctx, completed(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := claimAt(t, s, t0, 2, time.Minute, false)
+	if len(c) != 2 || c[0].Job.JobID != "a" || c[1].Job.JobID != "b" {
+		t.Fatalf("claim 2: got %v; want a, b (lowest seq first)", claimedIDs(c))
+	}
+	if ok, err := s.FinishForward(ctx, c[0], store.ForwardResult{At: t0, Status: 410,
+		Err: "app answered 410 Gone at http://app/hook", State: store.ForwardPaused}); err != nil || !ok {
+		t.Fatalf("paused: %v %v", ok, err)
+	}
+	if ok, err := s.FinishForward(ctx, c[1], store.ForwardResult{At: t0, Status: 0, Err: "timeout",
+		State: store.ForwardFailed}); err != nil || !ok {
+		t.Fatalf("failed: %v %v", ok, err)
+	}
+	st, _ := s.ForwardStats(ctx)
+	if !st.Paused || st.PauseReason != "app answered 410 Gone at http://app/hook" || st.Depth != 2 ||
+		st.ByState[store.ForwardPaused] != 1 || st.ByState[store.ForwardFailed] != 1 || st.ByState[store.ForwardPending] != 1 {
+		t.Fatalf("stats while paused: %+v", st)
+	}
+	if got := claimAt(t, s, t0.Add(time.Hour), 10, time.Minute, false); len(got) != 0 {
+		t.Fatalf("claim while paused: %v; want none", claimedIDs(got))
+	}
+	if got := claimAt(t, s, t0.Add(time.Hour), 1, time.Minute, true); len(got) != 0 {
+		t.Fatalf("ordered claim while paused: %v; want none", claimedIDs(got))
+	}
+	if _, ok, _ := s.NextForwardAt(ctx); ok {
+		t.Errorf("NextForwardAt while paused: ok; want not")
+	}
+	later := t0.Add(time.Hour)
+	if err := s.ResumeForwarding(ctx, later); err != nil {
+		t.Fatal(err)
+	}
+	if f := mustJob(t, s, "a").Forward; f.State != store.ForwardPending || !f.NextAttemptAt.Equal(later) {
+		t.Errorf("a after resume: %+v; want pending at %s", *f, later)
+	}
+	if f := mustJob(t, s, "b").Forward; f.State != store.ForwardFailed || f.NextAttemptAt != nil {
+		t.Errorf("b after resume: %+v; want still failed", *f)
+	}
+	if got := claimedIDs(claimAt(t, s, later, 10, time.Minute, false)); len(got) != 2 || got[0] != "a" || got[1] != "c" {
+		t.Errorf("claim after resume: %v; want a, c", got)
+	}
+	st, _ = s.ForwardStats(ctx)
+	if st.Paused || st.PauseReason != "" {
+		t.Errorf("stats after resume: %+v", st)
+	}
+}
+
+// Ordered claims take only the pending forward with the lowest seq: one not
+// yet due, or leased, holds every later one.
+func TestForwardOrderedHead(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, freshSchema(t), Options{Now: fixedClock, Forward: true})
+	for _, id := range []string{"a", "b"} {
+		if _, err := s.RecordWebhook(ctx, completed(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := claimAt(t, s, t0, 5, time.Minute, true)
+	if len(c) != 1 || c[0].Job.JobID != "a" {
+		t.Fatalf("ordered claim: %v; want a alone", claimedIDs(c))
+	}
+	if got := claimAt(t, s, t0, 5, time.Minute, true); len(got) != 0 {
+		t.Fatalf("ordered claim while a is leased: %v; want none", claimedIDs(got))
+	}
+	b := claimAt(t, s, t0, 5, time.Minute, false)
+	if got := claimedIDs(b); len(got) != 1 || got[0] != "b" {
+		t.Fatalf("unordered claim while a is leased: %v; want b", got)
+	}
+	retry := t0.Add(time.Minute)
+	if ok, _ := s.FinishForward(ctx, c[0], store.ForwardResult{At: t0, Status: 503, Err: "503",
+		State: store.ForwardPending, Next: retry}); !ok {
+		t.Fatal("finish a: refused")
+	}
+	if ok, _ := s.FinishForward(ctx, b[0], store.ForwardResult{At: t0, Status: 503, Err: "503",
+		State: store.ForwardPending, Next: t0}); !ok {
+		t.Fatal("finish b: refused")
+	}
+	if got := claimAt(t, s, retry.Add(-time.Second), 5, time.Minute, true); len(got) != 0 {
+		t.Fatalf("ordered claim before a is due: %v; want none, though b is due", claimedIDs(got))
+	}
+	if got := claimAt(t, s, retry, 5, time.Minute, true); len(got) != 1 || got[0].Job.JobID != "a" {
+		t.Fatalf("ordered claim once a is due: %v; want a", claimedIDs(got))
+	}
+}
