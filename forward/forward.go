@@ -1,0 +1,510 @@
+// Package forward sends every job that ends to the app: it claims due
+// forwards from the store's queue, POSTs each job's end, signed, to
+// NOUVELHOOK_FORWARD_URL, retries on the schedule, and pauses all
+// forwarding when the app answers 410 Gone. It is the outbound peer of
+// package reconcile and depends only on store.
+package forward
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/nouvelhook/nouvelhook/store"
+)
+
+const (
+	// backstop is the longest the loop sleeps: retries and resumes made on
+	// other replicas wake no one here.
+	backstop = 2 * time.Second
+	// minWait keeps a forward that is due but could not be claimed (a race
+	// with another replica) from spinning the loop.
+	minWait = 50 * time.Millisecond
+	// leaseSlack is how much longer than the timeout a claim is held, so
+	// that an attempt still running is never claimed again elsewhere.
+	leaseSlack = 30 * time.Second
+	// storeTimeout bounds one store call of the loop, and recording a
+	// result after shutdown began.
+	storeTimeout = 10 * time.Second
+	// drainLimit is how much of an answer's body is read, so that the
+	// connection can be reused; the body itself means nothing.
+	drainLimit = 64 << 10
+	// errorLogEvery spaces out the loop's logs of a failing store.
+	errorLogEvery = time.Minute
+)
+
+// Clock is the forwarder's time source; it has the shape of
+// reconcile.Clock, so one clock serves both. Tests inject a simulated one.
+type Clock interface {
+	Now() time.Time
+	// After sends once d has passed.
+	After(d time.Duration) <-chan time.Time
+}
+
+type wallClock struct{}
+
+func (wallClock) Now() time.Time                         { return time.Now() }
+func (wallClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Options configure a Forwarder.
+type Options struct {
+	// Store holds the forwarding queue.
+	Store store.Store
+	// URL is where forwards are POSTed (NOUVELHOOK_FORWARD_URL): an
+	// absolute http or https URL.
+	URL string
+	// NouvelSecret signs X-Nouvel-Signature (the first
+	// NOUVEL_WEBHOOK_SECRET); "" sends no such header.
+	NouvelSecret string
+	// Key signs the Standard Webhooks headers (NOUVELHOOK_FORWARD_SECRET,
+	// decoded); nil sends none.
+	Key []byte
+	// Schedule is the wait before each retry; after the last step fails
+	// the forward is failed. Every step must be positive.
+	Schedule []time.Duration
+	// Timeout bounds one attempt; it must be positive.
+	Timeout time.Duration
+	// Concurrency is how many attempts may be in flight at once, at least
+	// 1; Ordered sends one at a time whatever it says.
+	Concurrency int
+	// Ordered delivers strictly in seq order, one at a time: a forward
+	// that keeps failing holds all after it.
+	Ordered bool
+	// Clock defaults to the wall clock. It also dates webhook-timestamp.
+	Clock Clock
+	// Rand draws the retries' jitter; nil uses math/rand/v2's global
+	// source. It is used under a lock.
+	Rand *rand.Rand
+	// Logger is the root logger; the forwarder adds its component.
+	Logger zerolog.Logger
+	// Registerer, when set, receives the forwarder's metrics.
+	Registerer prometheus.Registerer
+	// Client sends the forwards; nil uses a client of the forwarder's own.
+	// Either way redirects are not followed.
+	Client *http.Client
+	// Version goes in the User-Agent, nouvelhook/<Version>; "" is "dev".
+	Version string
+}
+
+// Forwarder sends ended jobs to the app. Start it with Start and stop it
+// with Close.
+type Forwarder struct {
+	opts     Options
+	clock    Clock
+	client   *http.Client
+	sign     signer
+	shownURL string // without user info or query
+	lease    time.Duration
+	log      zerolog.Logger
+	metrics  metrics
+	wake     chan struct{}
+
+	mu       sync.Mutex
+	inflight int
+	// pause is the pause reason as last seen, "" when not paused;
+	// pauseGen counts pauses this process recorded, so that the loop does
+	// not clear one on an observation made before it.
+	pause      string
+	pauseGen   int
+	checkPause bool      // Kick asked to read the pause from the store
+	lastCheck  time.Time // when the pause was last read from the store
+	lastErrLog time.Time
+
+	randMu sync.Mutex
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// onWait, when set (by tests), is called each time the loop goes to
+	// sleep with no wake-up pending, with the attempts in flight.
+	onWait func(inflight int)
+}
+
+// New checks opts and returns a Forwarder; it sends nothing until Start.
+// An error names the option that is wrong.
+func New(opts Options) (*Forwarder, error) {
+	if opts.Store == nil {
+		return nil, errors.New("forward: no store")
+	}
+	u, err := url.Parse(opts.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		shown := "an unreadable URL"
+		if err == nil {
+			shown = fmt.Sprintf("%q", showURL(u))
+		}
+		return nil, fmt.Errorf("forward: URL is %s, not an absolute http or https URL", shown)
+	}
+	if len(opts.Schedule) == 0 {
+		return nil, errors.New("forward: the schedule has no step")
+	}
+	for i, d := range opts.Schedule {
+		if d <= 0 {
+			return nil, fmt.Errorf("forward: schedule step %d is %s, not positive", i+1, d)
+		}
+	}
+	if opts.Timeout <= 0 {
+		return nil, fmt.Errorf("forward: timeout is %s, not positive", opts.Timeout)
+	}
+	if opts.Concurrency < 1 {
+		return nil, fmt.Errorf("forward: concurrency is %d, below 1", opts.Concurrency)
+	}
+	if opts.Ordered {
+		opts.Concurrency = 1
+	}
+	if opts.Clock == nil {
+		opts.Clock = wallClock{}
+	}
+	if opts.Version == "" {
+		opts.Version = "dev"
+	}
+	f := &Forwarder{
+		opts:     opts,
+		clock:    opts.Clock,
+		client:   noRedirects(opts.Client),
+		sign:     signer{nouvelSecret: []byte(opts.NouvelSecret), key: opts.Key},
+		shownURL: showURL(u),
+		lease:    opts.Timeout + leaseSlack,
+		log:      opts.Logger.With().Str("component", "forwarder").Logger(),
+		wake:     make(chan struct{}, 1),
+	}
+	f.metrics = newMetrics(opts.Registerer, opts.Store.ForwardStats, f.clock.Now)
+	return f, nil
+}
+
+// noRedirects returns a copy of c (or a new client) that hands a redirect
+// back as the answer: a forward that is redirected is not delivered, and
+// following it would send the signed body somewhere not configured.
+func noRedirects(c *http.Client) *http.Client {
+	var nc http.Client
+	if c != nil {
+		nc = *c
+	}
+	nc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &nc
+}
+
+// Start runs the forwarding loop in the background until Close.
+func (f *Forwarder) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	f.cancel = cancel
+	f.wg.Add(2)
+	go func() {
+		defer f.wg.Done()
+		f.loop(ctx)
+	}()
+	go func() {
+		defer f.wg.Done()
+		f.watchFeed(ctx)
+	}()
+}
+
+// Close stops the loop and waits for it. Attempts in flight are cut; those
+// that had an answer record it, the others stay leased until their lease
+// runs out and are sent again.
+func (f *Forwarder) Close() error {
+	if f.cancel != nil {
+		f.cancel()
+	}
+	f.wg.Wait()
+	return nil
+}
+
+// Kick wakes the loop now and has it read the pause from the store: the
+// admin API calls it after a retry, a replay or a resume.
+func (f *Forwarder) Kick() {
+	f.mu.Lock()
+	f.checkPause = true
+	f.mu.Unlock()
+	f.signal()
+}
+
+// Ready is nil unless forwarding is paused, in which case it says why and
+// how to resume.
+func (f *Forwarder) Ready() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.pause == "" {
+		return nil
+	}
+	return fmt.Errorf("forwarding is paused: %s; resume with POST /v1/forwards/resume or nouvelhook forward retry", f.pause)
+}
+
+// Status is the forwarding queue as /v1/stats shows it; its errors are the
+// store's.
+func (f *Forwarder) Status(ctx context.Context) (store.ForwardStats, error) {
+	return f.opts.Store.ForwardStats(ctx)
+}
+
+func (f *Forwarder) signal() {
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (f *Forwarder) loop(ctx context.Context) {
+	for ctx.Err() == nil {
+		wait := f.step(ctx)
+		if wait <= 0 {
+			continue
+		}
+		timer := f.clock.After(wait)
+		if f.onWait != nil {
+			f.mu.Lock()
+			n, pending := f.inflight, len(f.wake) > 0
+			f.mu.Unlock()
+			if !pending {
+				f.onWait(n)
+			}
+		}
+		select {
+		case <-timer:
+		case <-f.wake:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// step claims what is due and may be sent now, starts its attempts, and
+// returns how long to sleep before looking again.
+func (f *Forwarder) step(ctx context.Context) time.Duration {
+	now := f.clock.Now()
+	f.mu.Lock()
+	free, gen := f.opts.Concurrency-f.inflight, f.pauseGen
+	f.mu.Unlock()
+	if free <= 0 {
+		return backstop // a finishing attempt wakes the loop
+	}
+	cctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	claims, err := f.opts.Store.ClaimForwards(cctx, now, free, f.lease, f.opts.Ordered)
+	if err != nil {
+		f.storeError(ctx, now, err, "claim forwards")
+		return backstop
+	}
+	for _, c := range claims {
+		f.launch(ctx, c)
+	}
+	if len(claims) > 0 {
+		f.notPaused(gen) // nothing is claimed while paused
+		if len(claims) == free {
+			return 0 // more may be due
+		}
+	}
+	next, ok, err := f.opts.Store.NextForwardAt(cctx)
+	if err != nil {
+		f.storeError(ctx, now, err, "read the forwarding queue")
+		return backstop
+	}
+	if !ok {
+		// Nothing pending, or paused: only the store can tell which.
+		f.readPause(cctx, now, gen)
+		return backstop
+	}
+	f.notPaused(gen)
+	f.mu.Lock()
+	f.checkPause = false
+	f.mu.Unlock()
+	wait := next.Sub(now)
+	if wait <= 0 {
+		// Due but not claimed: held by an earlier one in ordered mode, or
+		// taken by another replica a moment ago.
+		if f.opts.Ordered {
+			return backstop
+		}
+		return minWait
+	}
+	return min(max(wait, minWait), backstop)
+}
+
+// readPause reads the pause from the store, when Kick asked or at most
+// once a backstop.
+func (f *Forwarder) readPause(ctx context.Context, now time.Time, gen int) {
+	f.mu.Lock()
+	due := f.checkPause || now.Sub(f.lastCheck) >= backstop || now.Before(f.lastCheck)
+	f.checkPause = false
+	f.mu.Unlock()
+	if !due {
+		return
+	}
+	st, err := f.opts.Store.ForwardStats(ctx)
+	if err != nil {
+		f.storeError(ctx, now, err, "read the forwarding pause")
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastCheck = now
+	switch {
+	case st.Paused && f.pause != st.PauseReason:
+		f.pause = st.PauseReason
+		f.log.Warn().Str("reason", st.PauseReason).Msg("forwarding is paused")
+	case !st.Paused && f.pause != "" && f.pauseGen == gen:
+		f.pause = ""
+		f.log.Info().Msg("forwarding resumed")
+	}
+}
+
+// notPaused clears the pause as last seen, after the store showed it is
+// not paused, unless this process recorded a pause since gen.
+func (f *Forwarder) notPaused(gen int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.pause != "" && f.pauseGen == gen {
+		f.pause = ""
+		f.log.Info().Msg("forwarding resumed")
+	}
+}
+
+func (f *Forwarder) storeError(ctx context.Context, now time.Time, err error, what string) {
+	if ctx.Err() != nil {
+		return
+	}
+	f.mu.Lock()
+	quiet := now.Sub(f.lastErrLog) < errorLogEvery && !now.Before(f.lastErrLog)
+	if !quiet {
+		f.lastErrLog = now
+	}
+	f.mu.Unlock()
+	if !quiet {
+		f.log.Error().Err(err).Msg(what)
+	}
+}
+
+// launch runs one claimed attempt in the background; when it ends, the
+// loop wakes to use the free slot.
+func (f *Forwarder) launch(ctx context.Context, c store.ForwardClaim) {
+	f.mu.Lock()
+	f.inflight++
+	f.mu.Unlock()
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		f.attempt(ctx, c)
+		f.mu.Lock()
+		f.inflight--
+		f.signal() // under the lock, so no one sees the slot free and no wake-up
+		f.mu.Unlock()
+	}()
+}
+
+// attempt sends one forward and records what came of it.
+func (f *Forwarder) attempt(ctx context.Context, c store.ForwardClaim) {
+	start := f.clock.Now()
+	b, err := Body(c.Job)
+	if err != nil {
+		// A claimed job has ended, so this is a broken row: failing it
+		// shows it in the queue instead of retrying it forever.
+		f.finish(ctx, c, store.ForwardResult{At: start, Err: err.Error(), State: store.ForwardFailed})
+		return
+	}
+	a := f.send(ctx, c.Job.JobID, b, start)
+	if a.err != nil && ctx.Err() != nil {
+		return // cut by Close: the lease runs out and it is sent again
+	}
+	at := f.clock.Now()
+	r := f.judge(a, c.Attempt, at, f.jitter())
+	r.Took = at.Sub(start)
+	f.metrics.duration.Observe(r.Took.Seconds())
+	f.metrics.outcomes.WithLabelValues(outcome(r.State)).Inc()
+	f.finish(ctx, c, r)
+}
+
+// send POSTs body to the app, signed as sent at now.
+func (f *Forwarder) send(ctx context.Context, jobID string, body []byte, now time.Time) answer {
+	actx, cancel := context.WithTimeout(ctx, f.opts.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, f.opts.URL, bytes.NewReader(body))
+	if err != nil {
+		return answer{err: transportError(err)}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "nouvelhook/"+f.opts.Version)
+	f.sign.sign(req.Header, jobID, body, now)
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return answer{err: transportError(err), timedOut: ctx.Err() == nil && errors.Is(actx.Err(), context.DeadlineExceeded)}
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, drainLimit))
+	return answer{status: resp.StatusCode, statusText: http.StatusText(resp.StatusCode),
+		retryAfter: resp.Header.Get("Retry-After")}
+}
+
+// finish records r, even once shutdown has begun: the app has answered.
+func (f *Forwarder) finish(ctx context.Context, c store.ForwardClaim, r store.ForwardResult) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer cancel()
+	log := f.log.With().Str("job_id", c.Job.JobID).Int64("seq", c.Job.Seq).Int("attempt", c.Attempt).Logger()
+	ok, err := f.opts.Store.FinishForward(fctx, c, r)
+	switch {
+	case err != nil:
+		log.Error().Err(err).Msg("record forward attempt; it is sent again once its lease runs out")
+		return
+	case !ok:
+		log.Info().Msg("forward was queued again while this attempt ran; its result is not recorded")
+		return
+	}
+	switch r.State {
+	case store.ForwardDelivered:
+		log.Debug().Int("status", r.Status).Msg("forward delivered")
+	case store.ForwardPending:
+		log.Warn().Int("status", r.Status).Str("error", r.Err).Time("next_attempt_at", r.Next).Msg("forward failed; retrying")
+	case store.ForwardFailed:
+		log.Error().Int("status", r.Status).Str("error", r.Err).Msg("forward failed on the schedule's last step; retry it with nouvelhook forward retry")
+	case store.ForwardPaused:
+		f.mu.Lock()
+		f.pause = r.Err
+		f.pauseGen++
+		f.mu.Unlock()
+		log.Error().Str("reason", r.Err).Msg("forwarding paused")
+	}
+}
+
+// jitter is a uniform draw in [0, 1).
+func (f *Forwarder) jitter() float64 {
+	if f.opts.Rand == nil {
+		return rand.Float64()
+	}
+	f.randMu.Lock()
+	defer f.randMu.Unlock()
+	return f.opts.Rand.Float64()
+}
+
+// watchFeed wakes the loop whenever a job ends, so a new forward goes out
+// at once rather than at the next backstop.
+func (f *Forwarder) watchFeed(ctx context.Context) {
+	after := int64(-1)
+	for ctx.Err() == nil {
+		var err error
+		if after < 0 {
+			var st store.Stats
+			if st, err = f.opts.Store.Stats(ctx); err == nil {
+				after = st.LastSeq
+			}
+		} else {
+			var last int64
+			if _, last, err = f.opts.Store.WaitFeed(ctx, after, 1); err == nil && last > after {
+				after = last
+				f.signal()
+			}
+		}
+		if err != nil && ctx.Err() == nil {
+			f.storeError(ctx, f.clock.Now(), err, "follow the change feed")
+			select {
+			case <-f.clock.After(backstop):
+			case <-ctx.Done():
+			}
+		}
+	}
+}
