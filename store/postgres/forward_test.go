@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -291,5 +292,208 @@ func TestForwardOrderedHead(t *testing.T) {
 	}
 	if got := claimAt(t, s, retry, 5, time.Minute, true); len(got) != 1 || got[0].Job.JobID != "a" {
 		t.Fatalf("ordered claim once a is due: %v; want a", claimedIDs(got))
+	}
+}
+
+// The queue pages failed, paused, pending then delivered, each in seq
+// order, filtered by state; retry and replay requeue, fencing off a claim
+// in flight.
+func TestForwardListRetryReplay(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, freshSchema(t), Options{Now: fixedClock, Forward: true})
+	ids := []string{"j1", "j2", "j3", "j4", "j5", "j6"}
+	for _, id := range ids {
+		if _, err := s.RecordWebhook(ctx, completed(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := claimAt(t, s, t0, 5, time.Minute, false) // j1..j5
+	finish := func(c store.ForwardClaim, st store.ForwardState) {
+		t.Helper()
+		r := store.ForwardResult{At: t0, Status: 500, Err: "500", State: st, Next: t0.Add(time.Hour)}
+		if st == store.ForwardDelivered {
+			r.Status, r.Err = 200, ""
+		}
+		if ok, err := s.FinishForward(ctx, c, r); err != nil || !ok {
+			t.Fatalf("finish %s as %s: %v %v", c.Job.JobID, st, ok, err)
+		}
+	}
+	finish(c[0], store.ForwardDelivered) // j1
+	finish(c[1], store.ForwardFailed)    // j2
+	finish(c[2], store.ForwardDelivered) // j3
+	finish(c[3], store.ForwardFailed)    // j4
+	// j5 stays claimed, j6 pending unclaimed.
+	var all []string
+	cursor := ""
+	for range 10 {
+		page, next, err := s.ListForwards(ctx, store.ForwardFilter{Limit: 2, Cursor: cursor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range page {
+			all = append(all, q.JobID+":"+string(q.State))
+		}
+		if cursor = next; cursor == "" {
+			break
+		}
+	}
+	want := "j2:failed j4:failed j5:pending j6:pending j1:delivered j3:delivered"
+	if got := strings.Join(all, " "); got != want {
+		t.Errorf("queue pages: got %s; want %s", got, want)
+	}
+	page, next, err := s.ListForwards(ctx, store.ForwardFilter{Limit: 10,
+		States: []store.ForwardState{store.ForwardDelivered, store.ForwardFailed}})
+	if err != nil || next != "" || len(page) != 4 || page[0].JobID != "j2" || page[3].JobID != "j3" {
+		t.Errorf("failed and delivered: %+v %q %v", page, next, err)
+	}
+	if page[0].Seq != 2 || !page[0].EnqueuedAt.Equal(t0) || page[0].Attempts != 1 || page[0].LastError != "500" {
+		t.Errorf("j2 in the queue: %+v", page[0])
+	}
+	for _, f := range []store.ForwardFilter{{Limit: 0}, {Limit: store.MaxLimit + 1}, {Limit: 1, Cursor: "x"},
+		{Limit: 1, Cursor: "9.1"}, {Limit: 1, States: []store.ForwardState{"lost"}}} {
+		if _, _, err := s.ListForwards(ctx, f); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("ListForwards %+v: %v; want ErrInvalid", f, err)
+		}
+	}
+
+	// Retry is all or nothing.
+	if _, _, err := s.Track(ctx, "open", t0); err != nil {
+		t.Fatal(err)
+	}
+	later := t0.Add(time.Hour)
+	if _, err := s.RetryForwards(ctx, later, []string{"j2", "nope"}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("retry of an unknown job: %v; want ErrNotFound", err)
+	}
+	if _, err := s.RetryForwards(ctx, later, []string{"j2", "open"}); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("retry of a job still open: %v; want ErrInvalid", err)
+	}
+	if f := mustJob(t, s, "j2").Forward; f.State != store.ForwardFailed {
+		t.Fatalf("j2 after refused retries: %+v; want still failed", *f)
+	}
+	n, err := s.RetryForwards(ctx, later, []string{"j2", "j1", "j5", "j2"})
+	if err != nil || n != 3 {
+		t.Fatalf("retry: %d %v; want 3", n, err)
+	}
+	for _, id := range []string{"j2", "j1", "j5"} {
+		f := mustJob(t, s, id).Forward
+		if f.State != store.ForwardPending || f.Attempts != 0 || f.LastStatus != 0 || f.LastError != "" ||
+			!f.NextAttemptAt.Equal(later) {
+			t.Errorf("%s after retry: %+v", id, *f)
+		}
+	}
+	if f := mustJob(t, s, "j1").Forward; f.DeliveredAt == nil {
+		t.Errorf("j1 after retry lost when it was delivered")
+	}
+	if ok, err := s.FinishForward(ctx, c[4], store.ForwardResult{At: later, Status: 200,
+		State: store.ForwardDelivered}); err != nil || ok {
+		t.Errorf("finishing j5's claim made before the retry: %v %v; want refused", ok, err)
+	}
+	got := claimAt(t, s, later, 10, time.Minute, false)
+	if ids := strings.Join(claimedIDs(got), " "); ids != "j1 j2 j5 j6" {
+		t.Errorf("claim after retry: %s; want j1 j2 j5 j6", ids)
+	}
+
+	// Replay requeues every job after a seq, whatever its state, and
+	// creates the forwards of jobs that ended with forwarding off.
+	off := openTest(t, freshSchema(t), Options{Now: fixedClock})
+	for _, id := range ids {
+		if _, err := off.RecordWebhook(ctx, completed(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := off.ReplayForwards(ctx, later, -1); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("replay after -1: %v; want ErrInvalid", err)
+	}
+	if n, err := off.ReplayForwards(ctx, later, 4); err != nil || n != 2 {
+		t.Fatalf("replay after 4: %d %v; want 2", n, err)
+	}
+	if j := mustJob(t, off, "j4"); j.Forward != nil {
+		t.Errorf("j4 (seq 4) after replay after 4: %+v; want none", *j.Forward)
+	}
+	if j := mustJob(t, off, "j5"); j.Forward == nil || j.Forward.State != store.ForwardPending {
+		t.Errorf("j5 after replay: %v; want pending", j.Forward)
+	}
+	if n, err := off.ReplayForwards(ctx, later, 0); err != nil || n != 6 {
+		t.Errorf("replay all: %d %v; want 6", n, err)
+	}
+}
+
+// A job's timeline: its polls, and the ids, outcomes and bytes of its
+// deliveries.
+func TestTimeline(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, freshSchema(t), Options{Now: fixedClock})
+	if _, _, err := s.Track(ctx, "a", t0); err != nil {
+		t.Fatal(err)
+	}
+	polls := []store.PollResult{
+		{Err: "nouvel answered 502", Failed: true, Next: t0},
+		{Report: &store.Report{JobID: "a", Status: store.StatusRunning, Progress: 50}, Next: t0},
+		{Report: &store.Report{JobID: "a", Status: store.StatusCompleted, TotalProjects: 1}},
+		{Report: &store.Report{JobID: "a", Status: store.StatusCompleted, TotalProjects: 1}},
+	}
+	for _, p := range polls {
+		if _, err := s.RecordPoll(ctx, "a", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.JobPolls(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.PollRecord{
+		{At: t0, Error: "nouvel answered 502"},
+		{At: t0, Status: store.StatusRunning},
+		{At: t0, Status: store.StatusCompleted, Ended: true},
+		{At: t0, Status: store.StatusCompleted},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("polls: got %+v; want %+v", got, want)
+	}
+	for i := range want {
+		if !got[i].At.Equal(want[i].At) || got[i].Status != want[i].Status || got[i].Error != want[i].Error ||
+			got[i].Ended != want[i].Ended {
+			t.Errorf("poll %d: got %+v; want %+v", i+1, got[i], want[i])
+		}
+	}
+	if _, _, err := s.Track(ctx, "b", t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RecordPoll(ctx, "b", store.PollResult{End: store.StatusNotFound, NotFound: true,
+		Err: "nouvel answered 404"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.JobPolls(ctx, "b"); len(got) != 1 || !got[0].Ended || got[0].Error != "nouvel answered 404" {
+		t.Errorf("b's polls: %+v; want one that ended it", got)
+	}
+	if _, err := s.JobPolls(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("polls of an unknown job: %v; want ErrNotFound", err)
+	}
+
+	d := completed("c")
+	other := d
+	other.Body = []byte(`{"jobId":"c","status":"failed"}`)
+	other.Report = &store.Report{JobID: "c", Status: store.StatusFailed}
+	for _, x := range []store.WebhookDelivery{d, d, other} {
+		if _, err := s.RecordWebhook(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j, err := s.JobWithDeliveries(ctx, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(j.Deliveries) != 2 || j.Deliveries[0].Outcome != store.OutcomeAccepted ||
+		j.Deliveries[1].Outcome != store.OutcomeConflict || j.Deliveries[0].ID == j.Deliveries[1].ID {
+		t.Fatalf("deliveries: %+v; want accepted then conflict, each with its id", j.Deliveries)
+	}
+	for i, body := range [][]byte{d.Body, other.Body} {
+		got, err := s.DeliveryBody(ctx, "c", j.Deliveries[i].ID)
+		if err != nil || string(got) != string(body) {
+			t.Errorf("body of delivery %d: %q %v; want %q", i+1, got, err, body)
+		}
+	}
+	if _, err := s.DeliveryBody(ctx, "a", j.Deliveries[0].ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("c's delivery asked of a: %v; want ErrNotFound", err)
 	}
 }
