@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -33,23 +32,9 @@ Run "nouvelhook jobs COMMAND --help" for a command's flags.
 const defaultListLimit = 50
 
 func runJobs(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, jobsUsage)
-		return usageError("jobs: no command given (list, show or wait)")
-	}
-	switch args[0] {
-	case "list":
-		return jobsList(ctx, args[1:], getenv, stdout, stderr)
-	case "show":
-		return jobsShow(ctx, args[1:], getenv, stdout, stderr)
-	case "wait":
-		return jobsWait(ctx, args[1:], getenv, stdout, stderr)
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stderr, jobsUsage)
-		return flag.ErrHelp
-	}
-	fmt.Fprint(stderr, jobsUsage)
-	return usageError("jobs: unknown command %q", args[0])
+	return runGroup(ctx, "jobs", jobsUsage, []clientCommand{
+		{"list", jobsList}, {"show", jobsShow}, {"wait", jobsWait},
+	}, args, getenv, stdout, stderr)
 }
 
 func jobsList(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

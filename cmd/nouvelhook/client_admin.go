@@ -169,21 +169,31 @@ func (c *adminClient) job(ctx context.Context, id string, wait time.Duration) (s
 // nextCursor in pages of at most pageSize. next is the cursor of the jobs
 // after these, "" when there are none.
 func (c *adminClient) listJobs(ctx context.Context, q url.Values, limit, pageSize int) (jobs []store.Job, next string, err error) {
-	jobs = []store.Job{}
-	for len(jobs) < limit {
-		q.Set("limit", strconv.Itoa(min(pageSize, limit-len(jobs))))
-		var page struct {
-			Jobs       []store.Job `json:"jobs"`
-			NextCursor string      `json:"nextCursor"`
-		}
-		if err := c.get(ctx, "/v1/jobs", q, &page); err != nil {
+	return listPages[store.Job](ctx, c, "/v1/jobs", "jobs", q, limit, pageSize)
+}
+
+// listPages gets up to limit items of a paged list at path, whose answer is
+// {key:[…],"nextCursor":"…"}, following nextCursor in pages of at most
+// pageSize. next is the cursor of the items after these, "" when there are
+// none.
+func listPages[T any](ctx context.Context, c *adminClient, path, key string, q url.Values, limit, pageSize int) (items []T, next string, err error) {
+	items = []T{}
+	for len(items) < limit {
+		q.Set("limit", strconv.Itoa(min(pageSize, limit-len(items))))
+		var page map[string]json.RawMessage
+		if err := c.get(ctx, path, q, &page); err != nil {
 			return nil, "", err
 		}
-		jobs, next = append(jobs, page.Jobs...), page.NextCursor
-		if next == "" || len(page.Jobs) == 0 {
+		var got []T
+		next = ""
+		if err := json.Unmarshal(page[key], &got); err != nil || json.Unmarshal(page["nextCursor"], &next) != nil {
+			return nil, "", fmt.Errorf("admin API at %s: GET %s: the answer is not {%q:[…],\"nextCursor\":\"…\"}", c.base, path, key)
+		}
+		items = append(items, got...)
+		if next == "" || len(got) == 0 {
 			break
 		}
 		q.Set("cursor", next)
 	}
-	return jobs, next, nil
+	return items, next, nil
 }

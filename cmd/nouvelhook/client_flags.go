@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -126,4 +127,37 @@ func parseJobID(fs *flag.FlagSet, args []string) (string, error) {
 		return "", err
 	}
 	return pos[0], checkJobIDs(fs.Name(), pos)
+}
+
+// clientCommand is one command of a group of client commands, such as
+// "jobs list".
+type clientCommand struct {
+	name string
+	run  func(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error
+}
+
+// runGroup runs the command of group that args[0] names with the rest of
+// args. With no command, an unknown one or --help it prints usage to
+// stderr; the first two are usage errors.
+func runGroup(ctx context.Context, group, usage string, cmds []clientCommand, args []string,
+	getenv func(string) string, stdout, stderr io.Writer) error {
+	names := make([]string, len(cmds))
+	for i, c := range cmds {
+		names[i] = c.name
+	}
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usageError("%s: no command given (%s or %s)", group, strings.Join(names[:len(names)-1], ", "), names[len(names)-1])
+	}
+	for _, c := range cmds {
+		if c.name == args[0] {
+			return c.run(ctx, args[1:], getenv, stdout, stderr)
+		}
+	}
+	fmt.Fprint(stderr, usage)
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		return flag.ErrHelp
+	}
+	return usageError("%s: unknown command %q", group, args[0])
 }

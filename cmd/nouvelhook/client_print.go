@@ -59,12 +59,57 @@ func writeJobsTable(w io.Writer, jobs []store.Job) error {
 	return writeTable(w, "", rows)
 }
 
+func writeForwardsTable(w io.Writer, forwards []store.QueuedForward) error {
+	rows := [][]string{{"JOB ID", "SEQ", "STATE", "ATTEMPTS", "LAST STATUS", "NEXT ATTEMPT", "DELIVERED", "LAST ERROR"}}
+	for _, f := range forwards {
+		rows = append(rows, []string{f.JobID, strconv.FormatInt(f.Seq, 10), string(f.State), strconv.Itoa(f.Attempts),
+			httpStatus(f.LastStatus), formatTimePtr(f.NextAttemptAt), formatTimePtr(f.DeliveredAt), cell(f.LastError)})
+	}
+	return writeTable(w, "", rows)
+}
+
+// httpStatus writes an attempt's HTTP status, "-" for none.
+func httpStatus(code int) string {
+	if code == 0 {
+		return "-"
+	}
+	return strconv.Itoa(code)
+}
+
+func formatTimePtr(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return formatTime(*t)
+}
+
+// forwardSummary is a job's forward in one line, "-" when none was queued.
+func forwardSummary(f *store.Forward) string {
+	if f == nil {
+		return "-"
+	}
+	s := fmt.Sprintf("%s, %d attempts", f.State, f.Attempts)
+	if f.Attempts == 1 {
+		s = fmt.Sprintf("%s, 1 attempt", f.State)
+	}
+	if f.LastStatus != 0 {
+		s += ", last status " + strconv.Itoa(f.LastStatus)
+	}
+	if f.LastError != "" {
+		s += ", last error: " + cell(f.LastError)
+	}
+	if f.NextAttemptAt != nil {
+		s += ", next " + formatTime(*f.NextAttemptAt)
+	}
+	if f.DeliveredAt != nil {
+		s += ", delivered " + formatTime(*f.DeliveredAt)
+	}
+	return s
+}
+
 // writeJob writes every field of j, then its projects and deliveries.
 func writeJob(w io.Writer, j store.Job) error {
-	terminalAt, seq := "-", "-"
-	if j.TerminalAt != nil {
-		terminalAt = formatTime(*j.TerminalAt)
-	}
+	terminalAt, seq := formatTimePtr(j.TerminalAt), "-"
 	if j.Seq > 0 {
 		seq = strconv.FormatInt(j.Seq, 10)
 	}
@@ -84,6 +129,7 @@ func writeJob(w io.Writer, j store.Job) error {
 		{"Updated:", formatTime(j.UpdatedAt)},
 		{"Terminal at:", terminalAt},
 		{"Seq:", seq},
+		{"Forward:", forwardSummary(j.Forward)},
 	}
 	if err := writeTable(w, "", fields); err != nil {
 		return err

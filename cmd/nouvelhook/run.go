@@ -26,6 +26,10 @@ Usage:
                                       1 partial/failed/cancelled, 2 timeout or error)
   nouvelhook track JOBID...           have the service reconcile jobs submitted elsewhere
   nouvelhook submit --url U [flags]   submit a generate request through the service
+  nouvelhook forward list [flags]     the forwarding queue to the app
+  nouvelhook forward retry JOBID...   send these jobs to the app again
+  nouvelhook forward replay --after SEQ
+                                      send every job after seq SEQ to the app again
   nouvelhook sign [--secret S] [FILE] print the signature of a body (stdin without FILE)
   nouvelhook demo                     run the service against a stand-in Nouvel
   nouvelhook db backup FILE           a consistent copy of the SQLite log while serve runs
@@ -83,6 +87,8 @@ func run(ctx context.Context, args []string, getenv func(string) string,
 		return runTrack(ctx, rest, getenv, stdout, stderr)
 	case "submit":
 		return runSubmit(ctx, rest, getenv, stdout, stderr)
+	case "forward":
+		return runForward(ctx, rest, getenv, stdout, stderr)
 	case "sign":
 		return runSign(rest, getenv, stdin, stdout, stderr)
 	case "demo":
