@@ -32,7 +32,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -127,7 +126,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var maxRSSMB float64
 	fs.Float64Var(&maxRSSMB, "max-rss-mb", 50, "target: nouvelhook peak RSS (VmHWM) at most this many `MB` (10^6 bytes), each replica")
 	targets := fs.String("targets", "sqlite", "comma-separated nouvelhook `targets` measured beside verify-only: sqlite, pg1 (one replica on Postgres), pg3 (three replicas on one Postgres, connections spread round-robin)")
-	fs.StringVar(&c.pgURL, "pg", "", "Postgres `URL` the pg targets make a schema each in (default: NOUVELHOOK_TEST_POSTGRES, else "+defaultPostgres+")")
+	fs.StringVar(&c.pgURL, "pg", "", "Postgres `URL` the pg targets make a schema each in (default: NOUVELHOOK_TEST_POSTGRES, else "+loadgen.DefaultPostgres+")")
 	fs.Float64Var(&c.minPGRatio, "min-pg-ratio", 0.5, "target: pg1 req/s at least this share of sqlite's")
 	fs.DurationVar(&c.maxPGP99, "max-pg-p99", 50*time.Millisecond, "target: pg1 and pg3 p99 at most this")
 	fs.Float64Var(&c.minPG3, "min-pg3-ratio", 1, "target: pg3 req/s at least this share of pg1's")
@@ -208,7 +207,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		cfg.pgURL = getenv("NOUVELHOOK_TEST_POSTGRES")
 	}
 	if cfg.pgURL == "" {
-		cfg.pgURL = defaultPostgres
+		cfg.pgURL = loadgen.DefaultPostgres
 	}
 	return runBenchmark(ctx, cfg, getenv, dir, stdout)
 }
@@ -235,9 +234,9 @@ type target struct {
 	nextID   atomic.Uint64  // for -ids ordered
 	all      loadgen.Result // warm-up and rounds together, for the durability check
 	rounds   []roundStat
-	peakRSS  []int64   // per replica
-	dbPath   string    // the SQLite target's file
-	pg       *pgTarget // a Postgres target's schema
+	peakRSS  []int64           // per replica
+	dbPath   string            // the SQLite target's file
+	pg       *loadgen.PGSchema // a Postgres target's schema
 }
 
 func (t *target) addrs() []string {
@@ -296,11 +295,11 @@ func startTarget(ctx context.Context, cfg config, getenv func(string) string, di
 		if name == "pg3" {
 			replicas = 3
 		}
-		pg, err := newPGTarget(ctx, directURL(cfg.pgURL), name)
+		pg, err := loadgen.NewPGSchema(ctx, loadgen.DirectURL(cfg.pgURL), name)
 		if err != nil {
 			return t, fmt.Errorf("%s: %w", name, err)
 		}
-		t.pg, db = pg, pg.dbURL
+		t.pg, db = pg, pg.DBURL
 	}
 	for i := range replicas {
 		srvName := name
@@ -335,9 +334,9 @@ func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, d
 				continue
 			}
 			if cfg.keep {
-				fmt.Fprintf(stdout, "kept schema %s\n", t.pg.schema)
-			} else if err := t.pg.drop(directURL(cfg.pgURL)); err != nil {
-				fmt.Fprintf(stdout, "drop schema %s: %v\n", t.pg.schema, err)
+				fmt.Fprintf(stdout, "kept schema %s\n", t.pg.Schema)
+			} else if err := t.pg.Drop(loadgen.DirectURL(cfg.pgURL)); err != nil {
+				fmt.Fprintf(stdout, "drop schema %s: %v\n", t.pg.Schema, err)
 			}
 		}
 	}()
@@ -357,7 +356,7 @@ func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, d
 	for _, t := range targets {
 		t.all.BadStatus = map[int]int64{}
 	}
-	pgs := &pgSampler{base: directURL(cfg.pgURL), on: slices.ContainsFunc(targets, func(t *target) bool { return t.pg != nil })}
+	pgs := &pgSampler{base: loadgen.DirectURL(cfg.pgURL), on: slices.ContainsFunc(targets, func(t *target) bool { return t.pg != nil })}
 
 	fmt.Fprintf(stdout, "nouvelhook webhook benchmark: %d connections, %d rounds of %v per target (alternating), warm-up %v, duplicates %.0f%%, %s job ids, %d CPUs shared by servers, load generator and Postgres\n",
 		cfg.conns, cfg.rounds, cfg.duration, cfg.warmup, cfg.dupShare*100, cfg.idOrder, numCPU())
@@ -373,7 +372,7 @@ func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, d
 		case t.dbPath != "":
 			fmt.Fprintf(stdout, "  %-12s db %s\n", "", t.dbPath)
 		case t.pg != nil:
-			fmt.Fprintf(stdout, "  %-12s schema %s, %d connections spread over %d replicas\n", "", t.pg.schema, cfg.conns, len(t.srvs))
+			fmt.Fprintf(stdout, "  %-12s schema %s, %d connections spread over %d replicas\n", "", t.pg.Schema, cfg.conns, len(t.srvs))
 		}
 	}
 
@@ -405,7 +404,7 @@ func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, d
 			}
 			var waits *waitSampler
 			if t.pg != nil {
-				waits = pgs.sampleWaits(ctx, t.pg.appName, 100*time.Millisecond)
+				waits = pgs.sampleWaits(ctx, t.pg.AppName, 100*time.Millisecond)
 			}
 			load0, all0 := loadgen.SelfCPU(), loadgen.MachineCPU()
 			r, err := t.phase(ctx, cfg, cfg.duration)
@@ -467,7 +466,7 @@ func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, d
 			}
 		}
 		if t.pg != nil {
-			d.stored, d.storedErr = readPostgres(ctx, directURL(cfg.pgURL), t)
+			d.stored, d.storedErr = readPostgres(ctx, loadgen.DirectURL(cfg.pgURL), t)
 		} else {
 			d.stored, d.storedErr = readStore(ctx, t.dbPath, t)
 		}
@@ -567,23 +566,6 @@ func report(w io.Writer, cfg config, targets []*target, showPG bool) bool {
 	}
 	v.check(total == 0, "every answer (warm-up included) 200 with the expected body: %d failed (%s)", total, strings.Join(each, ", "))
 	return v.all
-}
-
-// directURL is u without pgxpool's pool_* parameters, which a single
-// connection (the driver's own) does not take.
-func directURL(u string) string {
-	p, err := url.Parse(u)
-	if err != nil {
-		return u
-	}
-	q := p.Query()
-	for k := range q {
-		if strings.HasPrefix(k, "pool_") {
-			q.Del(k)
-		}
-	}
-	p.RawQuery = q.Encode()
-	return p.String()
 }
 
 // removeDB removes a SQLite file left by an earlier run, with its WAL and

@@ -3,10 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -18,75 +15,12 @@ import (
 	"github.com/nouvelhook/nouvelhook/bench/internal/loadgen"
 )
 
-// defaultPostgres is the database the Postgres targets make their schemas
-// in when neither -pg nor NOUVELHOOK_TEST_POSTGRES says otherwise.
-const defaultPostgres = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-
-// appPrefix starts the application_name of every connection the replicas
-// make, so that their backends can be told from other clients' in
-// pg_stat_activity.
-const appPrefix = "nhbench_"
-
-// pgTarget is a Postgres target's schema, made for the run and dropped
-// after it.
-type pgTarget struct {
-	schema  string
-	appName string
-	dbURL   string // what the replicas get as NOUVELHOOK_DB
-}
-
-// newPGTarget creates a fresh schema for the target name and returns the
-// URL its replicas use: search_path set to the schema, application_name
-// marking their connections.
-func newPGTarget(ctx context.Context, base, name string) (*pgTarget, error) {
-	b := make([]byte, 4)
-	rand.Read(b)
-	p := &pgTarget{schema: "nhbench_" + name + "_" + hex.EncodeToString(b), appName: appPrefix + name}
-	u, err := url.Parse(base)
-	if err != nil {
-		return nil, fmt.Errorf("-pg: %w", err)
-	}
-	q := u.Query()
-	q.Set("options", "-c search_path="+p.schema)
-	q.Set("application_name", p.appName)
-	u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
-	p.dbURL = u.String()
-	err = withConn(ctx, base, func(c *pgx.Conn) error {
-		_, err := c.Exec(ctx, `CREATE SCHEMA `+p.schema)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create schema %s: %w", p.schema, err)
-	}
-	return p, nil
-}
-
-// drop removes the schema and everything in it. It has a context of its
-// own, since it also runs after the run's has expired.
-func (p *pgTarget) drop(base string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return withConn(ctx, base, func(c *pgx.Conn) error {
-		_, err := c.Exec(ctx, `DROP SCHEMA IF EXISTS `+p.schema+` CASCADE`)
-		return err
-	})
-}
-
-func withConn(ctx context.Context, base string, f func(*pgx.Conn) error) error {
-	c, err := pgx.Connect(ctx, base)
-	if err != nil {
-		return err
-	}
-	defer c.Close(context.Background())
-	return f(c)
-}
-
 // readPostgres counts the jobs and deliveries in the target's schema after
 // its replicas have ended, and looks up every job t was answered 200 for.
 func readPostgres(ctx context.Context, base string, t *target) (storeCounts, error) {
 	var c storeCounts
-	err := withConn(ctx, base, func(conn *pgx.Conn) error {
-		s := t.pg.schema
+	err := loadgen.WithConn(ctx, base, func(conn *pgx.Conn) error {
+		s := t.pg.Schema
 		if err := conn.QueryRow(ctx, `SELECT COUNT(*) FROM `+s+`.jobs`).Scan(&c.Jobs); err != nil {
 			return fmt.Errorf("count jobs: %w", err)
 		}
@@ -151,7 +85,7 @@ func (s *pgSampler) sample(ctx context.Context) (pgSample, error) {
 	if !s.on {
 		return smp, nil
 	}
-	err := withConn(ctx, s.base, func(c *pgx.Conn) error {
+	err := loadgen.WithConn(ctx, s.base, func(c *pgx.Conn) error {
 		rows, err := c.Query(ctx, `SELECT pid, COALESCE(backend_type, ''), COALESCE(application_name, '') FROM pg_stat_activity`)
 		if err != nil {
 			return err
@@ -159,7 +93,7 @@ func (s *pgSampler) sample(ctx context.Context) (pgSample, error) {
 		var pid int
 		var kind, app string
 		_, err = pgx.ForEachRow(rows, []any{&pid, &kind, &app}, func() error {
-			if kind == "client backend" && !strings.HasPrefix(app, appPrefix) {
+			if kind == "client backend" && !strings.HasPrefix(app, loadgen.AppPrefix) {
 				smp.foreign[pid] = true
 			}
 			return nil

@@ -101,10 +101,3 @@ func TestPGSampleSince(t *testing.T) {
 		t.Errorf("since = %v, want %v", got, want)
 	}
 }
-
-func TestDirectURL(t *testing.T) {
-	got := directURL("postgres://u@h:5432/db?pool_max_conns=8&sslmode=disable")
-	if want := "postgres://u@h:5432/db?sslmode=disable"; got != want {
-		t.Errorf("directURL = %q, want %q", got, want)
-	}
-}

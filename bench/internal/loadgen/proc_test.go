@@ -12,3 +12,10 @@ func TestStatCPU(t *testing.T) {
 		t.Errorf("StatCPU = %v, %v, want 3.8s", got, err)
 	}
 }
+
+func TestDirectURL(t *testing.T) {
+	got := DirectURL("postgres://u@h:5432/db?pool_max_conns=8&sslmode=disable")
+	if want := "postgres://u@h:5432/db?sslmode=disable"; got != want {
+		t.Errorf("DirectURL = %q, want %q", got, want)
+	}
+}
