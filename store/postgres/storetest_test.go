@@ -17,8 +17,8 @@ func (p parkedStore) Waiting() int64 { return p.feed.parked.Load() }
 // fresh schema.
 func TestConformance(t *testing.T) {
 	baseURL(t) // skips once, not once per subtest
-	storetest.Run(t, func(t *testing.T) store.Store {
-		s, err := Open(context.Background(), freshSchema(t), Options{})
+	storetest.Run(t, func(t *testing.T, o storetest.Options) store.Store {
+		s, err := Open(context.Background(), freshSchema(t), Options{Forward: o.Forward})
 		if err != nil {
 			t.Fatalf("Open: %v", err)
 		}

@@ -75,6 +75,9 @@ func (t *txn) endJob(r *store.Report, projects, source string) (store.Outcome, i
 	err = t.stmt(t.stmts.insertEnded).QueryRowContext(t.ctx, r.JobID, r.Status, r.TotalProjects,
 		r.CompletedProjects, r.FailedProjects, projects, source, r.Stage, webhooks, created, now, now, seq).Scan(&cur.row)
 	if err == nil {
+		if err := t.enqueueForward(cur.row, seq, now); err != nil {
+			return "", 0, err
+		}
 		t.takeSeq()
 		t.count(statusCounter(r.Status), 1)
 		t.count(sourceCounter(source), 1)
@@ -94,6 +97,9 @@ func (t *txn) endJob(r *store.Report, projects, source string) (store.Outcome, i
 			r.TotalProjects, r.CompletedProjects, r.FailedProjects, projects, source, r.Stage,
 			webhooks, now, now, seq, cur.row)
 		if err != nil {
+			return "", 0, err
+		}
+		if err := t.enqueueForward(cur.row, seq, now); err != nil {
 			return "", 0, err
 		}
 		t.takeSeq()
@@ -226,7 +232,7 @@ func (t *txn) flushCounters() error {
 // writer's connection.
 type statements struct {
 	jobState, insertEnded, endJob, countWebhook, insertDelivery, insertUnjobbed,
-	lastSeq, lastCreated, addCounter, setSeq *sql.Stmt
+	lastSeq, lastCreated, addCounter, setSeq, enqueueForward *sql.Stmt
 }
 
 // deliveryInsert and copyOf are shared by the two delivery inserts, which
@@ -264,6 +270,8 @@ func prepare(ctx context.Context, db *sql.DB) (*statements, error) {
 			ON CONFLICT (name) DO UPDATE SET n = n + excluded.n`},
 		{&s.setSeq, `INSERT INTO counters (name, n) VALUES ('seq', ?)
 			ON CONFLICT (name) DO UPDATE SET n = excluded.n`},
+		{&s.enqueueForward, `INSERT INTO forwards (job_row, seq, state, next_attempt_at, enqueued_at)
+			VALUES (?, ?, 'pending', ?, ?) ON CONFLICT (job_row) DO NOTHING`},
 	} {
 		stmt, err := db.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -277,7 +285,7 @@ func prepare(ctx context.Context, db *sql.DB) (*statements, error) {
 
 func (s *statements) close() {
 	for _, st := range []*sql.Stmt{s.jobState, s.insertEnded, s.endJob, s.countWebhook, s.insertDelivery,
-		s.insertUnjobbed, s.lastSeq, s.lastCreated, s.addCounter, s.setSeq} {
+		s.insertUnjobbed, s.lastSeq, s.lastCreated, s.addCounter, s.setSeq, s.enqueueForward} {
 		if st != nil {
 			st.Close()
 		}

@@ -15,9 +15,15 @@ import (
 	"github.com/nouvelhook/nouvelhook/store"
 )
 
-const jobColumns = `id, job_id, status, terminal, total_projects, completed_projects, failed_projects,
-	projects, source, progress, stage, webhook_deliveries, webhook_missed, poll_count, last_error,
-	created_at, updated_at, terminal_at, seq`
+// jobColumns are a job's columns and its forward's, read FROM jobFrom.
+const jobColumns = `jobs.id, jobs.job_id, jobs.status, jobs.terminal, jobs.total_projects,
+	jobs.completed_projects, jobs.failed_projects, jobs.projects, jobs.source, jobs.progress, jobs.stage,
+	jobs.webhook_deliveries, jobs.webhook_missed, jobs.poll_count, jobs.last_error, jobs.created_at,
+	jobs.updated_at, jobs.terminal_at, jobs.seq,
+	f.state, f.attempts, f.last_status, f.last_error, f.next_attempt_at, f.delivered_at`
+
+// jobFrom joins each job to its forward, if it has one.
+const jobFrom = ` FROM jobs LEFT JOIN forwards f ON f.job_row = jobs.id`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -26,12 +32,15 @@ func scanJob(row scanner) (j store.Job, rowid int64, err error) {
 	var projects string
 	var created, updated int64
 	var ended, seq sql.NullInt64
+	var fw forwardColumns
 	err = row.Scan(&rowid, &j.JobID, &j.Status, &j.Terminal, &j.TotalProjects, &j.CompletedProjects,
 		&j.FailedProjects, &projects, &j.Source, &j.Progress, &j.Stage, &j.WebhookDeliveries,
-		&j.WebhookMissed, &j.PollCount, &j.LastError, &created, &updated, &ended, &seq)
+		&j.WebhookMissed, &j.PollCount, &j.LastError, &created, &updated, &ended, &seq,
+		&fw.state, &fw.attempts, &fw.lastStatus, &fw.lastError, &fw.next, &fw.delivered)
 	if err != nil {
 		return store.Job{}, 0, err
 	}
+	j.Forward = fw.forward()
 	j.Projects = []store.Project{}
 	if err := json.Unmarshal([]byte(projects), &j.Projects); err != nil {
 		return store.Job{}, 0, fmt.Errorf("job %s: projects: %w", j.JobID, err)
@@ -61,7 +70,7 @@ func clampNanos(t time.Time) int64 {
 
 // Job returns the job with the given id, or ErrNotFound.
 func (s *Store) Job(ctx context.Context, jobID string) (store.Job, error) {
-	j, _, err := scanJob(s.rdb.QueryRowContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE job_id = ?`, jobID))
+	j, _, err := scanJob(s.rdb.QueryRowContext(ctx, `SELECT `+jobColumns+jobFrom+` WHERE jobs.job_id = ?`, jobID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Job{}, store.Errorf(store.ENOTFOUND, "job not found: %s", jobID)
 	}
@@ -78,7 +87,7 @@ func (s *Store) JobWithDeliveries(ctx context.Context, jobID string) (store.Job,
 		return store.Job{}, err
 	}
 	defer tx.Rollback()
-	j, row, err := scanJob(tx.QueryRowContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE job_id = ?`, jobID))
+	j, row, err := scanJob(tx.QueryRowContext(ctx, `SELECT `+jobColumns+jobFrom+` WHERE jobs.job_id = ?`, jobID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Job{}, store.Errorf(store.ENOTFOUND, "job not found: %s", jobID)
 	}
@@ -89,7 +98,7 @@ func (s *Store) JobWithDeliveries(ctx context.Context, jobID string) (store.Job,
 		Scan(&j.DeliveriesTotal); err != nil {
 		return store.Job{}, err
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT received_at, attempt, outcome, status, copies
+	rows, err := tx.QueryContext(ctx, `SELECT id, received_at, attempt, outcome, status, copies
 		FROM deliveries WHERE job_row = ? ORDER BY id DESC LIMIT ?`, row, store.MaxDeliveries)
 	if err != nil {
 		return store.Job{}, err
@@ -99,11 +108,10 @@ func (s *Store) JobWithDeliveries(ctx context.Context, jobID string) (store.Job,
 	for rows.Next() {
 		var d store.Delivery
 		var received int64
-		var outcome store.Outcome
-		if err := rows.Scan(&received, &d.Attempt, &outcome, &d.Status, &d.Copies); err != nil {
+		if err := rows.Scan(&d.ID, &received, &d.Attempt, &d.Outcome, &d.Status, &d.Copies); err != nil {
 			return store.Job{}, err
 		}
-		d.ReceivedAt, d.Duplicate = fromNanos(received), outcome.Duplicate()
+		d.ReceivedAt, d.Duplicate = fromNanos(received), d.Outcome.Duplicate()
 		j.Deliveries = append(j.Deliveries, d)
 	}
 	if err := rows.Err(); err != nil {
@@ -210,12 +218,14 @@ func (s *Store) ListJobs(ctx context.Context, f store.Filter) (jobs []store.Job,
 // any of statuses (all when empty). With several statuses each is walked in
 // jobs_status on its own, n at most, and the ids are merged.
 func listQuery(statuses []store.Status, low, before int64, n int) (string, []any) {
+	// id is the job's: forwards has job_row instead.
 	const rng = `id >= ? AND id < ? ORDER BY id DESC LIMIT ?`
 	switch len(statuses) {
 	case 0:
-		return `SELECT ` + jobColumns + ` FROM jobs WHERE ` + rng, []any{low, before, n}
+		return `SELECT ` + jobColumns + jobFrom + ` WHERE ` + rng, []any{low, before, n}
 	case 1:
-		return `SELECT ` + jobColumns + ` FROM jobs INDEXED BY jobs_status WHERE status = ? AND ` + rng,
+		return `SELECT ` + jobColumns + ` FROM jobs INDEXED BY jobs_status LEFT JOIN forwards f ON f.job_row = jobs.id
+			WHERE jobs.status = ? AND ` + rng,
 			[]any{statuses[0], low, before, n}
 	}
 	arms := make([]string, len(statuses))
@@ -224,8 +234,8 @@ func listQuery(statuses []store.Status, low, before int64, n int) (string, []any
 		arms[i] = `SELECT id FROM (SELECT id FROM jobs INDEXED BY jobs_status WHERE status = ? AND ` + rng + `)`
 		args = append(args, st, low, before, n)
 	}
-	return `SELECT ` + jobColumns + ` FROM jobs WHERE id IN (` + strings.Join(arms, ` UNION ALL `) +
-		`) ORDER BY id DESC LIMIT ?`, append(args, n)
+	return `SELECT ` + jobColumns + jobFrom + ` WHERE jobs.id IN (` + strings.Join(arms, ` UNION ALL `) +
+		`) ORDER BY jobs.id DESC LIMIT ?`, append(args, n)
 }
 
 // rowQuerier is what a one-row read needs of *sql.DB and *sql.Tx.
@@ -273,7 +283,7 @@ func (s *Store) Events(ctx context.Context, after int64, limit int) (jobs []stor
 	if after < 0 {
 		return nil, 0, store.Errorf(store.EINVALID, "after must be 0 or more")
 	}
-	rows, err := s.rdb.QueryContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
+	rows, err := s.rdb.QueryContext(ctx, `SELECT `+jobColumns+jobFrom+` WHERE jobs.seq > ? ORDER BY jobs.seq LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, 0, err
 	}

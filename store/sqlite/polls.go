@@ -65,15 +65,23 @@ func (s *Store) RecordPoll(ctx context.Context, jobID string, r store.PollResult
 	var outcome store.Outcome
 	err := s.write(ctx, func(t *txn) error {
 		now := t.now.UnixNano()
+		var said store.Status // what Nouvel said, for the timeline
+		if r.Report != nil {
+			said = r.Report.Status
+		}
 		if end != nil {
 			var err error
-			if outcome, _, err = t.endJob(end, projects, store.SourcePoll); err != nil {
+			var row int64
+			if outcome, row, err = t.endJob(end, projects, store.SourcePoll); err != nil {
 				return err
 			}
 			_, err = t.tx.ExecContext(t.ctx, `UPDATE jobs SET poll_count = poll_count + 1, last_error = ?,
 				poll_ended_at = CASE WHEN ? AND poll_ended_at IS NULL THEN ? ELSE poll_ended_at END
-				WHERE job_id = ?`, r.Err, r.End == "", now, jobID)
-			return err
+				WHERE id = ?`, r.Err, r.End == "", now, row)
+			if err != nil {
+				return err
+			}
+			return t.recordPollRow(row, said, r.Err, outcome == store.OutcomeAccepted)
 		}
 		q := `UPDATE jobs SET poll_count = poll_count + 1, last_error = ?, next_poll_at = ?, updated_at = ?`
 		args := []any{r.Err, r.Next.UnixNano(), now}
@@ -101,8 +109,15 @@ func (s *Store) RecordPoll(ctx context.Context, jobID string, r store.PollResult
 		case r.Failed:
 			q += `, fail_count = fail_count + 1`
 		}
-		_, err := t.tx.ExecContext(t.ctx, q+` WHERE job_id = ? AND terminal = 0`, append(args, jobID)...)
-		return err
+		var row int64
+		err := t.tx.QueryRowContext(t.ctx, q+` WHERE job_id = ? AND terminal = 0 RETURNING id`, append(args, jobID)...).Scan(&row)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil // unknown, or ended meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		return t.recordPollRow(row, said, r.Err, false)
 	})
 	return outcome, err
 }

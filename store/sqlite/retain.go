@@ -11,7 +11,7 @@ import (
 )
 
 // Prune deletes up to batch jobs that ended before cutoff, with their
-// deliveries, in one write, and returns how many jobs it deleted; a caller
+// deliveries, forwards, forward attempts and polls, in one write, and returns how many jobs it deleted; a caller
 // that wants everything past the cutoff gone calls it until that is below
 // batch. It also deletes up to batch signed deliveries that named no usable
 // job and last arrived before cutoff.
@@ -120,8 +120,16 @@ func (t *txn) pruneJobs(before int64, batch int) (int, error) {
 	if err := t.uncount(dels); err != nil {
 		return 0, err
 	}
-	if _, err := t.tx.ExecContext(t.ctx, `DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))`, string(list)); err != nil {
-		return 0, err
+	// The job's forward, its attempts and its polls go with it.
+	for _, table := range []string{"forwards", "forward_attempts", "polls", "jobs"} {
+		column := "job_row"
+		if table == "jobs" {
+			column = "id"
+		}
+		if _, err := t.tx.ExecContext(t.ctx, `DELETE FROM `+table+` WHERE `+column+
+			` IN (SELECT value FROM json_each(?))`, string(list)); err != nil {
+			return 0, err
+		}
 	}
 	return len(ids), nil
 }

@@ -64,6 +64,7 @@ type Store struct {
 	lock    *fileLock // held from Open to Close: one process per file
 	health  health
 	maxBody int
+	forward bool
 }
 
 var _ store.Store = (*Store)(nil)
@@ -125,6 +126,12 @@ func open(ctx context.Context, path string, exists bool, opts Options) (*Store, 
 		wdb.Close()
 		return nil, openProblem(path, err)
 	}
+	// One process has the file: a lease left by the last one is of a
+	// forwarder that is gone, and would only delay its forward.
+	if _, err := wdb.ExecContext(ctx, `UPDATE forwards SET lease_until = NULL WHERE lease_until IS NOT NULL`); err != nil {
+		wdb.Close()
+		return nil, openProblem(path, err)
+	}
 	rdb, err := sql.Open("sqlite", "file:"+path+"?"+common+"&_pragma=query_only(1)")
 	if err != nil {
 		wdb.Close()
@@ -144,7 +151,7 @@ func open(ctx context.Context, path string, exists bool, opts Options) (*Store, 
 	if s.now == nil {
 		s.now = time.Now
 	}
-	s.maxBody = int(opts.MaxBody)
+	s.maxBody, s.forward = int(opts.MaxBody), opts.Forward
 	if s.maxBody <= 0 {
 		s.maxBody = 1 << 20
 	}

@@ -15,8 +15,8 @@ type parkedStore struct{ *Store }
 func (p parkedStore) Waiting() int64 { return p.changes.parked.Load() }
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store {
-		s, err := Open(context.Background(), filepath.Join(t.TempDir(), "nh.db"), Options{})
+	storetest.Run(t, func(t *testing.T, o storetest.Options) store.Store {
+		s, err := Open(context.Background(), filepath.Join(t.TempDir(), "nh.db"), Options{Forward: o.Forward})
 		if err != nil {
 			t.Fatalf("Open: %v", err)
 		}

@@ -31,7 +31,9 @@ type txn struct {
 	// ended is set by an op that made some job terminal, so waiters on the
 	// change feed are woken after the commit.
 	ended bool
-	bound map[*sql.Stmt]*sql.Stmt
+	// forward is Options.Forward: a job's end queues its forward.
+	forward bool
+	bound   map[*sql.Stmt]*sql.Stmt
 	// w holds counter changes and the seq, written by flushCounters.
 	w writeState
 	// delivered is the largest delivery body, in bytes, that an op of this
@@ -134,7 +136,7 @@ var errCommit = errors.New("commit")
 // write it was.
 func (s *Store) runTx(batch []*op) (*txn, error) {
 	ctx := context.Background() // queued writes finish even if callers go away
-	t := &txn{ctx: ctx, stmts: s.stmts, now: s.now().UTC(), bound: map[*sql.Stmt]*sql.Stmt{}}
+	t := &txn{ctx: ctx, stmts: s.stmts, now: s.now().UTC(), forward: s.forward, bound: map[*sql.Stmt]*sql.Stmt{}}
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return t, fmt.Errorf("%w: begin: %w", errCommit, err)

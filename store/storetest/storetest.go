@@ -26,38 +26,62 @@ type Waiting interface {
 	Waiting() int64
 }
 
+// Options say how the suite wants a store opened for one subtest.
+type Options struct {
+	// Forward opens it with forwarding on (the backend's Options.Forward):
+	// the transaction that ends a job queues its forward.
+	Forward bool
+}
+
 // Run runs every test of the suite as a subtest of t. open returns a new,
-// empty store for one subtest; the suite closes it at the end of the
-// subtest (Close must be safe to call twice, if open also registers it).
-func Run(t *testing.T, open func(t *testing.T) store.Store) {
+// empty store for one subtest, opened as o says; the suite closes it at the
+// end of the subtest (Close must be safe to call twice, if open also
+// registers it).
+func Run(t *testing.T, open func(t *testing.T, o Options) store.Store) {
+	on := Options{Forward: true}
 	for _, tt := range []struct {
 		name string
+		opts Options
 		fn   func(t *testing.T, s store.Store)
 	}{
-		{"FirstTerminalReportWins", testFirstTerminalReportWins},
-		{"InvalidDeliveryKeptButNoJob", testInvalidDeliveryKeptButNoJob},
-		{"IdenticalReplayStoredOnce", testIdenticalReplayStoredOnce},
-		{"JobWithDeliveriesListsTheLast100", testJobWithDeliveriesListsTheLast100},
-		{"TrackThenWebhookEndsTrackedJob", testTrackThenWebhookEndsTrackedJob},
-		{"JobNotFound", testJobNotFound},
-		{"ListJobsPagesNewestFirst", testListJobsPagesNewestFirst},
-		{"ListJobsFiltersMatchAScan", testListJobsFiltersMatchAScan},
-		{"EventsOrderedAndWaitWakes", testEventsOrderedAndWaitWakes},
-		{"ConcurrentDeliveriesAllStoredWithContiguousSeq", testConcurrentDeliveriesAllStored},
-		{"WaitEventsAndWaitFeedWake", testWaitEventsAndWaitFeedWake},
-		{"WaitEventsExactlyOnceInOrder", testWaitEventsExactlyOnceInOrder},
-		{"WaitJobAnswersAtContextEnd", testWaitJobAnswersAtContextEnd},
-		{"SchedulePersistsThroughPolls", testSchedulePersistsThroughPolls},
-		{"StalePollDoesNotReopenAnEndedJob", testStalePollDoesNotReopenAnEndedJob},
-		{"PollEndsAJobOnce", testPollEndsAJobOnce},
-		{"ExpireAndMissedWebhooks", testExpireAndMissedWebhooks},
-		{"StatsCounts", testStatsCounts},
-		{"PruneNeverReusesSeq", testPruneNeverReusesSeq},
-		{"InvalidInput", testInvalidInput},
-		{"CloseRefusesWrites", testCloseRefusesWrites},
+		{"FirstTerminalReportWins", Options{}, testFirstTerminalReportWins},
+		{"InvalidDeliveryKeptButNoJob", Options{}, testInvalidDeliveryKeptButNoJob},
+		{"IdenticalReplayStoredOnce", Options{}, testIdenticalReplayStoredOnce},
+		{"JobWithDeliveriesListsTheLast100", Options{}, testJobWithDeliveriesListsTheLast100},
+		{"TrackThenWebhookEndsTrackedJob", Options{}, testTrackThenWebhookEndsTrackedJob},
+		{"JobNotFound", Options{}, testJobNotFound},
+		{"ListJobsPagesNewestFirst", Options{}, testListJobsPagesNewestFirst},
+		{"ListJobsFiltersMatchAScan", Options{}, testListJobsFiltersMatchAScan},
+		{"EventsOrderedAndWaitWakes", Options{}, testEventsOrderedAndWaitWakes},
+		{"ConcurrentDeliveriesAllStoredWithContiguousSeq", Options{}, testConcurrentDeliveriesAllStored},
+		{"WaitEventsAndWaitFeedWake", Options{}, testWaitEventsAndWaitFeedWake},
+		{"WaitEventsExactlyOnceInOrder", Options{}, testWaitEventsExactlyOnceInOrder},
+		{"WaitJobAnswersAtContextEnd", Options{}, testWaitJobAnswersAtContextEnd},
+		{"SchedulePersistsThroughPolls", Options{}, testSchedulePersistsThroughPolls},
+		{"StalePollDoesNotReopenAnEndedJob", Options{}, testStalePollDoesNotReopenAnEndedJob},
+		{"PollEndsAJobOnce", Options{}, testPollEndsAJobOnce},
+		{"ExpireAndMissedWebhooks", Options{}, testExpireAndMissedWebhooks},
+		{"StatsCounts", Options{}, testStatsCounts},
+		{"PruneNeverReusesSeq", Options{}, testPruneNeverReusesSeq},
+		{"InvalidInput", Options{}, testInvalidInput},
+		{"CloseRefusesWrites", Options{}, testCloseRefusesWrites},
+		{"ForwardQueuedOnceWhenAJobEnds", on, testForwardQueuedOnceWhenAJobEnds},
+		{"ForwardOffQueuesOnlyOnReplayOrRetry", Options{}, testForwardOffQueuesOnlyOnReplayOrRetry},
+		{"ForwardClaimLeaseAndToken", on, testForwardClaimLeaseAndToken},
+		{"ForwardResultsAndAttempts", on, testForwardResultsAndAttempts},
+		{"ForwardPauseAndResume", on, testForwardPauseAndResume},
+		{"ForwardOrderedClaims", on, testForwardOrderedClaims},
+		{"ForwardRetryAllOrNothing", on, testForwardRetryAllOrNothing},
+		{"ForwardReplay", on, testForwardReplay},
+		{"ForwardStats", on, testForwardStats},
+		{"ForwardListPages", on, testForwardListPages},
+		{"ForwardShownInEveryJobRead", on, testForwardShownInEveryJobRead},
+		{"TimelinePolls", on, testTimelinePolls},
+		{"TimelineDeliveries", on, testTimelineDeliveries},
+		{"PruneRemovesForwardsAndTimeline", on, testPruneRemovesForwardsAndTimeline},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			s := open(t)
+			s := open(t, tt.opts)
 			t.Cleanup(func() { s.Close() })
 			tt.fn(t, s)
 		})
