@@ -17,8 +17,9 @@ import (
 // Forwarder is what the admin API needs of the loop that forwards ended
 // jobs to the app.
 type Forwarder interface {
-	// Ready is nil while forwarding runs, or says why it is paused (the
-	// app answered 410 Gone), never including a secret.
+	// Ready is nil while forwarding runs, or says that it is paused and
+	// why (the app answered 410 Gone), as a reason /readyz shows as it is,
+	// never including a secret.
 	Ready() error
 	// Kick wakes the forwarder now, so that forwards the admin API has just
 	// queued go out without waiting for its timer.

@@ -47,7 +47,7 @@ func (f *storeForwarder) Ready() error {
 		return err
 	}
 	if s.Paused {
-		return errors.New("paused: " + s.PauseReason)
+		return errors.New("forwarding is paused: " + s.PauseReason)
 	}
 	return nil
 }
@@ -409,7 +409,7 @@ func TestForwardPauseShowsOnAdminReadyzAndResumeEndsIt(t *testing.T) {
 
 	var ready map[string]any
 	a.json(http.MethodGet, "/readyz", nil, http.StatusServiceUnavailable, &ready)
-	if ready["ready"] != false || ready["reason"] != "forwarding: paused: "+reason {
+	if ready["ready"] != false || ready["reason"] != "forwarding is paused: "+reason {
 		t.Errorf("admin readyz while paused: got %v, want not ready with the pause's reason", ready)
 	}
 	resp, err := http.Get(public + "/readyz")

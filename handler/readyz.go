@@ -73,7 +73,7 @@ func handleReadyz(d Deps) echo.HandlerFunc {
 		}
 		if reason == "" && d.Forwarder != nil {
 			if err := d.Forwarder.Ready(); err != nil {
-				reason = "forwarding: " + err.Error()
+				reason = err.Error() // it says it is about forwarding
 			}
 		}
 		if reason != "" {
