@@ -189,7 +189,7 @@ export class JobPage {
       .filter(Boolean).join(' · ');
     const e = entry(d.receivedAt, 'delivery' + (verdict === 'conflict' ? ' bad' : ''),
       `Webhook: ${label(d.status)}, ${verdict}`, extra);
-    if (d.id !== undefined) e.el.append(btn, pre);
+    if (d.id > 0) e.el.append(btn, pre); // 0: a server that names no deliveries
     return e;
   }
 
