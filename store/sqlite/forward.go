@@ -232,9 +232,10 @@ func (s *Store) NextForwardAt(ctx context.Context) (time.Time, bool, error) {
 	err := s.rdb.QueryRowContext(ctx, `SELECT
 		EXISTS (SELECT 1 FROM meta WHERE key = ?),
 		(SELECT MIN(t) FROM (
-			SELECT MIN(next_attempt_at) AS t FROM forwards WHERE state = 'pending' AND lease_until IS NULL
+			SELECT MIN(next_attempt_at) AS t FROM forwards INDEXED BY forwards_next
+				WHERE state = 'pending' AND lease_until IS NULL
 			UNION ALL
-			SELECT MIN(MAX(next_attempt_at, lease_until)) FROM forwards
+			SELECT MIN(MAX(next_attempt_at, lease_until)) FROM forwards INDEXED BY forwards_leased
 				WHERE lease_until IS NOT NULL AND state = 'pending'))`, pauseKey).Scan(&paused, &next)
 	if err != nil || paused || !next.Valid {
 		return time.Time{}, false, err
