@@ -15,12 +15,7 @@ import (
 
 func openForwarding(t testing.TB, path string) *sqlite.Store {
 	t.Helper()
-	s, err := sqlite.Open(context.Background(), path, sqlite.Options{Forward: true})
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return openWith(t, path, sqlite.Options{Forward: true})
 }
 
 // One process has the file, so a lease found at Open is a dead process's:
