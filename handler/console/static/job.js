@@ -169,7 +169,10 @@ export class JobPage {
     items.sort((a, b) => a.at - b.at); // stable: ties keep the order above
     const note = tl.polls === null
       ? h('li', { class: 'note' }, 'This server does not keep polls and forward attempts for the timeline.') : null;
+    // Keep the focus on a raw body's button through a redraw.
+    const focused = document.activeElement?.getAttribute?.('aria-controls');
     fill(this.$('timeline'), items.map((i) => i.el), note);
+    if (focused) this.root.querySelector(`button[aria-controls="${focused}"]`)?.focus();
   }
 
   delivery(d) {

@@ -93,16 +93,19 @@ export class Log {
     return li;
   }
 
-  /** ended takes a job from the change feed: it goes to the top of the list if the filter shows it. */
+  /** ended takes a job from the change feed into the list, if the filter shows it. */
   ended(j) {
     if (!this.loaded) return;
     if (this.filter.size && !this.filter.has(j.status)) {
       this.rows.get(j.jobId)?.remove();
       this.rows.delete(j.jobId);
     } else {
+      // A job the list has stays in its place (the list is in the order
+      // jobs came into the log); a new one is the newest.
+      const known = this.rows.has(j.jobId);
       const li = this.row(j);
       li.classList.add('fresh');
-      $('jobs').prepend(li);
+      if (!known) $('jobs').prepend(li);
       setTimeout(() => li.classList.remove('fresh'), 3000);
     }
     this.tidy();
