@@ -3,12 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,8 +25,9 @@ import (
 	"github.com/nouvelhook/nouvelhook/store"
 )
 
-// The demo's settings: a stand-in Nouvel that drops some webhooks, and the
-// service polling it as fast as the configuration allows.
+// The demo's settings: a stand-in Nouvel that drops some webhooks, the
+// service polling it as fast as the configuration allows, and forwarding to
+// a stand-in app on a short schedule, so its retries show within the demo.
 const (
 	demoJobs     = 6
 	demoDropRate = 0.4
@@ -28,14 +35,22 @@ const (
 	demoKey      = "nvl_demo_key"
 	demoPublic   = "https://nouvelhook.demo.example"
 	demoTimeout  = 2 * time.Minute
+	demoAppPath  = "/webhooks/nouvel"
 )
+
+// demoSchedule is the demo's NOUVELHOOK_FORWARD_SCHEDULE: the first retry
+// comes about a second after the app's 500.
+var demoSchedule = []time.Duration{time.Second, 2 * time.Second, 5 * time.Second}
 
 // runDemo runs the whole product against a built-in stand-in for Nouvel:
 // it submits a few jobs through the admin API, the stand-in drops some of
 // their webhooks, and each job is printed as it ends, with what caught it.
+// Each ended job is forwarded to a stand-in app that fails the first
+// attempt, and each attempt and retry is printed as the app sees it.
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("demo", "demo\n\nRuns nouvelhook on a temporary database against a built-in stand-in for Nouvel\n"+
-		"that drops some webhooks, submits a few jobs, and shows each one ending and\nwhether the webhook or the poller caught it. Needs no account and no flags.", stderr)
+		"that drops some webhooks, submits a few jobs, and shows each one ending and\nwhether the webhook or the poller caught it, then forwarded to a local app\n"+
+		"that fails each first attempt, and retried. Needs no account and no flags.", stderr)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -49,6 +64,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer os.RemoveAll(dir)
 
+	out := &lockedWriter{w: stdout} // the app prints as the feed does
+	app, err := startDemoApp(demoSecret, out)
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+
 	var public atomic.Pointer[string] // set once the service listens, read by the stand-in
 	nouvel := nouveltest.New(nouveltest.Options{
 		APIKey: demoKey, WebhookSecret: demoSecret, DropRate: demoDropRate, Seed: time.Now().UnixNano(),
@@ -61,6 +83,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg.Listen, cfg.AdminListen, cfg.PublicURL = "127.0.0.1:0", "127.0.0.1:0", demoPublic
 	cfg.DBPath = dir + "/nouvelhook.db"
 	cfg.PollBudget, cfg.PollInterval, cfg.MissedGrace = 60, time.Second, 3*time.Second
+	cfg.ForwardURL, cfg.ForwardSchedule, cfg.ForwardTimeout = app.URL, demoSchedule, 5*time.Second
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -83,9 +106,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("demo service did not start: %w", err)
 	}
 
-	fmt.Fprintf(stdout, "nouvelhook demo: a stand-in Nouvel that drops %d%% of webhooks, and nouvelhook in front of it.\n", int(demoDropRate*100))
-	fmt.Fprintf(stdout, "  webhooks: %s    admin API: %s\n\n", *public.Load(), adminURL)
-	d := &demo{admin: adminURL, nouvel: nouvel, out: stdout}
+	fmt.Fprintf(out, "nouvelhook demo: a stand-in Nouvel that drops %d%% of webhooks, and nouvelhook in front of it.\n", int(demoDropRate*100))
+	fmt.Fprintf(out, "  webhooks: %s    admin API: %s\n", *public.Load(), adminURL)
+	fmt.Fprintf(out, "  forwards to your app: %s (a stand-in that fails each job's first attempt with 500)\n\n", app.URL)
+	d := &demo{admin: adminURL, nouvel: nouvel, app: app, out: out}
 	err = d.run(ctx)
 	cancel()
 	if serr := <-done; err == nil && serr != nil && ctx.Err() == nil {
@@ -97,6 +121,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 type demo struct {
 	admin  string
 	nouvel *nouveltest.Server
+	app    *demoApp
 	out    io.Writer
 }
 
@@ -138,7 +163,35 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	fmt.Fprintf(d.out, "\nAll %d jobs ended once each: %d by webhook, %d by the poller. Nothing lost.\n",
 		demoJobs, byWebhook, byPoller)
-	fmt.Fprintln(d.out, "In production, point webhookUrl at nouvelhook serve and set NOUVEL_API_KEY so the poller runs.")
+	select {
+	case <-d.app.allAccepted:
+	case <-ctx.Done():
+		return fmt.Errorf("demo did not finish within %s", demoTimeout)
+	}
+	// The app's 200 comes before nouvelhook records it: wait for the queue.
+	var delivered int
+	for delivered < demoJobs {
+		var stats struct {
+			Forwards *store.ForwardStats `json:"forwards"`
+		}
+		if err := d.get(ctx, "/v1/stats", &stats); err != nil {
+			return err
+		}
+		if stats.Forwards != nil {
+			delivered = stats.Forwards.ByState[store.ForwardDelivered]
+		}
+		if delivered < demoJobs {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("demo did not finish within %s", demoTimeout)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	fmt.Fprintf(d.out, "\nAll %d jobs forwarded to the app: %d attempts failed and were retried, %d accepted (GET /v1/stats: %d delivered).\n",
+		demoJobs, d.app.failed(), demoJobs, delivered)
+	fmt.Fprintln(d.out, "In production, point webhookUrl at nouvelhook serve, set NOUVEL_API_KEY so the poller runs,")
+	fmt.Fprintln(d.out, "and NOUVELHOOK_FORWARD_URL to your app's webhook handler.")
 	return nil
 }
 
@@ -173,3 +226,104 @@ func (d *demo) do(ctx context.Context, method, path, body string, v any) error {
 	}
 	return json.Unmarshal(b, v)
 }
+
+// lockedWriter lets the feed and the stand-in app print whole lines to one
+// writer.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// demoApp stands in for the user's app: a loopback HTTP server that checks
+// each forward's X-Nouvel-Signature as a handler written from Nouvel's docs
+// would, fails every job's first attempt with 500, accepts the next, and
+// prints each attempt.
+type demoApp struct {
+	URL string
+	srv *http.Server
+	out io.Writer
+	key []byte
+
+	mu          sync.Mutex
+	tries       map[string]int
+	accepted    map[string]bool
+	fails       int
+	allAccepted chan struct{} // closed once demoJobs jobs were accepted
+}
+
+func startDemoApp(secret string, out io.Writer) (*demoApp, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("demo app: %w", err)
+	}
+	a := &demoApp{
+		URL: "http://" + ln.Addr().String() + demoAppPath, out: out, key: []byte(secret),
+		tries: map[string]int{}, accepted: map[string]bool{}, allAccepted: make(chan struct{}),
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+demoAppPath, a.receive)
+	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			fmt.Fprintf(out, "demo app: %v\n", err)
+		}
+	}()
+	return a, nil
+}
+
+func (a *demoApp) receive(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		return
+	}
+	m := hmac.New(sha256.New, a.key)
+	m.Write(body)
+	var ev struct {
+		Event  string `json:"event"`
+		JobID  string `json:"jobId"`
+		Status string `json:"status"`
+	}
+	if !hmac.Equal([]byte(r.Header.Get("X-Nouvel-Signature")), []byte(hex.EncodeToString(m.Sum(nil)))) ||
+		json.Unmarshal(body, &ev) != nil {
+		fmt.Fprintln(a.out, "  app:  a forward with a bad signature: 401")
+		http.Error(w, `{"error":"invalid signature"}`, http.StatusUnauthorized)
+		return
+	}
+	a.mu.Lock()
+	a.tries[ev.JobID]++
+	try := a.tries[ev.JobID]
+	if try == 1 {
+		a.fails++
+	} else if !a.accepted[ev.JobID] {
+		a.accepted[ev.JobID] = true
+		if len(a.accepted) == demoJobs {
+			close(a.allAccepted)
+		}
+	}
+	a.mu.Unlock()
+	at := time.Now().Local().Format("15:04:05")
+	if try == 1 {
+		fmt.Fprintf(a.out, "  %-8s  %-36s  → app: %s (%s), attempt %d: 500, failing on purpose; nouvelhook retries\n", at, ev.JobID, ev.Event, ev.Status, try)
+		http.Error(w, `{"error":"not ready"}`, http.StatusInternalServerError)
+		return
+	}
+	fmt.Fprintf(a.out, "  %-8s  %-36s  → app: %s (%s), attempt %d: 200, signature checked, accepted\n", at, ev.JobID, ev.Event, ev.Status, try)
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"received":true}`)
+}
+
+// failed counts the attempts the app failed on purpose.
+func (a *demoApp) failed() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.fails
+}
+
+// Close stops the app at once.
+func (a *demoApp) Close() error { return a.srv.Close() }

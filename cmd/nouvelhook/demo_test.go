@@ -9,6 +9,9 @@ import (
 	"testing"
 )
 
+// The demo runs end to end: six jobs, each ending once and caught by the
+// webhook or the poller, each forwarded to the stand-in app, which fails
+// the first attempt, and retried until the app accepts it.
 func TestDemoShowsEveryJobEndingOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the demo's real-time schedule (about 20 s); skipped with -short")
@@ -36,8 +39,18 @@ func TestDemoShowsEveryJobEndingOnce(t *testing.T) {
 		t.Fatalf("got %d submitted jobs, want 6:\n%s", len(ids), out)
 	}
 	for _, id := range ids {
-		if n := strings.Count(out, id[1]); n != 2 {
-			t.Errorf("job %s appears %d times, want twice (submitted, ended)", id[1], n)
+		if n := strings.Count(out, id[1]); n != 4 {
+			t.Errorf("job %s appears %d times, want 4 (submitted, ended, its forward failed, retried)", id[1], n)
 		}
+		attempt := func(n int, answer string) *regexp.Regexp {
+			return regexp.MustCompile(`(?m)^  \d\d:\d\d:\d\d  ` + regexp.QuoteMeta(id[1]) +
+				` +→ app: job\.completed \(\w+\), attempt ` + strconv.Itoa(n) + `: ` + answer)
+		}
+		if !attempt(1, "500").MatchString(out) || !attempt(2, "200, signature checked, accepted").MatchString(out) {
+			t.Errorf("job %s: want its forward's attempt 1 answered 500 and attempt 2 accepted:\n%s", id[1], out)
+		}
+	}
+	if !strings.Contains(out, "All 6 jobs forwarded to the app: 6 attempts failed and were retried, 6 accepted (GET /v1/stats: 6 delivered).") {
+		t.Errorf("no forwarding summary, or not every forward retried once and delivered:\n%s", out)
 	}
 }

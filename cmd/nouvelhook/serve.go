@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/nouvelhook/nouvelhook/config"
+	"github.com/nouvelhook/nouvelhook/forward"
 	"github.com/nouvelhook/nouvelhook/handler"
 	"github.com/nouvelhook/nouvelhook/reconcile"
 	"github.com/nouvelhook/nouvelhook/store"
@@ -39,9 +40,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 }
 
 // serve runs the service until ctx ends, then shuts down in order: stop
-// taking requests and finish those in flight, stop the reconciler, then
-// close the store. ready, when not nil, is told the base URLs of the public
-// and admin listeners once both listen.
+// taking requests and finish those in flight, stop the reconciler and the
+// forwarder, then close the store. ready, when not nil, is told the base
+// URLs of the public and admin listeners once both listen.
 func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, ready func(public, admin string)) error {
 	st, err := openStore(ctx, cfg, log.With().Str("component", "store").Logger())
 	if err != nil {
@@ -71,6 +72,20 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, ready fun
 	} else {
 		log.Warn().Msg("NOUVEL_API_KEY is not set: the reconciler is off, and jobs whose webhook is lost stay unknown")
 		reconcile.RegisterIdleMetrics(deps.Metrics.Registry) // at 0, so alert rules find them
+	}
+	if cfg.ForwardURL != "" {
+		fwd, err := forward.New(forward.Options{
+			Store: st, URL: cfg.ForwardURL, NouvelSecret: cfg.WebhookSecrets[0], Key: cfg.ForwardKey,
+			Schedule: cfg.ForwardSchedule, Timeout: cfg.ForwardTimeout, Concurrency: cfg.ForwardConcurrency,
+			Ordered: cfg.ForwardOrdered, Logger: log,
+			Registerer: deps.Metrics.Registry, Version: version,
+		})
+		if err != nil {
+			return err // the settings were validated: this is a defect, said in one line
+		}
+		fwd.Start()
+		defer fwd.Close() // runs before the store closes: an attempt in flight ends first
+		deps.Forwarder = fwd
 	}
 	if cfg.Retain > 0 {
 		ret := newRetainer(st, cfg.Retain, nil, log)
@@ -138,17 +153,19 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, ready fun
 }
 
 // openStore opens the backend NOUVELHOOK_DB names: Postgres for a
-// postgres:// URL, else the SQLite file. Its errors name the variable; the
-// backends name the path, or the URL with its password masked.
+// postgres:// URL, else the SQLite file, queueing each job's forward as it
+// ends when NOUVELHOOK_FORWARD_URL is set. Its errors name the variable;
+// the backends name the path, or the URL with its password masked.
 func openStore(ctx context.Context, cfg config.Config, log zerolog.Logger) (store.Store, error) {
+	forwarding := cfg.ForwardURL != ""
 	if cfg.DBBackend() == config.BackendPostgres {
-		st, err := postgres.Open(ctx, cfg.DBPath, postgres.Options{Logger: log})
+		st, err := postgres.Open(ctx, cfg.DBPath, postgres.Options{Logger: log, Forward: forwarding})
 		if err != nil {
 			return nil, fmt.Errorf("NOUVELHOOK_DB: %w", err)
 		}
 		return st, nil
 	}
-	st, err := sqlite.Open(ctx, cfg.DBPath, sqlite.Options{Logger: log, MaxBody: cfg.MaxBody})
+	st, err := sqlite.Open(ctx, cfg.DBPath, sqlite.Options{Logger: log, MaxBody: cfg.MaxBody, Forward: forwarding})
 	if err != nil {
 		return nil, fmt.Errorf("NOUVELHOOK_DB: %w", err)
 	}
