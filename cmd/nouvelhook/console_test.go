@@ -57,13 +57,13 @@ func consoleTools(t *testing.T) (node, chromium, dir string) {
 	return node, chromium, dir
 }
 
-// forwardApp stands in for the app forwards go to: it answers 503 to the
-// first failFirst[jobId] forwards of a job and 200 to the rest, and keeps
-// what it answered.
+// forwardApp stands in for the app forwards go to: it answers a job's
+// forwards with the statuses refuse[jobId] lists, in turn, then 200, and
+// keeps what it answered.
 type forwardApp struct {
-	mu        sync.Mutex
-	failFirst map[string]int
-	answered  map[string][]int
+	mu       sync.Mutex
+	refuse   map[string][]int
+	answered map[string][]int
 }
 
 func (a *forwardApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -76,8 +76,8 @@ func (a *forwardApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	a.mu.Lock()
 	status := http.StatusOK
-	if len(a.answered[body.JobID]) < a.failFirst[body.JobID] {
-		status = http.StatusServiceUnavailable
+	if n := len(a.answered[body.JobID]); n < len(a.refuse[body.JobID]) {
+		status = a.refuse[body.JobID][n]
 	}
 	a.answered[body.JobID] = append(a.answered[body.JobID], status)
 	a.mu.Unlock()
@@ -137,8 +137,10 @@ func TestConsole(t *testing.T) {
 	defer videos.Close()
 	videoURL := videos.URL + "/clip.webm"
 
-	const forwardJob, forwardJobPage = "fwd-queue-retry", "fwd-page-retry"
-	app := &forwardApp{failFirst: map[string]int{forwardJob: 2, forwardJobPage: 2}, answered: map[string][]int{}}
+	const forwardJob, forwardJobPage, goneJob = "fwd-queue-retry", "fwd-page-retry", "fwd-gone"
+	app := &forwardApp{answered: map[string][]int{}, refuse: map[string][]int{
+		forwardJob: {503, 503}, forwardJobPage: {503, 503}, goneJob: {410},
+	}}
 	appSrv := httptest.NewServer(app)
 	defer appSrv.Close()
 
@@ -200,6 +202,7 @@ func TestConsole(t *testing.T) {
 		"VIDEO_BODY="+string(videoBody),
 		"FORWARD_JOB="+forwardJob,
 		"FORWARD_JOB_PAGE="+forwardJobPage,
+		"GONE_JOB="+goneJob,
 		"TOKEN_CONSOLE_URL="+guarded.admin,
 		"ADMIN_TOKEN="+token,
 	)
@@ -222,7 +225,7 @@ func TestConsole(t *testing.T) {
 	t.Run("filter_search", func(t *testing.T) { browse(t, "filter_search") })
 	t.Run("video", func(t *testing.T) { browse(t, "video") })
 	t.Run("token", func(t *testing.T) { browse(t, "token") })
-	t.Run("forward_retry", func(t *testing.T) {
+	forwarding := func(t *testing.T) {
 		var stats struct {
 			Forwards json.RawMessage `json:"forwards"`
 		}
@@ -230,12 +233,24 @@ func TestConsole(t *testing.T) {
 		if len(stats.Forwards) == 0 || string(stats.Forwards) == "null" {
 			t.Skip("serve does not forward yet: /v1/stats has no forwards")
 		}
+	}
+	t.Run("forward_retry", func(t *testing.T) {
+		forwarding(t)
 		browse(t, "forward_retry")
 		for _, id := range []string{forwardJob, forwardJobPage} {
 			want := []int{503, 503, 200}
 			if got := app.statuses(id); !slices.Equal(got, want) {
 				t.Errorf("the app answered %s's forwards %v; want %v (two failures, then the retry)", id, got, want)
 			}
+		}
+	})
+	// Last: a 410 pauses all forwarding until Resume.
+	t.Run("pause_resume", func(t *testing.T) {
+		forwarding(t)
+		postSigned(t, svc.public, consoleEvent(goneJob, "completed", "Gone ad", videoURL))
+		browse(t, "pause_resume")
+		if got, want := app.statuses(goneJob), []int{410, 200}; !slices.Equal(got, want) {
+			t.Errorf("the app answered %s's forwards %v; want %v (410, then the one after Resume)", goneJob, got, want)
 		}
 	})
 }

@@ -13,6 +13,7 @@
 //   PENDING_JOB        a job the reconciler is polling
 //   FORWARD_JOB        a job whose forward failed (queue's Retry)
 //   FORWARD_JOB_PAGE   another (the job page's Retry forward)
+//   GONE_JOB           a job whose forward the app answered 410 (pause_resume)
 //   TOKEN_CONSOLE_URL  admin listener of a service with ADMIN_TOKEN
 //   SCREENSHOTS        folder for screenshots
 //   CHROMIUM           the browser (default /usr/bin/chromium)
@@ -242,6 +243,21 @@ const cases = {
     await page.waitForFunction(() => document.querySelector('#job-forward .chip')?.textContent === 'delivered', null, { timeout: 30000 });
     await page.waitForFunction(() => [...document.querySelectorAll('#timeline .what')].some((p) => /^Forward attempt \d+: HTTP 200, delivered/.test(p.textContent)),
       null, wait);
+    noProblems(page);
+  },
+
+  // The app's 410 pauses forwarding: the console says why, and Resume
+  // sends the paused forward again.
+  async pause_resume(browser) {
+    const page = await open(browser, env.CONSOLE_URL + '/');
+    await page.waitForSelector('#forward-state .paused', { timeout: 30000 });
+    const reason = await page.textContent('#forward-state .paused p');
+    check(/410/.test(reason), 'pause reason does not name the 410: ' + reason);
+    await page.waitForSelector(`#forwards li[data-job-id="${env.GONE_JOB}"][data-state="paused"]`, wait);
+    await page.click('#forward-state .paused button');
+    await page.waitForSelector('#forward-state .paused', { state: 'detached', timeout: 30000 });
+    await page.click(`#forwards a[href="/jobs/${env.GONE_JOB}"]`);
+    await page.waitForFunction(() => document.querySelector('#job-forward .chip')?.textContent === 'delivered', null, { timeout: 30000 });
     noProblems(page);
   },
 

@@ -148,8 +148,12 @@ export class JobPage {
     const polls = tl.polls || [];
     const firstDelivery = deliveries[0]?.receivedAt;
     const byWebhook = firstDelivery && polls.length === 0 && Math.abs(new Date(firstDelivery) - new Date(j.createdAt)) < 1000;
-    items.push(entry(j.createdAt, 'created', byWebhook ? 'Created by its first webhook' : 'Tracked',
-      byWebhook ? null : 'The reconciler polls it until it ends.'));
+    // First whatever its time: a job made by a webhook is created a moment
+    // after the delivery is received.
+    const created = entry(j.createdAt, 'created', byWebhook ? 'Created by its first webhook' : 'Tracked',
+      byWebhook ? null : 'The reconciler polls it until it ends.');
+    created.at = -Infinity;
+    items.push(created);
     for (const p of polls) {
       const what = p.ended ? 'Poll ended the job: ' + label(p.status)
         : p.status ? 'Poll: ' + label(p.status) : 'Poll: no usable answer';
