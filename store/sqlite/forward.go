@@ -21,6 +21,9 @@ import (
 // forwarder of this process that gave up on an attempt, and Open clears
 // them all.
 
+// forwardCounter names the counter of forwards in state st.
+func forwardCounter(st store.ForwardState) string { return "forward:" + string(st) }
+
 // pauseKey is the meta row that holds the pause's reason while forwarding
 // is paused.
 const pauseKey = "forward_pause"
@@ -57,7 +60,12 @@ func (t *txn) enqueueForward(row, seq, now int64) error {
 	if !t.forward {
 		return nil
 	}
-	_, err := t.stmt(t.stmts.enqueueForward).ExecContext(t.ctx, row, seq, now, now)
+	res, err := t.stmt(t.stmts.enqueueForward).ExecContext(t.ctx, row, seq, now, now)
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	t.count(forwardCounter(store.ForwardPending), n)
 	return err
 }
 
@@ -87,8 +95,14 @@ func (t *txn) resume(now time.Time) error {
 	if _, err := t.tx.ExecContext(t.ctx, `DELETE FROM meta WHERE key = ?`, pauseKey); err != nil {
 		return err
 	}
-	_, err := t.tx.ExecContext(t.ctx, `UPDATE forwards SET state = 'pending', next_attempt_at = ?
+	res, err := t.tx.ExecContext(t.ctx, `UPDATE forwards SET state = 'pending', next_attempt_at = ?
 		WHERE state = 'paused'`, now.UnixNano())
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	t.count(forwardCounter(store.ForwardPaused), -n)
+	t.count(forwardCounter(store.ForwardPending), n)
 	return err
 }
 
@@ -137,40 +151,77 @@ func (s *Store) ClaimForwards(ctx context.Context, now time.Time, n int, lease t
 	return claims, nil
 }
 
+// claimWalk is how many pending forwards a claim looks at in seq order
+// before it looks for the due ones through forwards_next instead, and
+// claimScan how many of those, the longest overdue, it picks from.
+const (
+	claimWalk = 64
+	claimScan = 1024
+)
+
 // dueForwards returns the rows of up to n forwards due at at, lowest seq
 // first. ordered looks only at the pending forward with the lowest seq,
 // which holds all after it while leased or not yet due.
+//
+// A claim first walks the pending forwards in seq order: in a backlog that
+// is due, the first n are the answer. When the lowest seqs are waiting out
+// a retry (the app is down, say), that walk would cross every one of them
+// on each claim, so after claimWalk it reads the due ones instead, through
+// forwards_next and forwards_leased, and keeps the n lowest seqs. So that a
+// claim holds the writer for a bounded time however many are due, it reads
+// at most the claimScan longest overdue: with more due than that, it takes
+// the lowest seqs of those, and none waits for ever.
 func (t *txn) dueForwards(at int64, n int, ordered bool) ([]int64, error) {
+	limit := max(claimWalk, n)
 	if ordered {
-		var row, next int64
-		var lease sql.NullInt64
-		err := t.tx.QueryRowContext(t.ctx, `SELECT job_row, next_attempt_at, lease_until
-			FROM forwards INDEXED BY forwards_state WHERE state = 'pending' ORDER BY seq LIMIT 1`).
-			Scan(&row, &next, &lease)
-		if errors.Is(err, sql.ErrNoRows) || (err == nil && (next > at || (lease.Valid && lease.Int64 > at))) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		return []int64{row}, nil
+		limit = 1
 	}
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT job_row FROM forwards INDEXED BY forwards_state
-		WHERE state = 'pending' AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?)
-		ORDER BY seq LIMIT ?`, at, at, n)
+	rows, err := t.tx.QueryContext(t.ctx, `SELECT job_row, next_attempt_at, lease_until
+		FROM forwards INDEXED BY forwards_state WHERE state = 'pending' ORDER BY seq LIMIT ?`, limit)
 	if err != nil {
 		return nil, err
 	}
-	var out []int64
+	var due []int64
+	walked := 0
+	for rows.Next() {
+		var row, next int64
+		var lease sql.NullInt64
+		if err := rows.Scan(&row, &next, &lease); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		walked++
+		if next <= at && (!lease.Valid || lease.Int64 <= at) && len(due) < n {
+			due = append(due, row)
+		}
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, err
+	}
+	if ordered || len(due) == n || walked < limit {
+		return due, nil
+	}
+	rows, err = t.tx.QueryContext(t.ctx, `SELECT job_row FROM (
+			SELECT * FROM (SELECT job_row, seq FROM forwards INDEXED BY forwards_next
+				WHERE state = 'pending' AND lease_until IS NULL AND next_attempt_at <= ?
+				ORDER BY next_attempt_at LIMIT ?)
+			UNION ALL
+			SELECT job_row, seq FROM forwards INDEXED BY forwards_leased
+				WHERE lease_until IS NOT NULL AND lease_until <= ? AND state = 'pending' AND next_attempt_at <= ?)
+		ORDER BY seq LIMIT ?`, at, claimScan, at, at, n)
+	if err != nil {
+		return nil, err
+	}
+	due = due[:0]
 	for rows.Next() {
 		var row int64
 		if err := rows.Scan(&row); err != nil {
 			rows.Close()
 			return nil, err
 		}
-		out = append(out, row)
+		due = append(due, row)
 	}
-	return out, errors.Join(rows.Err(), rows.Close())
+	return due, errors.Join(rows.Err(), rows.Close())
 }
 
 // FinishForward records an attempt's result under the claim's token (see
@@ -207,6 +258,8 @@ func (s *Store) FinishForward(ctx context.Context, c store.ForwardClaim, r store
 			row, c.Attempt, clampNanos(r.At), r.Took.Milliseconds(), r.Status, r.Err, r.State); err != nil {
 			return err
 		}
+		t.count(forwardCounter(store.ForwardPending), -1)
+		t.count(forwardCounter(r.State), 1)
 		if r.State == store.ForwardPaused {
 			if _, err := t.tx.ExecContext(t.ctx, `INSERT INTO meta (key, value) VALUES (?, ?)
 				ON CONFLICT (key) DO UPDATE SET value = excluded.value`, pauseKey, r.Err); err != nil {
@@ -349,12 +402,17 @@ func (s *Store) RetryForwards(ctx context.Context, now time.Time, jobIDs []strin
 	var refused error
 	err := s.write(ctx, func(t *txn) error {
 		queued, refused = 0, nil
-		type target struct{ row, seq int64 }
+		type target struct {
+			row, seq int64
+			was      sql.NullString // the forward's state, NULL when it has none
+		}
 		targets := make([]target, 0, len(ids))
 		for _, id := range ids {
 			var tg target
 			var seq sql.NullInt64
-			err := t.tx.QueryRowContext(t.ctx, `SELECT id, seq FROM jobs WHERE job_id = ?`, id).Scan(&tg.row, &seq)
+			err := t.tx.QueryRowContext(t.ctx, `SELECT jobs.id, jobs.seq, f.state
+				FROM jobs LEFT JOIN forwards f ON f.job_row = jobs.id WHERE jobs.job_id = ?`, id).
+				Scan(&tg.row, &seq, &tg.was)
 			if errors.Is(err, sql.ErrNoRows) {
 				refused = store.Errorf(store.ENOTFOUND, "job not found: %s", id)
 				return nil
@@ -374,6 +432,10 @@ func (s *Store) RetryForwards(ctx context.Context, now time.Time, jobIDs []strin
 				tg.row, tg.seq, at, at); err != nil {
 				return err
 			}
+			if tg.was.Valid {
+				t.count(forwardCounter(store.ForwardState(tg.was.String)), -1)
+			}
+			t.count(forwardCounter(store.ForwardPending), 1)
 		}
 		if err := t.resume(now); err != nil {
 			return err
@@ -414,6 +476,10 @@ func (s *Store) ReplayForwards(ctx context.Context, now time.Time, after int64) 
 			if err != nil || n == 0 {
 				return err
 			}
+			if err := t.uncountForwards(`SELECT state FROM forwards WHERE seq > ? AND seq <= ?`, after, last.Int64); err != nil {
+				return err
+			}
+			t.count(forwardCounter(store.ForwardPending), int64(n))
 			_, err = t.tx.ExecContext(t.ctx, fmt.Sprintf(requeueForward,
 				`SELECT id, seq, 'pending', 0, 0, '', ?, ?, NULL, 1 FROM jobs WHERE seq > ? AND seq <= ?`),
 				at, at, after, last.Int64)
@@ -430,14 +496,33 @@ func (s *Store) ReplayForwards(ctx context.Context, now time.Time, after int64) 
 	}
 }
 
+// uncountForwards takes the forwards query selects (their state) out of
+// the counters: they are about to change state or go.
+func (t *txn) uncountForwards(query string, args ...any) error {
+	rows, err := t.tx.QueryContext(t.ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var st store.ForwardState
+		if err := rows.Scan(&st); err != nil {
+			rows.Close()
+			return err
+		}
+		t.count(forwardCounter(st), -1)
+	}
+	return errors.Join(rows.Err(), rows.Close())
+}
+
 // ResumeForwarding ends a pause (see store.Forwards).
 func (s *Store) ResumeForwarding(ctx context.Context, now time.Time) error {
 	return s.write(ctx, func(t *txn) error { return t.resume(now) })
 }
 
-// ForwardStats returns the queue's counts and the pause, from the indexes
-// alone: the counts walk forwards_state, and the oldest waiting forward is
-// one probe of forwards_enqueued per state.
+// ForwardStats returns the queue's counts and the pause, as of one
+// snapshot. The counts are counters the writes keep (forward:<state>), the
+// oldest waiting forward one probe of forwards_enqueued per state, so it
+// costs the same however long the queue.
 func (s *Store) ForwardStats(ctx context.Context) (store.ForwardStats, error) {
 	tx, err := s.rdb.BeginTx(ctx, nil)
 	if err != nil {
@@ -446,23 +531,12 @@ func (s *Store) ForwardStats(ctx context.Context) (store.ForwardStats, error) {
 	defer tx.Rollback()
 	st := store.ForwardStats{ByState: map[store.ForwardState]int{}}
 	for _, state := range forwardOrder {
-		st.ByState[state] = 0
-	}
-	rows, err := tx.QueryContext(ctx, `SELECT state, COUNT(*) FROM forwards GROUP BY state`)
-	if err != nil {
-		return store.ForwardStats{}, err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var state store.ForwardState
 		var n int
-		if err := rows.Scan(&state, &n); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT COALESCE((SELECT n FROM counters WHERE name = ?), 0)`,
+			forwardCounter(state)).Scan(&n); err != nil {
 			return store.ForwardStats{}, err
 		}
 		st.ByState[state] = n
-	}
-	if err := rows.Err(); err != nil {
-		return store.ForwardStats{}, err
 	}
 	st.Depth = st.ByState[store.ForwardPending] + st.ByState[store.ForwardPaused]
 	var oldest sql.NullInt64

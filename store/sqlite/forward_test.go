@@ -150,3 +150,88 @@ func execFile(ctx context.Context, db *sql.DB, path string) error {
 	_, err = db.ExecContext(ctx, string(body))
 	return err
 }
+
+// The forward counters behind ForwardStats follow every write that moves a
+// forward: each step below is checked against a count of the rows.
+func TestForwardCountersFollowEveryChange(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "nh.db")
+	s := openForwarding(t, path)
+	db := rawDB(t, path)
+	check := func(step string) {
+		t.Helper()
+		st, err := s.ForwardStats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[store.ForwardState]int{store.ForwardPending: 0, store.ForwardDelivered: 0,
+			store.ForwardFailed: 0, store.ForwardPaused: 0}
+		rows, err := db.QueryContext(ctx, `SELECT state, COUNT(*) FROM forwards GROUP BY state`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var state store.ForwardState
+			var n int
+			if err := rows.Scan(&state, &n); err != nil {
+				t.Fatal(err)
+			}
+			want[state] = n
+		}
+		rows.Close()
+		if fmt.Sprint(st.ByState) != fmt.Sprint(want) {
+			t.Fatalf("after %s: counters %v, rows %v", step, st.ByState, want)
+		}
+	}
+	for i := range 12 {
+		deliver(t, s, report(fmt.Sprint("j", i), "completed"))
+	}
+	deliver(t, s, report("j0", "completed")) // a duplicate queues nothing
+	check("job ends")
+	now := time.Now().Add(time.Second)
+	claims, err := s.ClaimForwards(ctx, now, 12, time.Minute, false)
+	if err != nil || len(claims) != 12 {
+		t.Fatal(len(claims), err)
+	}
+	results := []store.ForwardResult{
+		{At: now, Status: 200, State: store.ForwardDelivered},
+		{At: now, Status: 500, Err: "500", State: store.ForwardFailed},
+		{At: now, Status: 503, Err: "503", State: store.ForwardPending, Next: now},
+		{At: now, Status: 410, Err: "410", State: store.ForwardPaused},
+	}
+	for i, c := range claims {
+		if _, err := s.FinishForward(ctx, c, results[i%len(results)]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.FinishForward(ctx, claims[0], results[1]); err != nil { // stale: nothing moves
+		t.Fatal(err)
+	}
+	check("results")
+	if _, err := s.RetryForwards(ctx, now, []string{"j0", "j1", "j3"}); err != nil {
+		t.Fatal(err)
+	}
+	check("retry")
+	if _, err := s.ReplayForwards(ctx, now, 8); err != nil {
+		t.Fatal(err)
+	}
+	check("replay")
+	again, err := s.ClaimForwards(ctx, now, 12, time.Minute, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range again[:2] {
+		if _, err := s.FinishForward(ctx, c, results[3]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("pause")
+	if err := s.ResumeForwarding(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	check("resume")
+	if n, err := s.Prune(ctx, time.Now().Add(time.Hour), 5); err != nil || n != 5 {
+		t.Fatalf("Prune: %d, %v", n, err)
+	}
+	check("prune")
+}

@@ -121,7 +121,11 @@ func (t *txn) pruneJobs(before int64, batch int) (int, error) {
 		return 0, err
 	}
 	// The job's forward, its attempts and its polls go with it.
-	for _, table := range []string{"forwards", "forward_attempts", "polls", "jobs"} {
+	if err := t.uncountForwards(`DELETE FROM forwards WHERE job_row IN (SELECT value FROM json_each(?))
+		RETURNING state`, string(list)); err != nil {
+		return 0, err
+	}
+	for _, table := range []string{"forward_attempts", "polls", "jobs"} {
 		column := "job_row"
 		if table == "jobs" {
 			column = "id"

@@ -79,7 +79,7 @@ func TestReopenKeepsLog(t *testing.T) {
 }
 
 // rawDB opens the store's file directly, to look at what is stored.
-func rawDB(t *testing.T, path string) *sql.DB {
+func rawDB(t testing.TB, path string) *sql.DB {
 	t.Helper()
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
 	if err != nil {

@@ -313,6 +313,42 @@ func testForwardClaimLeaseAndToken(t *testing.T, s store.Store) {
 	}
 }
 
+// testForwardClaimPassesABacklogInRetry: when the lowest seqs wait out a
+// retry, a claim still takes the due forwards after them, lowest seq first,
+// a forward whose lease ran out among them.
+func testForwardClaimPassesABacklogInRetry(t *testing.T, s store.Store) {
+	const jobs = 100
+	for i := 1; i <= jobs; i++ {
+		deliver(t, s, report(fmt.Sprintf("j%03d", i), "completed"))
+	}
+	now := time.Now().Add(time.Second)
+	all := claim(t, s, now, jobs, false)
+	if len(all) != jobs {
+		t.Fatalf("claim of %d: got %d", jobs, len(all))
+	}
+	soon, later := now.Add(time.Second), now.Add(time.Hour)
+	for i, c := range all {
+		next := soon
+		switch {
+		case i < 80:
+			next = later
+		case i == 89:
+			continue // its lease runs out at now+lease
+		}
+		finish(t, s, c, store.ForwardResult{At: now, Status: 503, Err: "app answered 503", State: store.ForwardPending, Next: next})
+	}
+	at := now.Add(lease)
+	if got := claimedIDs(claim(t, s, at, 5, false)); got != "j081,j082,j083,j084,j085" {
+		t.Fatalf("claim 5 behind 80 in retry: got [%s]", got)
+	}
+	if got := claimedIDs(claim(t, s, at, 10, false)); got != "j086,j087,j088,j089,j090,j091,j092,j093,j094,j095" {
+		t.Fatalf("claim 10 more: got [%s], want j090, whose lease ran out, in its place", got)
+	}
+	if got := claim(t, s, at, 10, true); len(got) != 0 {
+		t.Fatalf("ordered claim while j001 waits: got [%s], want none", claimedIDs(got))
+	}
+}
+
 // testForwardResultsAndAttempts: each result state is recorded as the
 // design says, and every recorded attempt is in the job's attempt log.
 func testForwardResultsAndAttempts(t *testing.T, s store.Store) {

@@ -68,6 +68,7 @@ func Run(t *testing.T, open func(t *testing.T, o Options) store.Store) {
 		{"ForwardQueuedOnceWhenAJobEnds", on, testForwardQueuedOnceWhenAJobEnds},
 		{"ForwardOffQueuesOnlyOnReplayOrRetry", Options{}, testForwardOffQueuesOnlyOnReplayOrRetry},
 		{"ForwardClaimLeaseAndToken", on, testForwardClaimLeaseAndToken},
+		{"ForwardClaimPassesABacklogInRetry", on, testForwardClaimPassesABacklogInRetry},
 		{"ForwardResultsAndAttempts", on, testForwardResultsAndAttempts},
 		{"ForwardPauseAndResume", on, testForwardPauseAndResume},
 		{"ForwardOrderedClaims", on, testForwardOrderedClaims},

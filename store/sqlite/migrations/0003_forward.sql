@@ -24,13 +24,15 @@ CREATE TABLE forwards (
 );
 
 -- Claims walk the pending forwards by seq; the queue's pages walk each
--- state by seq.
+-- state by seq. How many are in each state is kept in counters
+-- (forward:<state>), by the writes that move them.
 CREATE INDEX forwards_state ON forwards (state, seq);
 -- The oldest waiting forward, for the stats, without a walk of the queue.
 CREATE INDEX forwards_enqueued ON forwards (state, enqueued_at);
 -- When the next forward is due: the soonest unleased pending one, and the
--- few leased ones.
-CREATE INDEX forwards_next ON forwards (next_attempt_at) WHERE state = 'pending' AND lease_until IS NULL;
+-- few leased ones. A claim reads the due ones here, with their seq, when
+-- the lowest pending seqs are waiting out a retry.
+CREATE INDEX forwards_next ON forwards (next_attempt_at, seq) WHERE state = 'pending' AND lease_until IS NULL;
 CREATE INDEX forwards_leased ON forwards (lease_until) WHERE lease_until IS NOT NULL;
 
 -- Every recorded attempt of a forward, for the job's timeline.
