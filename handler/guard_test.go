@@ -161,6 +161,10 @@ func TestAdminGuard(t *testing.T) {
 		{name: "multipart post", method: "POST", path: "/v1/jobs", ctype: "multipart/form-data; boundary=b", want: 415},
 		{name: "post without a content type", method: "POST", path: "/v1/jobs", want: 415},
 		{name: "text/plain post to generate", method: "POST", path: "/v1/generate", ctype: "text/plain", want: 415},
+		{name: "text/plain post to forwards retry", method: "POST", path: "/v1/forwards/retry", ctype: "text/plain", want: 415},
+		{name: "cross-site post to forwards resume", method: "POST", path: "/v1/forwards/resume", origin: evil, ctype: "application/json", want: 403},
+		{name: "rebound host on a delivery body", method: "GET", path: "/v1/jobs/guard-job/deliveries/1/body", host: rebind, want: 421},
+		{name: "rebound host on a timeline", method: "GET", path: "/v1/jobs/guard-job/timeline", host: rebind, want: 421},
 		{name: "JSON post", method: "POST", path: "/v1/jobs", ctype: "application/json; charset=utf-8", want: 201},
 
 		{name: "token: rebound host", token: true, method: "GET", path: "/v1/jobs", host: rebind, want: 200},
