@@ -55,20 +55,31 @@ func (f nullForward) forward() *store.Forward {
 	return fw
 }
 
-// inTx runs fn in a transaction of its own, retrying a deadlock or a
-// serialization failure twice, and bounded by writeTimeout.
-func (s *Store) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+// bounded runs fn, a write of the queue outside the group commit, with a
+// context bounded by writeTimeout, and turns its error into one safe to
+// show.
+func (s *Store) bounded(ctx context.Context, fn func(ctx context.Context) error) error {
 	if s.closed.Load() {
-		return store.Errorf(store.EUNAVAILABLE, "store unavailable: store is closed")
+		return errClosed()
 	}
 	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()
-	for attempt := 0; ; attempt++ {
-		err := pgx.BeginFunc(ctx, s.pool, fn)
-		if err == nil || attempt == 2 || !retryable(err) {
-			return s.dbErr(err)
+	return s.dbErr(fn(ctx))
+}
+
+func errClosed() error { return store.Errorf(store.EUNAVAILABLE, "store unavailable: store is closed") }
+
+// inTx runs fn in a transaction of its own, retrying a deadlock or a
+// serialization failure twice, and bounded by writeTimeout.
+func (s *Store) inTx(ctx context.Context, fn func(ctx context.Context, tx pgx.Tx) error) error {
+	return s.bounded(ctx, func(ctx context.Context) error {
+		for attempt := 0; ; attempt++ {
+			err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return fn(ctx, tx) })
+			if err == nil || attempt == 2 || !retryable(err) {
+				return err
+			}
 		}
-	}
+	})
 }
 
 // notPaused is true while forwarding is not paused.
@@ -84,11 +95,41 @@ func claimSQL(chosen string) string {
 		SELECT ` + jobColumns + `, fw.claims FROM fw JOIN jobs ON jobs.id = fw.job_row ORDER BY fw.seq`
 }
 
-// claimDue chooses up to $3 due forwards at $2, lowest seq first, skipping
-// those another claim holds locked at this moment, so that replicas
-// claiming together take different forwards rather than queue on the same.
-var claimDue = claimSQL(`SELECT job_row FROM forwards WHERE state = 'pending' AND next_attempt_at <= $2
-	AND (lease_until IS NULL OR lease_until <= $2) AND ` + notPaused + `
+// isDue is true of a pending forward due at $2 that no lease holds.
+const isDue = `state = 'pending' AND next_attempt_at <= $2 AND (lease_until IS NULL OR lease_until <= $2)`
+
+// claimWalk is how many pending forwards, in seq order, a claim looks at
+// for due ones before it looks them up by time instead.
+const claimWalk = 64
+
+// dueInWalk says whether the first claimWalk pending forwards in seq order
+// hold $2 due at $1 or are all there are: then claimDue finds its answer
+// among them. Otherwise the lowest seqs wait out a retry (the app is down,
+// say), and walking past them on every claim would cost the whole backlog.
+var dueInWalk = `SELECT count(*) FILTER (WHERE next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until <= $1))
+	>= $2 OR count(*) < ` + strconv.Itoa(claimWalk) + ` FROM (SELECT next_attempt_at, lease_until FROM forwards
+	WHERE state = 'pending' ORDER BY seq LIMIT ` + strconv.Itoa(claimWalk) + `) AS w`
+
+// claimDue chooses up to $3 due forwards at $2, lowest seq first, walking
+// the pending ones in seq order and skipping those another claim holds
+// locked at this moment, so that replicas claiming together take different
+// forwards rather than queue on the same.
+var claimDue = claimSQL(`SELECT job_row FROM forwards WHERE ` + isDue + ` AND ` + notPaused + `
+	ORDER BY seq LIMIT $3 FOR UPDATE OF forwards SKIP LOCKED`)
+
+// claimDueByTime chooses the same as claimDue, but finds the due forwards
+// through forwards_next and forwards_leased rather than by walking seqs,
+// and takes the lowest seqs of them. It looks at a few more than $3, as
+// other replicas may be claiming the same ones.
+var claimDueByTime = claimSQL(`SELECT job_row FROM forwards WHERE job_row = ANY(ARRAY(
+		SELECT job_row FROM (
+			SELECT job_row, seq FROM forwards
+				WHERE state = 'pending' AND lease_until IS NULL AND next_attempt_at <= $2
+			UNION ALL
+			SELECT job_row, seq FROM forwards
+				WHERE lease_until <= $2 AND state = 'pending' AND next_attempt_at <= $2) AS d
+		ORDER BY seq LIMIT 2 * $3 + 8))
+	AND ` + isDue + ` AND ` + notPaused + `
 	ORDER BY seq LIMIT $3 FOR UPDATE OF forwards SKIP LOCKED`)
 
 // claimOne leases the forward of job row $2.
@@ -108,25 +149,26 @@ func (s *Store) ClaimForwards(ctx context.Context, now time.Time, n int, lease t
 		return nil, store.Errorf(store.EINVALID, "a forward's lease must be positive, not %s", lease)
 	}
 	at, until := clampNanos(now), clampNanos(now.Add(lease))
-	var claims []store.ForwardClaim
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		claims = nil
-		var rows pgx.Rows
-		var err error
-		if !ordered {
-			rows, err = tx.Query(ctx, claimDue, until, at, n)
-		} else {
-			var row int64
-			var ok bool
-			if row, ok, err = headDue(ctx, tx, at); err != nil || !ok {
-				return err
-			}
-			rows, err = tx.Query(ctx, claimOne, until, row)
+	if s.closed.Load() {
+		return nil, errClosed()
+	}
+	q := claimDue
+	if !ordered {
+		var walk bool
+		if err := s.pool.QueryRow(ctx, dueInWalk, at, n).Scan(&walk); err != nil {
+			return nil, s.dbErr(err)
 		}
+		if !walk {
+			q = claimDueByTime
+		}
+	}
+	var claims []store.ForwardClaim
+	collect := func(rows pgx.Rows, err error) error {
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
+		claims = nil
 		for rows.Next() {
 			var c store.ForwardClaim
 			j, _, err := scanJob(rows, &c.Token)
@@ -137,7 +179,21 @@ func (s *Store) ClaimForwards(ctx context.Context, now time.Time, n int, lease t
 			claims = append(claims, c)
 		}
 		return rows.Err()
-	})
+	}
+	var err error
+	if !ordered {
+		// One statement, which chooses and leases at once.
+		err = s.bounded(ctx, func(ctx context.Context) error { return collect(s.pool.Query(ctx, q, until, at, n)) })
+	} else {
+		err = s.inTx(ctx, func(ctx context.Context, tx pgx.Tx) error {
+			claims = nil
+			row, ok, err := headDue(ctx, tx, at)
+			if err != nil || !ok {
+				return err
+			}
+			return collect(tx.Query(ctx, claimOne, until, row))
+		})
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -182,8 +238,8 @@ func (s *Store) FinishForward(ctx context.Context, c store.ForwardClaim, r store
 		lastErr = ""
 	}
 	var done int
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		return tx.QueryRow(ctx, `WITH f AS (
+	err := s.bounded(ctx, func(ctx context.Context) error {
+		return s.pool.QueryRow(ctx, `WITH f AS (
 				UPDATE forwards SET attempts = attempts + 1, last_status = $3, last_error = $4, lease_until = NULL,
 					state = $5::text, next_attempt_at = $6,
 					delivered_at = CASE WHEN $5::text = 'delivered' THEN $7 ELSE delivered_at END
@@ -204,11 +260,15 @@ func (s *Store) FinishForward(ctx context.Context, c store.ForwardClaim, r store
 }
 
 // NextForwardAt is when the soonest pending forward is due: its next
-// attempt, or its lease's end when later.
+// attempt, or its lease's end when later. The unleased ones are read
+// through forwards_next and the few leased ones through forwards_leased, so
+// it costs two index probes however long the queue.
 func (s *Store) NextForwardAt(ctx context.Context) (time.Time, bool, error) {
 	var n *int64
-	err := s.pool.QueryRow(ctx, `SELECT MIN(GREATEST(next_attempt_at, lease_until)) FROM forwards
-		WHERE state = 'pending' AND `+notPaused).Scan(&n)
+	err := s.pool.QueryRow(ctx, `SELECT CASE WHEN `+notPaused+` THEN LEAST(
+		(SELECT MIN(next_attempt_at) FROM forwards WHERE state = 'pending' AND lease_until IS NULL),
+		(SELECT MIN(GREATEST(next_attempt_at, lease_until)) FROM forwards
+			WHERE lease_until IS NOT NULL AND state = 'pending')) END`).Scan(&n)
 	if err != nil || n == nil {
 		return time.Time{}, false, s.dbErr(err)
 	}
@@ -363,7 +423,7 @@ func (s *Store) RetryForwards(ctx context.Context, now time.Time, jobIDs []strin
 	ids := slices.Compact(slices.Sorted(slices.Values(jobIDs)))
 	at := clampNanos(now)
 	var n int
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `SELECT job_id, terminal FROM jobs WHERE job_id = ANY($1)`, ids)
 		if err != nil {
 			return err
@@ -406,7 +466,7 @@ func (s *Store) ReplayForwards(ctx context.Context, now time.Time, after int64) 
 		return 0, store.Errorf(store.EINVALID, "after must be 0 or more")
 	}
 	var n int
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, requeue(`SELECT id, seq FROM jobs WHERE seq > $2 ORDER BY seq`), clampNanos(now), after)
 		n = int(tag.RowsAffected())
 		return err
@@ -420,7 +480,7 @@ func (s *Store) ReplayForwards(ctx context.Context, now time.Time, after int64) 
 // ResumeForwarding ends a pause: paused forwards become pending, due at
 // now.
 func (s *Store) ResumeForwarding(ctx context.Context, now time.Time) error {
-	return s.inTx(ctx, func(tx pgx.Tx) error { return resume(ctx, tx, clampNanos(now)) })
+	return s.inTx(ctx, func(ctx context.Context, tx pgx.Tx) error { return resume(ctx, tx, clampNanos(now)) })
 }
 
 // ForwardStats counts the queue's forwards by state, in one query with the
@@ -430,8 +490,9 @@ func (s *Store) ForwardStats(ctx context.Context) (store.ForwardStats, error) {
 	for _, state := range forwardOrder {
 		st.ByState[state] = 0
 	}
-	rows, err := s.pool.Query(ctx, `SELECT state, count(*), min(enqueued_at), NULL FROM forwards GROUP BY state
-		UNION ALL SELECT '', 0, NULL, reason FROM forward_pause`)
+	rows, err := s.pool.Query(ctx, `SELECT state, count(*), NULL::bigint, NULL::text FROM forwards GROUP BY state
+		UNION ALL SELECT '', 0, (SELECT min(enqueued_at) FROM forwards WHERE state IN ('pending', 'paused')), reason
+		FROM forward_pause`)
 	if err != nil {
 		return store.ForwardStats{}, s.dbErr(err)
 	}
@@ -446,15 +507,15 @@ func (s *Store) ForwardStats(ctx context.Context) (store.ForwardStats, error) {
 			if reason != nil {
 				st.Paused, st.PauseReason = true, *reason
 			}
-			return nil
-		case fs != store.ForwardPending && fs != store.ForwardPaused:
+			if oldest != nil {
+				t := fromNanos(*oldest)
+				st.OldestPending = &t
+			}
+		case fs == store.ForwardPending || fs == store.ForwardPaused:
+			st.Depth += int(n)
+			fallthrough
+		default:
 			st.ByState[fs] = int(n)
-			return nil
-		}
-		st.ByState[fs] = int(n)
-		st.Depth += int(n)
-		if t := fromNanos(*oldest); st.OldestPending == nil || t.Before(*st.OldestPending) {
-			st.OldestPending = &t
 		}
 		return nil
 	})

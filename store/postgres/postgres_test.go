@@ -534,19 +534,24 @@ func TestOutage(t *testing.T) {
 // BenchmarkRecordWebhook ends one new job per delivery from 64 goroutines
 // at once: the ends serialise on feed_counter, so this is the ceiling of
 // one replica without batching.
+// With forward=true each end also queues the job's forward.
 func BenchmarkRecordWebhook(b *testing.B) {
-	s := openTest(b, freshSchema(b), Options{})
-	var n atomic.Int64
-	b.SetParallelism(64 / max(1, runtime.GOMAXPROCS(0)))
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := s.RecordWebhook(context.Background(), completed(fmt.Sprintf("bench-%d", n.Add(1)))); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
+	for _, forward := range []bool{false, true} {
+		b.Run(fmt.Sprint("forward=", forward), func(b *testing.B) {
+			s := openTest(b, freshSchema(b), Options{Forward: forward})
+			var n atomic.Int64
+			b.SetParallelism(64 / max(1, runtime.GOMAXPROCS(0)))
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := s.RecordWebhook(context.Background(), completed(fmt.Sprintf("bench-%d", n.Add(1)))); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
 }
 
 // TestFirstReportWinsAcrossStores delivers conflicting reports of the same

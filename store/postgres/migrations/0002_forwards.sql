@@ -20,6 +20,11 @@ CREATE TABLE forwards (
 -- Claims (state pending, lowest seq first), the queue's pages (state by
 -- state, in seq order) and its counts.
 CREATE INDEX forwards_state_seq ON forwards (state, seq);
+-- The due forwards when the lowest seqs wait out a retry, and the next one
+-- due: the unleased pending ones by next attempt, and the few leased ones
+-- by lease.
+CREATE INDEX forwards_next ON forwards (next_attempt_at) WHERE state = 'pending' AND lease_until IS NULL;
+CREATE INDEX forwards_leased ON forwards (lease_until) WHERE lease_until IS NOT NULL;
 
 CREATE TABLE forward_attempts (
 	id       bigint  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
