@@ -459,22 +459,36 @@ func (s *Store) RetryForwards(ctx context.Context, now time.Time, jobIDs []strin
 	return n, nil
 }
 
+// replayChunk bounds the jobs one statement of a replay queues, so that a
+// replay of a long log is a series of short writes, each within
+// writeTimeout, rather than one that holds thousands of rows locked.
+const replayChunk = 5000
+
 // ReplayForwards queues again the forward of every job with seq > after
-// (see store.Forwards), in one transaction.
+// (see store.Forwards), replayChunk jobs per statement, in seq order. A job
+// that ends meanwhile is queued by its end, or by the replay, or both.
 func (s *Store) ReplayForwards(ctx context.Context, now time.Time, after int64) (int, error) {
 	if after < 0 {
 		return 0, store.Errorf(store.EINVALID, "after must be 0 or more")
 	}
-	var n int
-	err := s.inTx(ctx, func(ctx context.Context, tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, requeue(`SELECT id, seq FROM jobs WHERE seq > $2 ORDER BY seq`), clampNanos(now), after)
-		n = int(tag.RowsAffected())
-		return err
-	})
-	if err != nil {
-		return 0, err
+	q := `WITH c AS (SELECT id, seq FROM jobs WHERE seq > $2 ORDER BY seq LIMIT $3), q AS (` +
+		requeue(`SELECT id, seq FROM c`) + `) SELECT count(*), COALESCE(max(seq), 0) FROM c`
+	total := 0
+	for {
+		var n int
+		var last int64
+		err := s.bounded(ctx, func(ctx context.Context) error {
+			return s.pool.QueryRow(ctx, q, clampNanos(now), after, replayChunk).Scan(&n, &last)
+		})
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if n < replayChunk {
+			return total, nil
+		}
+		after = last
 	}
-	return n, nil
 }
 
 // ResumeForwarding ends a pause: paused forwards become pending, due at

@@ -12,7 +12,7 @@ import (
 // queueBacklog writes n ended jobs with their forwards, pending and due at
 // t0, straight in SQL; the first waiting of them wait out a retry due an
 // hour later.
-func queueBacklog(b *testing.B, s *Store, n, waiting int) {
+func queueBacklog(b testing.TB, s *Store, n, waiting int) {
 	b.Helper()
 	ctx := context.Background()
 	at := t0.UnixNano()

@@ -497,3 +497,28 @@ func TestTimeline(t *testing.T) {
 		t.Errorf("c's delivery asked of a: %v; want ErrNotFound", err)
 	}
 }
+
+// A replay longer than one chunk queues every job after the cursor, each
+// once.
+func TestForwardReplayInChunks(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, freshSchema(t), Options{Now: fixedClock, Forward: true})
+	const jobs = replayChunk*2 + 3
+	queueBacklog(t, s, jobs, 0)
+	if _, err := s.pool.Exec(ctx, `DELETE FROM forwards WHERE seq % 2 = 0`); err != nil {
+		t.Fatal(err)
+	}
+	later := t0.Add(time.Hour)
+	n, err := s.ReplayForwards(ctx, later, 2)
+	if err != nil || n != jobs-2 {
+		t.Fatalf("replay after 2: %d, %v; want %d", n, err, jobs-2)
+	}
+	var queued, due int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE next_attempt_at = $1 AND state = 'pending')
+		FROM forwards WHERE seq > 2`, later.UnixNano()).Scan(&queued, &due); err != nil {
+		t.Fatal(err)
+	}
+	if queued != jobs-2 || due != jobs-2 {
+		t.Errorf("after the replay: %d forwards after seq 2, %d due at the replay; want %d", queued, due, jobs-2)
+	}
+}
