@@ -63,7 +63,10 @@ func (s *Store) WaitEvents(ctx context.Context, after int64, limit int) ([]store
 }
 
 // WaitFeed is WaitEvents with each job already encoded, once for all
-// readers: what an event stream writes to every subscriber.
+// readers: what an event stream writes to every subscriber. An event's
+// forward is as it stood when the event was read for the tail, usually
+// just after the job ended: queued, not yet sent. Job and the queue show
+// how it went since.
 func (s *Store) WaitFeed(ctx context.Context, after int64, limit int) ([]store.FeedEvent, int64, error) {
 	entries, last, err := s.waitFeed(ctx, after, limit)
 	if err != nil {
