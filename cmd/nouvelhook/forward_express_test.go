@@ -86,7 +86,8 @@ func startExpress(t *testing.T, secret string) (string, *syncBuffer) {
 // so a forward is accepted only if its bytes are exactly what JavaScript's
 // JSON.stringify writes. Each job ended by a signed webhook reaches the
 // handler, which answers 200 and logs it; the titles hold what an encoder
-// might escape differently (<, >, &, quotes, accents, U+2028).
+// might escape differently (<, >, &, quotes, accents, U+2028). /metrics
+// counts them.
 func TestForwardToExpressReceiver(t *testing.T) {
 	hook, out := startExpress(t, testSecret)
 	s := startService(t, map[string]string{"NOUVELHOOK_FORWARD_URL": hook})
@@ -130,10 +131,30 @@ func TestForwardToExpressReceiver(t *testing.T) {
 			t.Errorf("the Express handler did not log %q:\n%s", j.log, out)
 		}
 	}
+	// The service's metrics count them, as served on the admin listener.
+	req, err := http.NewRequest(http.MethodGet, s.Admin+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, metrics := do(t, req); !strings.Contains(metrics, "\nnouvelhook_forwards_total{outcome=\"delivered\"} 2\n") ||
+		!strings.Contains(metrics, "\nnouvelhook_forward_queue_depth 0\n") {
+		t.Errorf("GET /metrics: want 2 forwards delivered and none waiting, got:\n%s", grepLines(metrics, "nouvelhook_forward"))
+	}
 	if strings.Contains(out.String(), "Error") {
 		t.Errorf("the Express handler failed:\n%s", out)
 	}
 	if !strings.Contains(out.String(), "  Café \"Spring\" <Sale> & more\u2028today: https://cdn.example/v/1.mp4?sig=a&b=<c>\n") {
 		t.Errorf("the Express handler did not log the first job's project as sent:\n%s", out)
 	}
+}
+
+// grepLines returns the lines of text that contain sub.
+func grepLines(text, sub string) string {
+	var out []string
+	for line := range strings.Lines(text) {
+		if strings.Contains(line, sub) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "")
 }
