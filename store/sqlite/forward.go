@@ -455,7 +455,7 @@ func (s *Store) RetryForwards(ctx context.Context, now time.Time, jobIDs []strin
 // replayChunk bounds the jobs one write of a replay queues, so that a replay
 // of a long log holds the writer, and the webhooks queued behind it, for
 // short turns.
-const replayChunk = 5000
+const replayChunk = 1000
 
 // ReplayForwards queues again the forward of every job with seq > after
 // (see store.Forwards), replayChunk jobs per write, in seq order. A job that
@@ -476,7 +476,8 @@ func (s *Store) ReplayForwards(ctx context.Context, now time.Time, after int64) 
 			if err != nil || n == 0 {
 				return err
 			}
-			if err := t.uncountForwards(`SELECT state FROM forwards WHERE seq > ? AND seq <= ?`, after, last.Int64); err != nil {
+			if err := t.uncountForwards(`SELECT f.state FROM jobs JOIN forwards f ON f.job_row = jobs.id
+				WHERE jobs.seq > ? AND jobs.seq <= ?`, after, last.Int64); err != nil {
 				return err
 			}
 			t.count(forwardCounter(store.ForwardPending), int64(n))

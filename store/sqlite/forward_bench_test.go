@@ -15,7 +15,7 @@ import (
 // queueLog writes a log of ended jobs, each with a forward: the first
 // waiting are pending (due at base, or, with backoff, an hour later), the
 // rest delivered. It returns the file's path and base.
-func queueLog(b *testing.B, ended, waiting int, backoff bool) (string, time.Time) {
+func queueLog(b testing.TB, ended, waiting int, backoff bool) (string, time.Time) {
 	b.Helper()
 	ctx := context.Background()
 	path := filepath.Join(b.TempDir(), "nh.db")
@@ -140,5 +140,18 @@ func BenchmarkRecordWebhookForward(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// A replay of a whole log of a million ended jobs, each with a forward, in
+// writes of replayChunk jobs.
+func BenchmarkReplayAll(b *testing.B) {
+	ctx := context.Background()
+	path, base := queueLog(b, 1_000_000, 100_000, false)
+	s := openForwarding(b, path)
+	for b.Loop() {
+		if n, err := s.ReplayForwards(ctx, base, 0); err != nil || n != 1_000_000 {
+			b.Fatal(n, err)
+		}
 	}
 }

@@ -235,3 +235,43 @@ func TestForwardCountersFollowEveryChange(t *testing.T) {
 	}
 	check("prune")
 }
+
+// A replay longer than one write's chunk queues every job after the seq
+// once, in several writes, and the counters follow.
+func TestReplayInChunks(t *testing.T) {
+	ctx := context.Background()
+	path, base := queueLog(t, 2_500, 700, false) // seqs 1-700 pending, the rest delivered
+	s := openForwarding(t, path)
+	at := base.Add(time.Hour)
+	n, err := s.ReplayForwards(ctx, at, 10)
+	if err != nil || n != 2_490 {
+		t.Fatalf("replay after 10: got %d, %v; want 2490", n, err)
+	}
+	st, err := s.ForwardStats(ctx)
+	if err != nil || st.ByState[store.ForwardPending] != 2_500 || st.ByState[store.ForwardDelivered] != 0 || st.Depth != 2_500 {
+		t.Fatalf("stats after the replay: got %+v, %v; want all 2500 pending", st, err)
+	}
+	var fs []store.QueuedForward
+	for cursor := ""; ; {
+		page, next, err := s.ListForwards(ctx, store.ForwardFilter{Limit: store.MaxLimit, Cursor: cursor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs = append(fs, page...)
+		if cursor = next; next == "" {
+			break
+		}
+	}
+	if len(fs) != 2_500 {
+		t.Fatalf("listed %d forwards, want 2500", len(fs))
+	}
+	for i, f := range fs {
+		want := at
+		if f.Seq <= 10 {
+			want = base
+		}
+		if f.Seq != int64(i+1) || !f.EnqueuedAt.Equal(want) || f.Attempts != 0 && f.Seq > 10 {
+			t.Fatalf("forward %d: got seq %d queued at %s, %d attempts; want seq %d queued at %s", i, f.Seq, f.EnqueuedAt, f.Attempts, i+1, want)
+		}
+	}
+}
