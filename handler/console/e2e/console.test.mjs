@@ -110,6 +110,12 @@ const cases = {
     const dark = await narrow.evaluate(() => getComputedStyle(document.body).backgroundColor);
     check(dark !== light, `dark scheme has the light background ${dark}`);
     await narrow.screenshot({ path: join(shots, 'console-360.png') });
+    // Narrow, the panels are below the list: a link jumps there, in place.
+    await narrow.click('nav.jump a[href="#fwd-title"]');
+    await narrow.waitForFunction(() => location.hash === '#fwd-title', null, wait);
+    const top = await narrow.evaluate(() => document.querySelector('#fwd-title').getBoundingClientRect().top);
+    check(top > -2 && top < 100, `after the jump, Forwarding's heading is at ${top} px`);
+    check(await narrow.locator('#jobs > li').count() > 0, 'the jump reloaded the list');
     noProblems(narrow);
   },
 

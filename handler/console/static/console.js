@@ -78,6 +78,7 @@ document.addEventListener('click', (e) => {
   const a = e.target.closest?.('a[href]');
   if (!a || e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
   if (a.target || a.origin !== location.origin) return;
+  if (a.hash && a.pathname === location.pathname) return; // a place on this page
   if (a.pathname !== '/' && !a.pathname.startsWith('/jobs/')) return;
   e.preventDefault();
   go(a.pathname + a.search);

@@ -62,6 +62,11 @@ export function chip(status) {
   return h('span', { class: 'chip s-' + String(status).replace(/[^a-z_]/g, '') }, label(status));
 }
 
+/** plural counts n of a thing: "1 poll", "3 polls". */
+export function plural(n, word) {
+  return `${n ?? 0} ${word}${n === 1 ? '' : 's'}`;
+}
+
 /** label is a status as people read it. */
 export function label(status) {
   return String(status || '').replace(/_/g, ' ');

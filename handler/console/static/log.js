@@ -2,7 +2,7 @@
 // panels: the reconciler, pending jobs and the forwarding queue.
 
 import { get, post, APIError } from './api.js';
-import { h, fill, chip, jobLink, label, time, facts } from './dom.js';
+import { h, fill, chip, jobLink, label, time, facts, plural } from './dom.js';
 
 /** statuses are every status a job can have, in the order the chips show them. */
 export const statuses = ['pending', 'running', 'completed', 'partial', 'failed', 'cancelled', 'expired', 'not_found'];
@@ -198,7 +198,7 @@ export class Log {
     fill($('pending'), ans.jobs.map((j) => h('li', null,
       h('div', { class: 'job-head' }, jobLink(j.jobId), chip(j.status)),
       h('p', { class: 'meta' },
-        h('span', null, `${j.pollCount} polls`),
+        h('span', null, plural(j.pollCount, 'poll')),
         j.progress ? h('span', null, j.progress + '%') : null,
         j.stage ? h('span', null, j.stage) : null,
         j.nextPollAt ? h('span', null, 'next poll ', time(j.nextPollAt)) : h('span', null, 'updated ', time(j.updatedAt)),
@@ -259,7 +259,7 @@ export class Log {
     return h('li', { class: 'forward', dataset: { jobId: f.jobId, state: f.state } },
       h('div', { class: 'job-head' }, jobLink(f.jobId), chip(f.state)),
       h('p', { class: 'meta' },
-        h('span', null, `${f.attempts} attempts`),
+        h('span', null, plural(f.attempts, 'attempt')),
         f.lastStatus ? h('span', null, 'last HTTP ' + f.lastStatus) : null,
         f.lastError ? h('span', { class: 'warn' }, f.lastError) : null,
         f.nextAttemptAt ? h('span', null, 'next ', time(f.nextAttemptAt)) : null,
