@@ -81,6 +81,11 @@ type config struct {
 	maxTime time.Duration
 
 	minDrain, minOrdered, minIngest float64
+
+	// appHang has the app hold every forward unanswered during the ingest
+	// comparison: the queue fills as with forwarding on, and the forwarder
+	// sits idle, which tells the hot path's cost from the forwarder's.
+	appHang bool
 }
 
 // knownTargets are the drain targets, in the order they run.
@@ -112,6 +117,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.Float64Var(&c.minDrain, "min-drain", 1000, "target: SQLite forwards/s at the default concurrency")
 	fs.Float64Var(&c.minOrdered, "min-ordered", 300, "target: SQLite forwards/s in ordered mode")
 	fs.Float64Var(&c.minIngest, "min-ingest-ratio", 0.9, "target: ingest req/s with forwarding on, as a share of off")
+	fs.BoolVar(&c.appHang, "app-hang", false, "during the ingest comparison the app holds every forward unanswered (until the forward times out), so the forwarder sits idle: the cost of queueing each end alone")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -172,7 +178,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	} else {
 		defer os.RemoveAll(dir)
 	}
-	app, err := startApp()
+	app, err := startApp(ctx)
 	if err != nil {
 		return err
 	}
@@ -383,6 +389,11 @@ func (b *benchRun) ingestComparison(ctx context.Context) (map[string][]float64, 
 	if err != nil {
 		return nil, err
 	}
+	if b.cfg.appHang {
+		b.app.hang.Store(true)
+		defer b.app.hang.Store(false)
+		fmt.Fprintln(b.out, "(-app-hang: the app holds every forward unanswered; the forwarder sits idle)")
+	}
 	sides := []*side{
 		{name: "forwarding off", srv: off, workers: loadgen.NewWorkers(b.cfg.conns, bench.RunID())},
 		{name: "forwarding on", srv: on, workers: loadgen.NewWorkers(b.cfg.conns, bench.RunID())},
@@ -464,6 +475,9 @@ func (b *benchRun) ingestComparison(ctx context.Context) (map[string][]float64, 
 // round with forwarding off does not share the machine with the backlog of
 // the round before.
 func (b *benchRun) settle(ctx context.Context, srv *loadgen.Server) error {
+	if b.cfg.appHang {
+		return nil // nothing drains
+	}
 	start := time.Now()
 	for {
 		var st forwardStats
@@ -573,17 +587,18 @@ func adminJSON(ctx context.Context, method, admin, path, body string, v any) err
 	return json.Unmarshal(b, v)
 }
 
-// app is the app forwards go to: it answers 200 at once and counts what
-// it gets.
+// app is the app forwards go to: it answers 200 at once, or holds the
+// request while hang is set, and counts what it gets.
 type app struct {
 	url  string
 	srv  *http.Server
 	hits atomic.Int64
 	bad  atomic.Int64
+	hang atomic.Bool
 	wg   sync.WaitGroup
 }
 
-func startApp() (*app, error) {
+func startApp(ctx context.Context) (*app, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -595,6 +610,13 @@ func startApp() (*app, error) {
 			a.bad.Add(1)
 		}
 		a.hits.Add(1)
+		if a.hang.Load() {
+			select {
+			case <-r.Context().Done():
+			case <-ctx.Done():
+			}
+			return
+		}
 		w.WriteHeader(http.StatusOK)
 	})}
 	a.wg.Go(func() { a.srv.Serve(ln) })
