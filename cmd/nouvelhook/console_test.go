@@ -197,6 +197,7 @@ func TestConsole(t *testing.T) {
 		"JOBS="+strings.Join(newestFirst, ","),
 		"FAILED_JOB=job-01-failed",
 		"PENDING_JOB="+running,
+		"POLL_JOB="+byPoll,
 		"VIDEO_JOB="+videoJob,
 		"VIDEO_URL="+videoURL,
 		"VIDEO_BODY="+string(videoBody),
@@ -224,6 +225,7 @@ func TestConsole(t *testing.T) {
 	t.Run("live", func(t *testing.T) { browse(t, "live") })
 	t.Run("filter_search", func(t *testing.T) { browse(t, "filter_search") })
 	t.Run("video", func(t *testing.T) { browse(t, "video") })
+	t.Run("polled", func(t *testing.T) { browse(t, "polled") })
 	t.Run("token", func(t *testing.T) { browse(t, "token") })
 	forwarding := func(t *testing.T) {
 		var stats struct {

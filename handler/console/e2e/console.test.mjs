@@ -11,6 +11,7 @@
 //   VIDEO_URL          a WebM on a local server
 //   VIDEO_BODY         the exact bytes of VIDEO_JOB's first delivery
 //   PENDING_JOB        a job the reconciler is polling
+//   POLL_JOB           a tracked job that the reconciler's polls end
 //   FORWARD_JOB        a job whose forward failed (queue's Retry)
 //   FORWARD_JOB_PAGE   another (the job page's Retry forward)
 //   GONE_JOB           a job whose forward the app answered 410 (pause_resume)
@@ -233,6 +234,23 @@ const cases = {
     noProblems(page);
   },
 
+  // A job the reconciler tracked and polled to its end: each poll, then
+  // the poll that ended it (the page refreshes itself until then).
+  async polled(browser) {
+    const page = await open(browser, env.CONSOLE_URL + '/jobs/' + env.POLL_JOB);
+    await page.waitForFunction(() => [...document.querySelectorAll('#timeline .what')].some((p) => /^Poll ended the job: partial/.test(p.textContent)),
+      null, { timeout: 30000 });
+    const steps = await page.$$eval('#timeline > li .what', (ps) => ps.map((p) => p.textContent));
+    check(steps[0] === 'Tracked', 'first step: ' + JSON.stringify(steps));
+    check(steps.some((s) => /^Poll: (pending|running)/.test(s)), 'no poll before the end: ' + JSON.stringify(steps));
+    check(steps.some((s) => /^Ended: partial/.test(s)), 'no end: ' + JSON.stringify(steps));
+    check(/learned by poll/.test(await page.textContent('#job-facts')), 'source is not the poll');
+    await page.waitForFunction(() => /could not be loaded/.test(document.querySelector('#job-projects').textContent), null, wait);
+    await page.screenshot({ path: join(shots, 'job-polled-1280.png'), fullPage: true });
+    // The stand-in's videos are on a name that never resolves here.
+    noProblems(page, /ERR_NAME_NOT_RESOLVED/);
+  },
+
   // A failed forward's Retry, in the queue and on the job's page, sends it
   // again: the test's app answers 200 this time (TestConsole checks it got it).
   async forward_retry(browser) {
@@ -310,7 +328,9 @@ mkdirSync(shots, { recursive: true });
 const browser = await chromium.launch({
   executablePath: env.CHROMIUM || '/usr/bin/chromium',
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic',
-    '--no-first-run', '--disable-component-update', '--disable-sync'],
+    '--no-first-run', '--disable-component-update', '--disable-sync',
+    // Every name but the loopback fails at once: the test never asks DNS.
+    '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1'],
 });
 let failed = false;
 for (const name of names) {

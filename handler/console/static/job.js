@@ -100,9 +100,12 @@ export class JobPage {
     fill(this.$('job-projects'), ps.map((p, i) => {
       const url = safeURL(p.videoUrl);
       const title = p.title || 'Project ' + (i + 1);
+      const failed = h('p', { class: 'error', role: 'status' });
+      const onerror = () => { failed.textContent = 'The video could not be loaded here.'; };
       return h('figure', { class: 'project' },
-        url ? h('video', { controls: true, preload: 'metadata', playsinline: true, src: url, 'aria-label': 'Video: ' + title })
+        url ? h('video', { controls: true, preload: 'metadata', playsinline: true, src: url, 'aria-label': 'Video: ' + title, onerror })
           : h('p', { class: 'novideo' }, 'No video'),
+        failed,
         h('figcaption', null, h('strong', null, title), ' ', chip(p.status),
           url ? h('a', { href: url, rel: 'noreferrer', target: '_blank' }, 'open video') : null,
           p.projectId ? h('small', { class: 'id' }, p.projectId) : null));
