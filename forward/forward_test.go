@@ -1,0 +1,513 @@
+package forward
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nouvelhook/nouvelhook/store"
+)
+
+// statuses answers the n-th request with seq[n-1], and 200 past the end.
+func statuses(seq ...int) func(http.ResponseWriter, *http.Request, int, received) int {
+	return func(w http.ResponseWriter, r *http.Request, n int, got received) int {
+		if n <= len(seq) {
+			return seq[n-1]
+		}
+		return http.StatusOK
+	}
+}
+
+// TestAppDownThenUp: the app refuses connections at first; the forwards
+// wait their step and are delivered once it is up, each once.
+func TestAppDownThenUp(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b)
+		addr := freeAddr(t)
+		opts := h.options()
+		opts.URL = "http://" + addr + "/hooks"
+		h.end("a")
+		h.end("b")
+		t0 := h.clk.Now()
+		h.start(opts)
+
+		for _, id := range []string{"a", "b"} {
+			fw := h.wantForward(id, store.ForwardPending, 1, 0)
+			if !strings.Contains(fw.LastError, "connection refused") {
+				t.Fatalf("job %s: last error %q, want connection refused", id, fw.LastError)
+			}
+			h.wantNext(id, t0.Add(time.Minute))
+		}
+		h.wantOutcomes(map[string]float64{"retry": 2})
+
+		serveAt(t, addr, h.app)
+		h.advance(30 * time.Second) // not yet due
+		h.wantRequests(0)
+		h.advance(30 * time.Second)
+		h.wantRequests(2)
+		for _, id := range []string{"a", "b"} {
+			fw := h.wantForward(id, store.ForwardDelivered, 2, 200)
+			if fw.LastError != "" || fw.NextAttemptAt != nil || fw.DeliveredAt == nil || !fw.DeliveredAt.Equal(h.clk.Now()) {
+				t.Fatalf("job %s: delivered forward %+v", id, fw)
+			}
+		}
+		h.wantOutcomes(map[string]float64{"retry": 2, "delivered": 2})
+		h.wantGauges(0, 0, 0)
+		h.advance(time.Hour)
+		h.wantRequests(2)
+	})
+}
+
+// TestRetriesThenDelivers: 500, 500, then 200: three attempts on the
+// schedule, each recorded, and one delivery.
+func TestRetriesThenDelivers(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b)
+		h.app.setRespond(statuses(500, 500))
+		j := h.end("job-1")
+		t0 := h.clk.Now()
+		h.start(h.options())
+		h.wantRequests(1)
+		h.wantNext("job-1", t0.Add(time.Minute))
+		h.wantGauges(1, 0, 0)
+
+		h.advance(58 * time.Second)
+		h.wantRequests(1)
+		h.advance(2 * time.Second)
+		h.wantRequests(2)
+		h.wantNext("job-1", t0.Add(6*time.Minute))
+		h.wantGauges(1, 60, 0)
+		h.advance(4*time.Minute + 58*time.Second)
+		h.wantRequests(2)
+		h.advance(2 * time.Second)
+		got := h.wantRequests(3)
+
+		h.wantForward("job-1", store.ForwardDelivered, 3, 200)
+		if d := h.app.delivered(); len(d) != 1 || d["job-1"] != 1 {
+			t.Fatalf("deliveries: %v, want job-1 once", d)
+		}
+		want, err := Body(j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range got {
+			if string(r.body) != string(want) {
+				t.Fatalf("request %d: body\n%s\nwant\n%s", i+1, r.body, want)
+			}
+		}
+		att := h.attempts("job-1")
+		wantAtt := []struct {
+			status int
+			state  store.ForwardState
+			at     time.Time
+		}{{500, store.ForwardPending, t0}, {500, store.ForwardPending, t0.Add(time.Minute)},
+			{200, store.ForwardDelivered, t0.Add(6 * time.Minute)}}
+		if len(att) != len(wantAtt) {
+			t.Fatalf("attempts: got %+v, want 3", att)
+		}
+		for i, a := range att {
+			w := wantAtt[i]
+			if a.Attempt != i+1 || a.Status != w.status || a.State != w.state || !a.At.Equal(w.at) {
+				t.Fatalf("attempt %d: got %+v, want status %d, state %s at %s", i+1, a, w.status, w.state, w.at)
+			}
+			if (a.Error == "") != (w.status == 200) || (w.status == 500 && !strings.Contains(a.Error, "500")) {
+				t.Fatalf("attempt %d: error %q", i+1, a.Error)
+			}
+		}
+		h.wantOutcomes(map[string]float64{"retry": 2, "delivered": 1})
+		h.wantGauges(0, 0, 0)
+	})
+}
+
+// TestTimeoutRetries: an app that does not answer within the timeout costs
+// one failed attempt, and the forward is sent again on the schedule.
+func TestTimeoutRetries(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b)
+		h.app.setRespond(func(w http.ResponseWriter, r *http.Request, n int, got received) int {
+			if n == 1 {
+				<-r.Context().Done() // hangs until the forwarder gives up
+				return 0
+			}
+			return http.StatusOK
+		})
+		h.end("slow")
+		opts := h.options()
+		opts.Timeout = 300 * time.Millisecond
+		start := time.Now()
+		h.start(opts)
+		if took := time.Since(start); took < opts.Timeout {
+			t.Fatalf("the hung attempt ended after %s, before the timeout", took)
+		}
+		fw := h.wantForward("slow", store.ForwardPending, 1, 0)
+		if !strings.Contains(fw.LastError, "no answer within 300ms") {
+			t.Fatalf("last error %q, want the timeout", fw.LastError)
+		}
+		h.advance(time.Minute)
+		h.wantForward("slow", store.ForwardDelivered, 2, 200)
+		h.wantOutcomes(map[string]float64{"retry": 1, "delivered": 1})
+	})
+}
+
+// TestConnectionResetRetries: an app that drops the connection mid-request
+// costs one attempt with no status, and the forward is sent again.
+func TestConnectionResetRetries(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b)
+		h.app.setRespond(func(w http.ResponseWriter, r *http.Request, n int, got received) int {
+			if n > 1 {
+				return http.StatusOK
+			}
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				t.Errorf("hijack: %v", err)
+				return 0
+			}
+			if tc, ok := conn.(*net.TCPConn); ok {
+				tc.SetLinger(0) // a reset, not an orderly close
+			}
+			conn.Close()
+			return 0
+		})
+		h.end("reset")
+		h.start(h.options())
+		fw := h.wantForward("reset", store.ForwardPending, 1, 0)
+		if !strings.HasPrefix(fw.LastError, "no answer: ") {
+			t.Fatalf("last error %q, want no answer", fw.LastError)
+		}
+		h.advance(time.Minute)
+		h.wantForward("reset", store.ForwardDelivered, 2, 200)
+		h.wantRequests(2)
+	})
+}
+
+// TestRedirectNotFollowed: a 301 elsewhere is a failed attempt; the signed
+// body never reaches the other server.
+func TestRedirectNotFollowed(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b)
+		var mu sync.Mutex
+		other := 0
+		elsewhere := serveAt(t, freeAddr(t), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			other++
+			mu.Unlock()
+		}))
+		h.app.setRespond(func(w http.ResponseWriter, r *http.Request, n int, got received) int {
+			w.Header().Set("Location", elsewhere.URL+"/moved")
+			return http.StatusMovedPermanently
+		})
+		h.end("moved")
+		h.start(h.options())
+		fw := h.wantForward("moved", store.ForwardPending, 1, 301)
+		if !strings.Contains(fw.LastError, "redirects are not followed") {
+			t.Fatalf("last error %q", fw.LastError)
+		}
+		h.advance(time.Minute)
+		h.wantForward("moved", store.ForwardPending, 2, 301)
+		mu.Lock()
+		defer mu.Unlock()
+		if other != 0 {
+			t.Fatalf("the server redirected to got %d requests, want none", other)
+		}
+	})
+}
+
+// TestGonePausesUntilResumed: a 410 pauses all forwarding, shown by Ready
+// and the metrics, and nothing else is sent however long it lasts; resumed
+// and kicked, every forward is delivered.
+func TestGonePausesUntilResumed(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b)
+		h.app.setRespond(statuses(http.StatusGone))
+		for _, id := range []string{"g1", "g2", "g3"} {
+			h.end(id)
+		}
+		opts := h.options()
+		opts.Concurrency = 1
+		h.start(opts)
+
+		h.wantRequests(1)
+		fw := h.wantForward("g1", store.ForwardPaused, 1, 410)
+		err := h.f.Ready()
+		if err == nil || !strings.Contains(err.Error(), "410 Gone at "+h.srv.URL+"/hooks/nouvel") ||
+			strings.Contains(err.Error(), "app-secret") {
+			t.Fatalf("Ready: %v; want the 410 and the URL without its query", err)
+		}
+		if !strings.Contains(fw.LastError, "410") {
+			t.Fatalf("last error %q", fw.LastError)
+		}
+		h.advance(time.Hour)
+		h.advance(24 * time.Hour)
+		h.wantRequests(1)
+		h.wantForward("g2", store.ForwardPending, 0, 0)
+		h.wantOutcomes(map[string]float64{"paused": 1})
+		h.wantGauges(3, (25 * time.Hour).Seconds(), 1)
+		if h.f.Ready() == nil {
+			t.Fatal("Ready is nil while paused")
+		}
+
+		if err := h.st.ResumeForwarding(context.Background(), h.clk.Now()); err != nil {
+			t.Fatal(err)
+		}
+		h.kick()
+		h.wantRequests(4)
+		for _, id := range []string{"g2", "g3"} {
+			h.wantForward(id, store.ForwardDelivered, 1, 200)
+		}
+		h.wantForward("g1", store.ForwardDelivered, 2, 200)
+		if err := h.f.Ready(); err != nil {
+			t.Fatalf("Ready after resume: %v", err)
+		}
+		h.wantOutcomes(map[string]float64{"paused": 1, "delivered": 3})
+		h.wantGauges(0, 0, 0)
+	})
+}
+
+// TestPauseSeenFromStore: a pause recorded by another process (here, a
+// forward claimed and finished paused straight in the store) shows in
+// Ready at the loop's next look, and a resume made elsewhere clears it.
+func TestPauseSeenFromStore(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b)
+		h.end("x")
+		h.start(h.options())
+		h.wantForward("x", store.ForwardDelivered, 1, 200)
+		if err := h.f.Ready(); err != nil {
+			t.Fatal(err)
+		}
+		// Another replica sends x again in an hour and gets a 410.
+		ctx := context.Background()
+		later := h.clk.Now().Add(time.Hour)
+		if n, err := h.st.RetryForwards(ctx, later, []string{"x"}); err != nil || n != 1 {
+			t.Fatalf("retry: %d, %v", n, err)
+		}
+		cl, err := h.st.ClaimForwards(ctx, later, 1, time.Minute, false)
+		if err != nil || len(cl) != 1 {
+			t.Fatalf("claim: %v, %v", cl, err)
+		}
+		ok, err := h.st.FinishForward(ctx, cl[0], store.ForwardResult{At: later, Status: 410,
+			Err: "gone elsewhere", State: store.ForwardPaused})
+		if err != nil || !ok {
+			t.Fatalf("finish: %v, %v", ok, err)
+		}
+		h.advance(backstop)
+		if err := h.f.Ready(); err == nil || !strings.Contains(err.Error(), "gone elsewhere") {
+			t.Fatalf("Ready: %v; want the pause recorded elsewhere", err)
+		}
+		if err := h.st.ResumeForwarding(ctx, h.clk.Now()); err != nil {
+			t.Fatal(err)
+		}
+		h.advance(backstop)
+		if err := h.f.Ready(); err != nil {
+			t.Fatalf("Ready after a resume elsewhere: %v", err)
+		}
+		h.wantForward("x", store.ForwardDelivered, 2, 200)
+		h.wantRequests(2)
+	})
+}
+
+// TestRetryAfter: a 429's Retry-After longer than the step is waited out,
+// capped at the step after.
+func TestRetryAfter(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b)
+		h.app.setRespond(func(w http.ResponseWriter, r *http.Request, n int, got received) int {
+			switch {
+			case n <= 2 && got.JobID == "soon":
+				w.Header().Set("Retry-After", "180")
+				return http.StatusTooManyRequests
+			case n <= 2:
+				w.Header().Set("Retry-After", "86400")
+				return http.StatusTooManyRequests
+			}
+			return http.StatusOK
+		})
+		h.end("soon")
+		h.end("late")
+		t0 := h.clk.Now()
+		h.start(h.options())
+		h.wantRequests(2)
+		h.wantNext("soon", t0.Add(3*time.Minute))
+		h.wantNext("late", t0.Add(5*time.Minute)) // the next step caps a day
+
+		h.advance(time.Minute) // the step alone would send both now
+		h.wantRequests(2)
+		h.advance(2 * time.Minute)
+		h.wantForward("soon", store.ForwardDelivered, 2, 200)
+		h.wantForward("late", store.ForwardPending, 1, 429)
+		h.advance(2 * time.Minute)
+		h.wantForward("late", store.ForwardDelivered, 2, 200)
+		h.wantRequests(4)
+	})
+}
+
+// TestFailedThenRetried: past the last step the forward is failed and
+// left alone; RetryForwards and Kick deliver it.
+func TestFailedThenRetried(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b)
+		h.app.setRespond(func(w http.ResponseWriter, r *http.Request, n int, got received) int {
+			return http.StatusServiceUnavailable
+		})
+		h.end("dead")
+		opts := h.options()
+		opts.Schedule = []time.Duration{time.Minute, 2 * time.Minute}
+		h.start(opts)
+		h.advance(time.Minute)
+		h.advance(2 * time.Minute)
+		fw := h.wantForward("dead", store.ForwardFailed, 3, 503)
+		if fw.NextAttemptAt != nil || !strings.Contains(fw.LastError, "503") {
+			t.Fatalf("failed forward %+v", fw)
+		}
+		h.advance(24 * time.Hour)
+		h.wantRequests(3)
+		h.wantOutcomes(map[string]float64{"retry": 2, "failed": 1})
+		h.wantGauges(0, 0, 0)
+
+		h.app.setRespond(ok)
+		n, err := h.st.RetryForwards(context.Background(), h.clk.Now(), []string{"dead"})
+		if err != nil || n != 1 {
+			t.Fatalf("retry: %d, %v", n, err)
+		}
+		h.kick()
+		h.wantForward("dead", store.ForwardDelivered, 1, 200)
+		h.wantRequests(4)
+		h.wantOutcomes(map[string]float64{"retry": 2, "failed": 1, "delivered": 1})
+	})
+}
+
+// TestOrdered: in ordered mode a failing forward holds every later one, one
+// request at a time, and the app sees seq never go back.
+func TestOrdered(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b)
+		h.app.setRespond(func(w http.ResponseWriter, r *http.Request, n int, got received) int {
+			if got.JobID == "o2" && n <= 3 {
+				return http.StatusInternalServerError
+			}
+			return http.StatusOK
+		})
+		ids := []string{"o1", "o2", "o3", "o4", "o5"}
+		for _, id := range ids {
+			h.end(id)
+		}
+		opts := h.options()
+		opts.Ordered, opts.Concurrency = true, 4
+		h.start(opts)
+		h.wantRequests(2) // o1 delivered, o2 failed
+		h.advance(30 * time.Second)
+		h.wantRequests(2) // o3 waits behind o2
+		h.wantForward("o3", store.ForwardPending, 0, 0)
+		h.advance(30 * time.Second)
+		h.wantRequests(3) // o2 failed again
+		h.advance(5 * time.Minute)
+		got := h.wantRequests(7)
+		var last, lastDelivered int64
+		var delivered []string
+		for i, r := range got {
+			if r.Seq < last {
+				t.Fatalf("request %d: seq %d after %d: %v", i+1, r.Seq, last, jobIDs(got))
+			}
+			if r.status == http.StatusOK {
+				if r.Seq <= lastDelivered {
+					t.Fatalf("seq %d delivered after %d: %v", r.Seq, lastDelivered, jobIDs(got))
+				}
+				delivered = append(delivered, r.JobID)
+				lastDelivered = r.Seq
+			}
+			last = r.Seq
+		}
+		if strings.Join(delivered, ",") != strings.Join(ids, ",") {
+			t.Fatalf("delivered %v, want %v", delivered, ids)
+		}
+		if got := h.app.maxInFlight(); got != 1 {
+			t.Fatalf("up to %d requests in flight, want 1", got)
+		}
+	})
+}
+
+// TestConcurrencyLimit: never more than Concurrency attempts at once.
+func TestConcurrencyLimit(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b)
+		gate := make(chan struct{})
+		h.app.setRespond(func(w http.ResponseWriter, r *http.Request, n int, got received) int {
+			select {
+			case <-gate:
+				return http.StatusOK
+			case <-r.Context().Done():
+				return 0
+			}
+		})
+		for i := range 10 {
+			h.end("c" + string(rune('a'+i)))
+		}
+		opts := h.options()
+		opts.Concurrency = 3
+		h.newForwarder(opts).Start()
+		// Asleep with 3 in flight, which the app holds: it claims no more
+		// until one ends.
+		h.settleWith(0, 3)
+		h.waitFor("3 requests at the app", func() bool { return len(h.app.requests()) >= 3 })
+		h.wantRequests(3)
+		close(gate)
+		for i := range 10 {
+			id := "c" + string(rune('a'+i))
+			h.waitFor(id+" delivered", func() bool { return h.job(id).Forward.State == store.ForwardDelivered })
+		}
+		h.wantRequests(10)
+		if got := h.app.maxInFlight(); got != 3 {
+			t.Fatalf("up to %d requests in flight at the app, want 3", got)
+		}
+	})
+}
+
+// TestNewEndWakesForwarder: a job that ends while the forwarder sleeps is
+// sent at once, with the clock standing still: the change feed woke it,
+// not the backstop.
+func TestNewEndWakesForwarder(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b)
+		h.start(h.options())
+		for i, id := range []string{"w1", "w2", "w3"} {
+			h.end(id)
+			h.waitFor("the new end delivered", func() bool { return h.app.delivered()[id] == 1 })
+			h.wantRequests(i + 1)
+		}
+		for _, id := range []string{"w1", "w2", "w3"} {
+			h.waitFor("the delivery recorded", func() bool { return h.job(id).Forward.State == store.ForwardDelivered })
+		}
+	})
+}
+
+// TestCloseStopsLoop: Close returns promptly with an attempt in flight,
+// which is left for its lease to run out, and the store can then close.
+func TestCloseStopsLoop(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b)
+		h.app.setRespond(func(w http.ResponseWriter, r *http.Request, n int, got received) int {
+			<-r.Context().Done()
+			return 0
+		})
+		h.end("cut")
+		opts := h.options()
+		opts.Timeout = time.Minute
+		f := h.newForwarder(opts)
+		f.Start()
+		h.waitFor("the attempt in flight", func() bool { return len(h.app.requests()) == 1 })
+		start := time.Now()
+		f.Close()
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("Close took %s", took)
+		}
+		h.wantForward("cut", store.ForwardPending, 0, 0)
+		if a := h.attempts("cut"); len(a) != 0 {
+			t.Fatalf("attempts %+v recorded for a cut attempt", a)
+		}
+	})
+}
