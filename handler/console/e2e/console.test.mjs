@@ -27,7 +27,7 @@ import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const env = process.env;
-const wait = { timeout: 20000 };
+const wait = { timeout: 30000 }; // CI runs other packages' tests at the same time
 const jobs = (env.JOBS || '').split(',').filter(Boolean);
 const shots = env.SCREENSHOTS || '.';
 

@@ -8,6 +8,9 @@ import { h, fill, chip, jobLink, label, time, facts, plural } from './dom.js';
 export const statuses = ['pending', 'running', 'completed', 'partial', 'failed', 'cancelled', 'expired', 'not_found'];
 
 const pageSize = 50;
+// maxRows bounds the list a tab open for days keeps; past it the oldest
+// rows go, and paging on from them needs a reload.
+const maxRows = 1000;
 const $ = (id) => document.getElementById(id);
 
 /** Log is the log view's state and rendering. */
@@ -42,6 +45,7 @@ export class Log {
   async reload() {
     const list = $('jobs');
     $('jobs-error').textContent = '';
+    $('jobs-note').textContent = '';
     try {
       const ans = await get(this.query(''));
       list.replaceChildren();
@@ -107,6 +111,13 @@ export class Log {
       li.classList.add('fresh');
       if (!known) $('jobs').prepend(li);
       setTimeout(() => li.classList.remove('fresh'), 3000);
+      while (this.rows.size > maxRows) {
+        const last = $('jobs').lastElementChild;
+        this.rows.delete(last.dataset.jobId);
+        last.remove();
+        this.cursor = '';
+        $('jobs-note').textContent = `Showing the newest ${maxRows} jobs: reload the page to see older ones.`;
+      }
     }
     this.tidy();
   }
