@@ -111,12 +111,11 @@ type Forwarder struct {
 
 	mu       sync.Mutex
 	inflight int
-	// pause is the pause reason as last seen, "" when not paused;
-	// pauseGen counts pauses this process recorded, so that the loop does
-	// not clear one on an observation made before it.
+	// pause is the pause reason as the loop last saw it in the store, ""
+	// when not paused. Only the loop changes it, so its observations,
+	// made one after another, never undo a later one.
 	pause      string
-	pauseGen   int
-	checkPause bool      // Kick asked to read the pause from the store
+	checkPause bool      // read the pause at the next step: a Kick or a 410
 	lastCheck  time.Time // when the pause was last read from the store
 	lastErrLog time.Time
 
@@ -280,7 +279,7 @@ func (f *Forwarder) loop(ctx context.Context) {
 func (f *Forwarder) step(ctx context.Context) time.Duration {
 	now := f.clock.Now()
 	f.mu.Lock()
-	free, gen := f.opts.Concurrency-f.inflight, f.pauseGen
+	free := f.opts.Concurrency - f.inflight
 	f.mu.Unlock()
 	if free <= 0 {
 		return backstop // a finishing attempt wakes the loop
@@ -296,7 +295,7 @@ func (f *Forwarder) step(ctx context.Context) time.Duration {
 		f.launch(ctx, c)
 	}
 	if len(claims) > 0 {
-		f.notPaused(gen) // nothing is claimed while paused
+		f.notPaused() // nothing is claimed while paused
 		if len(claims) == free {
 			return 0 // more may be due
 		}
@@ -308,13 +307,10 @@ func (f *Forwarder) step(ctx context.Context) time.Duration {
 	}
 	if !ok {
 		// Nothing pending, or paused: only the store can tell which.
-		f.readPause(cctx, now, gen)
+		f.readPause(cctx, now)
 		return backstop
 	}
-	f.notPaused(gen)
-	f.mu.Lock()
-	f.checkPause = false
-	f.mu.Unlock()
+	f.notPaused() // nor is a forward pending while paused
 	wait := next.Sub(now)
 	if wait <= 0 {
 		// Due but not claimed: held by an earlier one in ordered mode, or
@@ -327,9 +323,9 @@ func (f *Forwarder) step(ctx context.Context) time.Duration {
 	return min(max(wait, minWait), backstop)
 }
 
-// readPause reads the pause from the store, when Kick asked or at most
-// once a backstop.
-func (f *Forwarder) readPause(ctx context.Context, now time.Time, gen int) {
+// readPause reads the pause from the store, when asked to or at most once
+// a backstop.
+func (f *Forwarder) readPause(ctx context.Context, now time.Time) {
 	f.mu.Lock()
 	due := f.checkPause || now.Sub(f.lastCheck) >= backstop || now.Before(f.lastCheck)
 	f.checkPause = false
@@ -349,18 +345,18 @@ func (f *Forwarder) readPause(ctx context.Context, now time.Time, gen int) {
 	case st.Paused && f.pause != st.PauseReason:
 		f.pause = st.PauseReason
 		f.log.Warn().Str("reason", st.PauseReason).Msg("forwarding is paused")
-	case !st.Paused && f.pause != "" && f.pauseGen == gen:
+	case !st.Paused && f.pause != "":
 		f.pause = ""
 		f.log.Info().Msg("forwarding resumed")
 	}
 }
 
 // notPaused clears the pause as last seen, after the store showed it is
-// not paused, unless this process recorded a pause since gen.
-func (f *Forwarder) notPaused(gen int) {
+// not paused.
+func (f *Forwarder) notPaused() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.pause != "" && f.pauseGen == gen {
+	if f.pause != "" {
 		f.pause = ""
 		f.log.Info().Msg("forwarding resumed")
 	}
@@ -464,8 +460,7 @@ func (f *Forwarder) finish(ctx context.Context, c store.ForwardClaim, r store.Fo
 		log.Error().Int("status", r.Status).Str("error", r.Err).Msg("forward failed on the schedule's last step; retry it with nouvelhook forward retry")
 	case store.ForwardPaused:
 		f.mu.Lock()
-		f.pause = r.Err
-		f.pauseGen++
+		f.checkPause = true // the loop's next step shows it in Ready
 		f.mu.Unlock()
 		log.Error().Str("reason", r.Err).Msg("forwarding paused")
 	}
@@ -491,6 +486,7 @@ func (f *Forwarder) watchFeed(ctx context.Context) {
 			var st store.Stats
 			if st, err = f.opts.Store.Stats(ctx); err == nil {
 				after = st.LastSeq
+				f.signal() // for a job that ended after the loop's first look
 			}
 		} else {
 			var last int64

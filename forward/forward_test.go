@@ -268,6 +268,31 @@ func TestGonePausesUntilResumed(t *testing.T) {
 	})
 }
 
+// TestGoneShowsInReadyAtOnce: Ready names the pause as soon as the 410 is
+// recorded, with the clock standing still, even though the loop had just
+// looked at the store and found no pause.
+func TestGoneShowsInReadyAtOnce(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b)
+		h.app.setRespond(statuses(http.StatusGone))
+		h.start(h.options())
+		if err := h.f.Ready(); err != nil {
+			t.Fatal(err)
+		}
+		mark := h.mark()
+		h.end("n1")
+		h.waitFor("the 410", func() bool { return len(h.app.requests()) == 1 })
+		h.settle(mark)
+		h.wantForward("n1", store.ForwardPaused, 1, 410)
+		if err := h.f.Ready(); err == nil || !strings.Contains(err.Error(), "410") {
+			t.Fatalf("Ready: %v, want the pause", err)
+		}
+		h.end("n2") // woken by its end, the loop sends nothing while paused
+		h.advance(time.Minute)
+		h.wantRequests(1)
+	})
+}
+
 // TestPauseSeenFromStore: a pause recorded by another process (here, a
 // forward claimed and finished paused straight in the store) shows in
 // Ready at the loop's next look, and a resume made elsewhere clears it.
