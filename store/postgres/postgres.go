@@ -34,7 +34,9 @@ package postgres
 
 import (
 	"context"
+	"crypto/rand"
 	"embed"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -80,6 +82,10 @@ type Options struct {
 	// Forward turns forwarding on: the transaction that ends a job also
 	// queues its forward to the app (NOUVELHOOK_FORWARD_URL is set).
 	Forward bool
+	// MaxBody is the largest delivery body the store is given
+	// (NOUVELHOOK_MAX_BODY). After a failed commit, Ping writes this much
+	// to prove Postgres has room again. Zero means 1 MiB.
+	MaxBody int64
 
 	// noListen turns LISTEN off, leaving waits to the polling backstop;
 	// tests use it to show the backstop alone wakes waiters.
@@ -97,6 +103,7 @@ type Store struct {
 	secret string // the password, scrubbed from every error
 	// forward: the transaction that ends a job queues its forward.
 	forward bool
+	maxBody int
 
 	closed      atomic.Bool
 	closeMu     sync.RWMutex // held to queue a write, so Close can close ops
@@ -146,6 +153,9 @@ func Open(ctx context.Context, dbURL string, opts Options) (*Store, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if s.maxBody = int(opts.MaxBody); s.maxBody <= 0 {
+		s.maxBody = 1 << 20
 	}
 	s.feed.init()
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
@@ -322,9 +332,16 @@ func migrateOne(ctx context.Context, conn *pgx.Conn, name string) error {
 	return tx.Commit(ctx)
 }
 
-// Ping reports whether the store takes deliveries: it commits one small row
-// (concurrent Pings share one), and returns the failure, wrapping
-// store.ErrUnavailable, when that cannot be done.
+// Ping reports whether the store takes deliveries, and returns the
+// failure, wrapping store.ErrUnavailable, when it does not. From a commit
+// that fails because Postgres cannot take it (unreachable, out of disk or
+// of connections, read-only) until a write at least as large as a delivery
+// commits again, it reports that failure: a small write can still fit where
+// a delivery does not. While failing, each Ping tries such a write itself
+// (the larger of Options.MaxBody and the delivery that failed, of bytes
+// that do not compress) and reports ready once it commits; a delivery that
+// commits clears it too. Otherwise Ping commits one small row. Concurrent
+// Pings share one write.
 func (s *Store) Ping(ctx context.Context) error {
 	h := &s.health
 	h.mu.Lock()
@@ -332,12 +349,12 @@ func (s *Store) Ping(ctx context.Context) error {
 	if f == nil {
 		f = &pingFlight{done: make(chan struct{})}
 		h.flight = f
+		size := 0
+		if h.failed != "" {
+			size = max(h.need, s.maxBody)
+		}
 		go func() {
-			f.err = s.write(context.Background(), func(t *txn) error {
-				_, err := t.tx.Exec(t.ctx, `INSERT INTO meta (key, value) VALUES ('ping', $1)
-					ON CONFLICT (key) DO UPDATE SET value = excluded.value`, t.now.Format(time.RFC3339Nano))
-				return err
-			})
+			f.err = s.probe(size)
 			h.mu.Lock()
 			h.flight = nil
 			h.mu.Unlock()
@@ -356,6 +373,36 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 }
 
+// probe commits a readiness write through the writers: a small row when
+// size is 0, else size bytes, removed again once committed.
+func (s *Store) probe(size int) error {
+	ctx := context.Background() // a Ping that gives up leaves the probe to finish
+	if size == 0 {
+		return s.write(ctx, func(t *txn) error {
+			_, err := t.tx.Exec(t.ctx, `INSERT INTO meta (key, value) VALUES ('ping', $1)
+				ON CONFLICT (key) DO UPDATE SET value = excluded.value`, t.now.Format(time.RFC3339Nano))
+			return err
+		})
+	}
+	// Random bytes, base64: text Postgres cannot compress below size.
+	raw := make([]byte, size*3/4+3)
+	rand.Read(raw)
+	value := base64.StdEncoding.EncodeToString(raw)[:size]
+	err := s.enqueue(ctx, &op{probe: size, fn: func(t *txn) error {
+		_, err := t.tx.Exec(t.ctx, `INSERT INTO meta (key, value) VALUES ('probe', $1)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, value)
+		return err
+	}})
+	if err != nil {
+		return err
+	}
+	// The probe proved the room; giving it back is an ordinary write.
+	return s.write(ctx, func(t *txn) error {
+		_, err := t.tx.Exec(t.ctx, `DELETE FROM meta WHERE key = 'probe'`)
+		return err
+	})
+}
+
 // Failed reports, without writing, whether the last write failed because
 // Postgres could not be reached or could not store it, or the store is
 // closed: the error Ping would start from. nil does not prove the store can
@@ -369,9 +416,13 @@ func (s *Store) Failed() error {
 
 // health is what readiness knows of the writes so far.
 type health struct {
-	mu     sync.Mutex
-	failed string // the first failure since the last commit, scrubbed
+	mu sync.Mutex
+	// failed is the first failure, scrubbed, since a write at least need
+	// bytes large (the largest write of the batch that failed) last
+	// committed, and at when it happened; "" when healthy.
+	failed string
 	at     time.Time
+	need   int
 	flight *pingFlight
 }
 
@@ -380,14 +431,18 @@ type pingFlight struct {
 	err  error
 }
 
-func (h *health) observe(now time.Time, err error, msg string) {
+// observe updates readiness with the outcome of a batch whose largest
+// write was size bytes.
+func (h *health) observe(now time.Time, err error, msg string, size int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch {
 	case err == nil:
-		h.failed = ""
+		if size > 0 && size >= h.need {
+			h.failed, h.need = "", 0
+		}
 	case h.failed == "" && unreachable(err):
-		h.failed, h.at = msg, now
+		h.failed, h.at, h.need = msg, now, size
 	}
 }
 

@@ -486,17 +486,24 @@ func (p *proxy) cut() {
 	p.conns = nil
 }
 
+// proxied returns the URL of a fresh schema reached through a proxy, the
+// proxy, and its address, to start it again at after a cut.
+func proxied(t *testing.T) (dbURL string, p *proxy, addr string) {
+	u, _ := url.Parse(freshSchema(t))
+	p = &proxy{t: t, target: u.Host}
+	p.start("127.0.0.1:0")
+	addr = p.l.Addr().String()
+	t.Cleanup(p.cut)
+	u.Host = addr
+	return u.String(), p, addr
+}
+
 // TestOutage cuts the way to Postgres under a running store: writes fail
 // with ErrUnavailable (a webhook gets 503), Failed and Ping say why, and
 // once Postgres is back the store recovers by itself.
 func TestOutage(t *testing.T) {
-	dbURL := freshSchema(t)
+	dbURL, p, addr := proxied(t)
 	u, _ := url.Parse(dbURL)
-	p := &proxy{t: t, target: u.Host}
-	p.start("127.0.0.1:0")
-	addr := p.l.Addr().String()
-	t.Cleanup(p.cut)
-	u.Host = addr
 	u.User = url.UserPassword(u.User.Username(), "pw-not-needed-by-trust")
 	s := openTest(t, u.String(), Options{})
 	ctx := context.Background()
@@ -752,14 +759,8 @@ func TestSweepsAcrossStores(t *testing.T) {
 // ErrUnavailable or is in the log afterwards, and writes succeed again
 // without a restart.
 func TestOutageUnderLoad(t *testing.T) {
-	dbURL := freshSchema(t)
-	u, _ := url.Parse(dbURL)
-	p := &proxy{t: t, target: u.Host}
-	p.start("127.0.0.1:0")
-	addr := p.l.Addr().String()
-	t.Cleanup(p.cut)
-	u.Host = addr
-	s := openTest(t, u.String(), Options{})
+	dbURL, p, addr := proxied(t)
+	s := openTest(t, dbURL, Options{})
 	ctx, stop := context.WithCancel(context.Background())
 	var mu sync.Mutex
 	var acked []string

@@ -57,7 +57,12 @@ func (t *txn) nextSeq() (int64, error) {
 // write is never reported failed when it committed. fn may run more than
 // once (see commit), so it must depend only on the transaction it is given.
 func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
-	o := &op{fn: fn, done: make(chan error, 1)}
+	return s.enqueue(ctx, &op{fn: fn})
+}
+
+// enqueue queues o and waits for its fate, as write does.
+func (s *Store) enqueue(ctx context.Context, o *op) error {
+	o.done = make(chan error, 1)
 	s.closeMu.RLock()
 	if s.closed.Load() {
 		s.closeMu.RUnlock()
@@ -77,6 +82,9 @@ func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
 type op struct {
 	fn   func(t *txn) error
 	done chan error
+	// size is the delivery body it stores, probe the bytes a readiness
+	// probe writes: what its commit, or its failure, says about room.
+	size, probe int
 }
 
 // maxBatch bounds how many queued writes share one transaction.
@@ -129,13 +137,17 @@ func (s *Store) commit(batch []*op) {
 
 func (s *Store) finish(batch []*op, err error) {
 	now := s.now().UTC()
+	size := 0 // the largest write of the batch: a delivery or a probe
+	for _, o := range batch {
+		size = max(size, o.size, o.probe)
+	}
 	if err != nil {
 		msg := s.scrub(err)
-		s.health.observe(now, err, msg)
+		s.health.observe(now, err, msg, size)
 		s.log.Error().Str("error", msg).Int("batch", len(batch)).Msg("store write failed")
 		err = store.Errorf(store.EUNAVAILABLE, "store unavailable: %s", msg)
 	} else {
-		s.health.observe(now, nil, "")
+		s.health.observe(now, nil, "", size)
 	}
 	for _, o := range batch {
 		o.done <- err
@@ -244,9 +256,9 @@ const missedCounter = "missed"
 func (s *Store) RecordWebhook(ctx context.Context, d store.WebhookDelivery) (store.Outcome, error) {
 	hash := sha256.Sum256(d.Body)
 	if d.Report == nil {
-		return store.OutcomeInvalid, s.write(ctx, func(t *txn) error {
+		return store.OutcomeInvalid, s.enqueue(ctx, &op{size: len(d.Body), fn: func(t *txn) error {
 			return t.insertDelivery(d, hash[:], 0, store.OutcomeInvalid)
-		})
+		}})
 	}
 	if err := d.Report.CheckEnd(); err != nil {
 		return "", err
@@ -256,14 +268,14 @@ func (s *Store) RecordWebhook(ctx context.Context, d store.WebhookDelivery) (sto
 		return "", err
 	}
 	var outcome store.Outcome
-	err = s.write(ctx, func(t *txn) error {
+	err = s.enqueue(ctx, &op{size: len(d.Body), fn: func(t *txn) error {
 		var row int64
 		var err error
 		if outcome, row, err = t.endJob(d.Report, projects, store.SourceWebhook); err != nil {
 			return err
 		}
 		return t.insertDelivery(d, hash[:], row, outcome)
-	})
+	}})
 	if err != nil {
 		return "", err
 	}
