@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/nouvelhook/nouvelhook/store"
 )
 
@@ -535,4 +537,50 @@ func TestCloseStopsLoop(t *testing.T) {
 			t.Fatalf("attempts %+v recorded for a cut attempt", a)
 		}
 	})
+}
+
+// TestRequeuedWhileInFlight: a retry queued while an attempt is in flight
+// fences that attempt off: its answer is not recorded, the forward is sent
+// again, and both requests carry the same webhook-id for the app to dedupe.
+func TestRequeuedWhileInFlight(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b)
+		gate := make(chan struct{})
+		h.app.setRespond(func(w http.ResponseWriter, r *http.Request, n int, got received) int {
+			select {
+			case <-gate:
+				return http.StatusOK
+			case <-r.Context().Done():
+				return 0
+			}
+		})
+		h.end("twice")
+		h.newForwarder(h.options()).Start()
+		h.waitFor("the first attempt", func() bool { return len(h.app.requests()) == 1 })
+		if n, err := h.st.RetryForwards(context.Background(), h.clk.Now(), []string{"twice"}); err != nil || n != 1 {
+			t.Fatalf("retry: %d, %v", n, err)
+		}
+		h.f.Kick()
+		h.waitFor("the second attempt", func() bool { return len(h.app.requests()) == 2 })
+		mark := h.mark()
+		close(gate)
+		h.settle(mark) // both attempts over
+		h.wantForward("twice", store.ForwardDelivered, 1, 200)
+		if a := h.attempts("twice"); len(a) != 1 {
+			t.Fatalf("attempts %+v, want the second alone", a)
+		}
+		got := h.wantRequests(2)
+		if id0, id1 := got[0].header.Get("webhook-id"), got[1].header.Get("webhook-id"); id0 != id1 || id0 != "job_twice" {
+			t.Fatalf("webhook-ids %q and %q, want job_twice twice", id0, id1)
+		}
+		h.wantOutcomes(map[string]float64{"delivered": 2})
+	})
+}
+
+// TestIdleMetrics: with forwarding off the same series exist, at 0.
+func TestIdleMetrics(t *testing.T) {
+	h := &harness{t: t, reg: prometheus.NewRegistry()}
+	RegisterIdleMetrics(h.reg)
+	h.wantOutcomes(nil)
+	h.wantGauges(0, 0, 0)
 }
