@@ -24,6 +24,19 @@ func statuses(seq ...int) func(http.ResponseWriter, *http.Request, int, received
 	}
 }
 
+// held holds every request until gate is closed, then answers 200; a
+// request the forwarder gives up on is let go.
+func held(gate chan struct{}) func(http.ResponseWriter, *http.Request, int, received) int {
+	return func(w http.ResponseWriter, r *http.Request, n int, got received) int {
+		select {
+		case <-gate:
+			return http.StatusOK
+		case <-r.Context().Done():
+			return 0
+		}
+	}
+}
+
 // TestAppDownThenUp: the app refuses connections at first; the forwards
 // wait their step and are delivered once it is up, each once.
 func TestAppDownThenUp(t *testing.T) {
@@ -463,14 +476,7 @@ func TestConcurrencyLimit(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
 		h := newHarness(t, b)
 		gate := make(chan struct{})
-		h.app.setRespond(func(w http.ResponseWriter, r *http.Request, n int, got received) int {
-			select {
-			case <-gate:
-				return http.StatusOK
-			case <-r.Context().Done():
-				return 0
-			}
-		})
+		h.app.setRespond(held(gate))
 		for i := range 10 {
 			h.end("c" + string(rune('a'+i)))
 		}
@@ -546,14 +552,7 @@ func TestRequeuedWhileInFlight(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
 		h := newHarness(t, b)
 		gate := make(chan struct{})
-		h.app.setRespond(func(w http.ResponseWriter, r *http.Request, n int, got received) int {
-			select {
-			case <-gate:
-				return http.StatusOK
-			case <-r.Context().Done():
-				return 0
-			}
-		})
+		h.app.setRespond(held(gate))
 		h.end("twice")
 		h.newForwarder(h.options()).Start()
 		h.waitFor("the first attempt", func() bool { return len(h.app.requests()) == 1 })
