@@ -310,7 +310,8 @@ func TestGoneShowsInReadyAtOnce(t *testing.T) {
 
 // TestPauseSeenFromStore: a pause recorded by another process (here, a
 // forward claimed and finished paused straight in the store) shows in
-// Ready at the loop's next look, and a resume made elsewhere clears it.
+// Ready once the idle loop reads it again, and a resume made elsewhere
+// clears it.
 func TestPauseSeenFromStore(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
 		h := newHarness(t, b)
@@ -334,6 +335,10 @@ func TestPauseSeenFromStore(t *testing.T) {
 			Err: "gone elsewhere", State: store.ForwardPaused})
 		if err != nil || !ok {
 			t.Fatalf("finish: %v, %v", ok, err)
+		}
+		h.advance(pauseReadEvery - backstop)
+		if err := h.f.Ready(); err != nil {
+			t.Fatalf("Ready: %v; the idle loop read the pause again before pauseReadEvery", err)
 		}
 		h.advance(backstop)
 		if err := h.f.Ready(); err == nil || !strings.Contains(err.Error(), "gone elsewhere") {
