@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/nouvelhook/nouvelhook/store"
 )
@@ -76,5 +79,51 @@ func TestPingProvesRoomForADelivery(t *testing.T) {
 	}
 	if err := s.Failed(); err != nil {
 		t.Errorf("Failed after the same delivery committed: %v", err)
+	}
+}
+
+// A Postgres that stalls (no bytes, no close) fails each webhook within
+// Nouvel's 5 s, counted from its own call, however many wait behind the
+// stalled write, so Nouvel sees a 503 and retries rather than timing out;
+// and the store recovers by itself when the stall ends.
+func TestStallAnswersWithinNouvelsTimeout(t *testing.T) {
+	ctx := context.Background()
+	dbURL, p, _ := proxied(t)
+	s := openTest(t, dbURL, Options{})
+	if _, err := s.RecordWebhook(ctx, completed("before")); err != nil {
+		t.Fatal(err)
+	}
+	p.stall(true)
+	const senders = 12
+	var wg sync.WaitGroup
+	for i := range senders {
+		time.Sleep(150 * time.Millisecond) // each arrives later, behind the ones before
+		wg.Go(func() {
+			start := time.Now()
+			_, err := s.RecordWebhook(ctx, completed(fmt.Sprintf("during-%d", i)))
+			took := time.Since(start)
+			if !errors.Is(err, store.ErrUnavailable) || took >= 5*time.Second {
+				t.Errorf("webhook %d during the stall: %v after %v; want ErrUnavailable within 5s", i, err, took)
+			}
+		})
+	}
+	wg.Wait()
+	if err := s.Failed(); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("Failed during the stall: %v; want ErrUnavailable", err)
+	}
+	p.stall(false)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err := s.RecordWebhook(ctx, completed("after"))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no webhook taken 15s after the stall ended: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Errorf("Ping after the stall: %v", err)
 	}
 }

@@ -60,10 +60,15 @@ import (
 var migrations embed.FS
 
 const (
-	// writeTimeout bounds one write, from taking a connection to COMMIT, so
-	// that a Postgres that hangs turns into an error rather than a webhook
-	// that never answers.
-	writeTimeout = 10 * time.Second
+	// writeTimeout bounds one write, from its call to COMMIT, so that a
+	// Postgres that stalls turns into a 503 that Nouvel sees, within its 5 s,
+	// and retries, rather than a webhook that never answers. It is longer
+	// than idleInTransaction, so a write waiting on the rows of a stalled
+	// replica's transaction outlives it, and commits once Postgres ends it.
+	writeTimeout = 4 * time.Second
+	// connectTimeout bounds opening one connection, unless the URL sets
+	// connect_timeout.
+	connectTimeout = 2 * time.Second
 	// backstop is how often the feed is read whatever notifications say.
 	backstop = time.Second
 	// feedChannel is the LISTEN/NOTIFY channel of the change feed.
@@ -137,7 +142,7 @@ func Open(ctx context.Context, dbURL string, opts Options) (*Store, error) {
 	}
 	secret := cfg.ConnConfig.Password
 	if cfg.ConnConfig.ConnectTimeout == 0 {
-		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+		cfg.ConnConfig.ConnectTimeout = connectTimeout
 	}
 	// A replica that stalls or is frozen in the middle of a write holds the
 	// counter rows every replica's ending transaction needs; without a limit

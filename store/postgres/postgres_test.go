@@ -439,13 +439,51 @@ func TestUnreachable(t *testing.T) {
 	}
 }
 
-// proxy forwards 127.0.0.1:port to Postgres until cut.
+// proxy forwards 127.0.0.1:port to Postgres until cut; while stalled it
+// passes nothing, and closes nothing, as a network partition does.
 type proxy struct {
-	t      *testing.T
-	target string
-	mu     sync.Mutex
-	l      net.Listener
-	conns  []net.Conn
+	t       *testing.T
+	target  string
+	mu      sync.Mutex
+	l       net.Listener
+	conns   []net.Conn
+	stalled chan struct{} // closed when not stalled
+}
+
+// stall stops (on) or resumes passing bytes.
+func (p *proxy) stall(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if on && p.stalled == nil {
+		p.stalled = make(chan struct{})
+	}
+	if !on && p.stalled != nil {
+		close(p.stalled)
+		p.stalled = nil
+	}
+}
+
+// pass copies from src to dst, holding what it read while stalled.
+func (p *proxy) pass(dst, src net.Conn) {
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			gate := p.stalled
+			p.mu.Unlock()
+			if gate != nil {
+				<-gate
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func (p *proxy) start(addr string) {
@@ -470,13 +508,14 @@ func (p *proxy) start(addr string) {
 			p.mu.Lock()
 			p.conns = append(p.conns, c, up)
 			p.mu.Unlock()
-			go func() { io.Copy(up, c); up.Close() }()
-			go func() { io.Copy(c, up); c.Close() }()
+			go p.pass(up, c)
+			go p.pass(c, up)
 		}
 	}()
 }
 
 func (p *proxy) cut() {
+	p.stall(false)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.l.Close()
@@ -633,7 +672,7 @@ func TestBatchIsolation(t *testing.T) {
 				return err
 			}
 		}
-		batch = append(batch, &op{fn: fn, done: make(chan error, 1)})
+		batch = append(batch, &op{fn: fn, done: make(chan error, 1), deadline: time.Now().Add(writeTimeout)})
 	}
 	s.commit(batch)
 	for i, o := range batch {

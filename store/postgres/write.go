@@ -61,22 +61,35 @@ func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
 }
 
 // enqueue queues o and waits for its fate, as write does.
+// The op's writeTimeout runs from this call: a write that waits for a turn
+// behind a stalled one fails at its own deadline, not the other's plus its
+// own.
 func (s *Store) enqueue(ctx context.Context, o *op) error {
 	o.done = make(chan error, 1)
+	o.deadline = time.Now().Add(writeTimeout)
 	s.closeMu.RLock()
 	if s.closed.Load() {
 		s.closeMu.RUnlock()
 		return store.Errorf(store.EUNAVAILABLE, "store unavailable: store is closed")
 	}
+	full := time.NewTimer(writeTimeout)
+	defer full.Stop()
 	select {
 	case s.ops <- o:
 		s.closeMu.RUnlock()
 	case <-ctx.Done():
 		s.closeMu.RUnlock()
 		return ctx.Err()
+	case <-full.C:
+		s.closeMu.RUnlock()
+		s.finish([]*op{o}, errNoTurn)
 	}
 	return <-o.done
 }
+
+// errNoTurn fails a write whose deadline passed before a writer took it up:
+// the writes ahead of it are stalled.
+var errNoTurn = fmt.Errorf("no turn to write within %s: the writes ahead are stalled", writeTimeout)
 
 // op is one queued write.
 type op struct {
@@ -85,6 +98,8 @@ type op struct {
 	// size is the delivery body it stores, probe the bytes a readiness
 	// probe writes: what its commit, or its failure, says about room.
 	size, probe int
+	// deadline is when the op fails if it has not committed.
+	deadline time.Time
 }
 
 // maxBatch bounds how many queued writes share one transaction.
@@ -124,7 +139,24 @@ func (s *Store) writeLoop() {
 // serialization failure twice. If an op fails, the transaction is rolled
 // back and each op is retried alone, so one bad write cannot sink the
 // others; when Postgres cannot be reached, all fail at once.
+// Ops whose deadline has passed while they were queued fail at once.
 func (s *Store) commit(batch []*op) {
+	now := time.Now()
+	live := batch[:0]
+	var late []*op
+	for _, o := range batch {
+		if now.Before(o.deadline) {
+			live = append(live, o)
+		} else {
+			late = append(late, o)
+		}
+	}
+	if len(late) > 0 {
+		s.finish(late, errNoTurn)
+	}
+	if batch = live; len(batch) == 0 {
+		return
+	}
 	err := s.runBatch(batch)
 	if err == nil || len(batch) == 1 || unreachable(err) {
 		s.finish(batch, err)
@@ -154,8 +186,15 @@ func (s *Store) finish(batch []*op, err error) {
 	}
 }
 
+// runBatch runs batch until the earliest deadline of its ops.
 func (s *Store) runBatch(batch []*op) error {
-	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	deadline := batch[0].deadline
+	for _, o := range batch[1:] {
+		if o.deadline.Before(deadline) {
+			deadline = o.deadline
+		}
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
 		t, err := s.runTx(ctx, batch)
