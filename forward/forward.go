@@ -123,6 +123,10 @@ type Forwarder struct {
 	checkPause bool      // read the pause at the next step: a Kick or a 410
 	lastCheck  time.Time // when the pause was last read from the store
 	lastErrLog time.Time
+	// failing is set from a failed attempt to the next delivery, so that a
+	// backlog failing against an app that is down logs once, not once a
+	// forward.
+	failing bool
 
 	randMu sync.Mutex
 
@@ -199,6 +203,8 @@ func noRedirects(c *http.Client) *http.Client {
 
 // Start runs the forwarding loop in the background until Close.
 func (f *Forwarder) Start() {
+	f.log.Info().Str("url", f.shownURL).Int("concurrency", f.opts.Concurrency).Bool("ordered", f.opts.Ordered).
+		Bool("standard_webhooks", f.sign.key != nil).Msg("forwarding ended jobs to the app")
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
 	f.wg.Add(2)
@@ -458,18 +464,31 @@ func (f *Forwarder) finish(ctx context.Context, c store.ForwardClaim, r store.Fo
 		log.Info().Msg("forward was queued again while this attempt ran; its result is not recorded")
 		return
 	}
+	f.mu.Lock()
+	wasFailing := f.failing
+	f.failing = r.State != store.ForwardDelivered
+	f.mu.Unlock()
 	switch r.State {
 	case store.ForwardDelivered:
-		log.Debug().Int("status", r.Status).Msg("forward delivered")
+		if wasFailing {
+			log.Info().Int("status", r.Status).Msg("the app takes forwards again")
+		} else {
+			log.Debug().Int("status", r.Status).Msg("forward delivered")
+		}
 	case store.ForwardPending:
-		log.Warn().Int("status", r.Status).Str("error", r.Err).Time("next_attempt_at", r.Next).Msg("forward failed; retrying")
+		ev := log.Warn()
+		if wasFailing {
+			ev = log.Debug()
+		}
+		ev.Int("status", r.Status).Str("error", r.Err).Time("next_attempt_at", r.Next).
+			Msg("forward failed; retrying on the schedule (further failures log at debug until one is delivered)")
 	case store.ForwardFailed:
 		log.Error().Int("status", r.Status).Str("error", r.Err).Msg("forward failed on the schedule's last step; retry it with nouvelhook forward retry")
 	case store.ForwardPaused:
 		f.mu.Lock()
 		f.checkPause = true // the loop's next step shows it in Ready
 		f.mu.Unlock()
-		log.Error().Str("reason", r.Err).Msg("forwarding paused")
+		log.Error().Str("url", f.shownURL).Msg("the app answered 410 Gone: forwarding pauses until resumed")
 	}
 }
 

@@ -74,6 +74,10 @@ func TestAppDownThenUp(t *testing.T) {
 		h.wantGauges(0, 0, 0)
 		h.advance(time.Hour)
 		h.wantRequests(2)
+		// Two forwards failing against an app that is down: one warning.
+		h.wantLogs(map[string]int{"warn forward failed; retrying": 1, "debug forward failed; retrying": 1,
+			"info the app takes forwards again": 1, "debug forward delivered": 1,
+			"info forwarding ended jobs to the app": 1})
 	})
 }
 
@@ -280,6 +284,8 @@ func TestGonePausesUntilResumed(t *testing.T) {
 		}
 		h.wantOutcomes(map[string]float64{"paused": 1, "delivered": 3})
 		h.wantGauges(0, 0, 0)
+		h.wantLogs(map[string]int{"error the app answered 410 Gone": 1, "warn forwarding is paused": 1,
+			"info forwarding resumed": 1})
 	})
 }
 

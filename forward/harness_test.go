@@ -1,7 +1,9 @@
 package forward
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -23,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rs/zerolog"
 
 	"github.com/nouvelhook/nouvelhook/store"
 	"github.com/nouvelhook/nouvelhook/store/postgres"
@@ -301,6 +304,7 @@ type harness struct {
 	srv *httptest.Server
 	reg *prometheus.Registry
 	f   *Forwarder
+	log *lockedBuffer // the forwarder's log, debug and up
 
 	mu       sync.Mutex
 	waits    int // times the loop went to sleep with no wake-up pending
@@ -311,7 +315,7 @@ type harness struct {
 // with tune, then call start.
 func newHarness(t *testing.T, b backend) *harness {
 	clk := newManualClock()
-	h := &harness{t: t, clk: clk, st: b.open(t, clk), reg: prometheus.NewRegistry()}
+	h := &harness{t: t, clk: clk, st: b.open(t, clk), reg: prometheus.NewRegistry(), log: &lockedBuffer{}}
 	h.app = newApp(t, clk)
 	h.srv = httptest.NewServer(h.app)
 	t.Cleanup(h.srv.Close)
@@ -325,7 +329,55 @@ func (h *harness) options() Options {
 		Store: h.st, URL: h.srv.URL + "/hooks/nouvel?token=app-secret", NouvelSecret: testSecret, Key: testKey,
 		Schedule: []time.Duration{time.Minute, 5 * time.Minute, 30 * time.Minute},
 		Timeout:  5 * time.Second, Concurrency: 4, Clock: h.clk, Rand: midRand(), Registerer: h.reg,
-		Version: testVersion,
+		Version: testVersion, Logger: zerolog.New(h.log).Level(zerolog.DebugLevel),
+	}
+}
+
+// lockedBuffer is a log sink the forwarder's goroutines share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// wantLogs checks that each "level message" was logged n times (a message
+// matches by its start), and that no secret was: the app's URL query, the
+// Nouvel secret, the forward key.
+func (h *harness) wantLogs(want map[string]int) {
+	h.t.Helper()
+	logs := h.log.String()
+	got := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		var l struct{ Level, Message string }
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			h.t.Fatalf("log line %q: %v", line, err)
+		}
+		for k := range want {
+			if level, msg, _ := strings.Cut(k, " "); l.Level == level && strings.HasPrefix(l.Message, msg) {
+				got[k]++
+			}
+		}
+	}
+	for k, n := range want {
+		if got[k] != n {
+			h.t.Errorf("logged %q %d times, want %d:\n%s", k, got[k], n, logs)
+		}
+	}
+	for _, secret := range []string{"app-secret", testSecret, string(testKey), base64.StdEncoding.EncodeToString(testKey)} {
+		if strings.Contains(logs, secret) {
+			h.t.Errorf("the log shows the secret %q:\n%s", secret, logs)
+		}
 	}
 }
 
