@@ -3,8 +3,8 @@ package forward
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
