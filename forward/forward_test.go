@@ -2,6 +2,7 @@ package forward
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/nouvelhook/nouvelhook/store"
 )
@@ -593,4 +595,65 @@ func TestIdleMetrics(t *testing.T) {
 	RegisterIdleMetrics(h.reg)
 	h.wantOutcomes(nil)
 	h.wantGauges(0, 0, 0)
+}
+
+// TestTwoReplicasDeliverOnce: two forwarders on one Postgres, each woken by
+// every end, share the queue: every job reaches the app once.
+func TestTwoReplicasDeliverOnce(t *testing.T) {
+	dbURL := freshSchema(t)
+	h := newHarness(t, backend{"postgres", func(t *testing.T, clk *manualClock) store.Store {
+		return openPostgres(t, dbURL, clk)
+	}})
+	other := openPostgres(t, dbURL, h.clk)
+	h.start(h.options())
+	opts := h.options()
+	reg2 := prometheus.NewRegistry()
+	opts.Store, opts.Registerer = other, reg2
+	f2, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f2.Start()
+	t.Cleanup(func() { f2.Close() })
+
+	const n = 40
+	for i := range n {
+		id := fmt.Sprintf("r%02d", i)
+		if i%2 == 0 {
+			h.end(id)
+		} else {
+			endOn(t, other, h.clk, id)
+		}
+	}
+	for i := range n {
+		id := fmt.Sprintf("r%02d", i)
+		h.waitFor(id+" delivered", func() bool { return h.job(id).Forward.State == store.ForwardDelivered })
+	}
+	got := h.app.requests()
+	seen := map[string]int{}
+	for _, r := range got {
+		seen[r.JobID]++
+	}
+	if len(got) != n || len(seen) != n {
+		t.Fatalf("the app got %d requests for %d jobs, want %d for %d: %v", len(got), len(seen), n, n, jobIDs(got))
+	}
+	var split []float64
+	for _, reg := range []*prometheus.Registry{h.reg, reg2} {
+		c, err := testutil.GatherAndCount(reg, "nouvelhook_forwards_total")
+		if err != nil || c != len(outcomes) {
+			t.Fatalf("nouvelhook_forwards_total: %d series, %v", c, err)
+		}
+		fams, _ := reg.Gather()
+		for _, fam := range fams {
+			for _, m := range fam.GetMetric() {
+				if fam.GetName() == "nouvelhook_forwards_total" && m.GetLabel()[0].GetValue() == "delivered" {
+					split = append(split, m.GetCounter().GetValue())
+				}
+			}
+		}
+	}
+	if len(split) != 2 || split[0]+split[1] != n {
+		t.Fatalf("delivered by each replica: %v, want %d in all", split, n)
+	}
+	t.Logf("delivered by each replica: %v", split)
 }

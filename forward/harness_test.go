@@ -112,14 +112,21 @@ func backends() []backend {
 			return s
 		}},
 		{"postgres", func(t *testing.T, clk *manualClock) store.Store {
-			s, err := postgres.Open(context.Background(), freshSchema(t), postgres.Options{Now: clk.Now, Forward: true})
-			if err != nil {
-				t.Fatalf("open postgres: %v", err)
-			}
-			t.Cleanup(func() { s.Close() })
-			return s
+			return openPostgres(t, freshSchema(t), clk)
 		}},
 	}
+}
+
+// openPostgres opens the log at dbURL with forwarding on, closed when the
+// test ends.
+func openPostgres(t *testing.T, dbURL string, clk *manualClock) store.Store {
+	t.Helper()
+	s, err := postgres.Open(context.Background(), dbURL, postgres.Options{Now: clk.Now, Forward: true})
+	if err != nil {
+		t.Fatalf("open postgres: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 // freshSchema creates an empty Postgres schema, dropped when the test
@@ -464,16 +471,22 @@ func (h *harness) waitFor(what string, cond func() bool) {
 // end ends a job as a verified webhook would, which queues its forward.
 func (h *harness) end(id string) store.Job {
 	h.t.Helper()
+	endOn(h.t, h.st, h.clk, id)
+	return h.job(id)
+}
+
+// endOn ends a job on st as a verified webhook would.
+func endOn(t *testing.T, st store.Store, clk *manualClock, id string) {
+	t.Helper()
 	r := &store.Report{JobID: id, Status: store.StatusCompleted, TotalProjects: 1, CompletedProjects: 1,
 		Projects: []store.Project{{ProjectID: id + "-p", Title: "Tom & Jerry <3>", Status: store.StatusCompleted,
 			VideoURL: "https://cdn.example/" + id + ".mp4"}}}
 	b, _ := json.Marshal(r)
-	out, err := h.st.RecordWebhook(context.Background(), store.WebhookDelivery{Body: b, ReceivedAt: h.clk.Now(),
+	out, err := st.RecordWebhook(context.Background(), store.WebhookDelivery{Body: b, ReceivedAt: clk.Now(),
 		Attempt: 1, JobID: id, Report: r})
 	if err != nil || out != store.OutcomeAccepted {
-		h.t.Fatalf("end %s: got %s, %v", id, out, err)
+		t.Fatalf("end %s: got %s, %v", id, out, err)
 	}
-	return h.job(id)
 }
 
 func (h *harness) job(id string) store.Job {
