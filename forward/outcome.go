@@ -41,7 +41,7 @@ func (f *Forwarder) judge(a answer, attempt int, at time.Time, jitter float64) s
 		return r
 	case a.err == nil && a.status == http.StatusGone:
 		r.State = store.ForwardPaused
-		r.Err = fmt.Sprintf("the app answered 410 Gone at %s: forwarding is paused until resumed", f.shownURL)
+		r.Err = "the app answered 410 Gone at " + f.shownURL
 		return r
 	case a.timedOut:
 		r.Err = fmt.Sprintf("no answer within %s (NOUVELHOOK_FORWARD_TIMEOUT)", f.opts.Timeout)

@@ -43,7 +43,7 @@ func TestJudge(t *testing.T) {
 		{"204 on the last attempt", answer{status: 204}, 4, 0.5, store.ForwardDelivered, 0, ""},
 		{"299", answer{status: 299}, 2, 0.5, store.ForwardDelivered, 0, ""},
 		{"410 pauses", answer{status: 410, statusText: "Gone"}, 1, 0.5, store.ForwardPaused, 0,
-			"410 Gone at https://app.example/hooks/nouvel:"},
+			"the app answered 410 Gone at https://app.example/hooks/nouvel"},
 		{"410 on the last attempt still pauses", answer{status: 410}, 4, 0.5, store.ForwardPaused, 0, "410"},
 		{"500, jitter low", answer{status: 500, statusText: "Internal Server Error"}, 1, 0, store.ForwardPending,
 			48 * time.Second, "the app answered 500 Internal Server Error"},
