@@ -145,12 +145,12 @@ func New(opts Options) (*Forwarder, error) {
 		return nil, errors.New("forward: no store")
 	}
 	u, err := url.Parse(opts.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		shown := "an unreadable URL"
-		if err == nil {
-			shown = fmt.Sprintf("%q", showURL(u))
-		}
-		return nil, fmt.Errorf("forward: URL is %s, not an absolute http or https URL", shown)
+	if err != nil {
+		// url's error quotes the whole URL, secrets and all.
+		return nil, errors.New("forward: the URL is unreadable, not an absolute http or https URL")
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("forward: URL %q is not an absolute http or https URL", showURL(u))
 	}
 	if len(opts.Schedule) == 0 {
 		return nil, errors.New("forward: the schedule has no step")

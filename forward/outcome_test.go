@@ -143,8 +143,8 @@ func TestNewRefuses(t *testing.T) {
 		errHas string
 	}{
 		{"no store", func(o *Options) { o.Store = nil }, "no store"},
-		{"relative URL", func(o *Options) { o.URL = "/hooks?token=s3cret" }, `URL is "/hooks"`},
-		{"ftp URL", func(o *Options) { o.URL = "ftp://u:s3cret@app.example/h" }, `URL is "ftp://app.example/h"`},
+		{"relative URL", func(o *Options) { o.URL = "/hooks?token=s3cret" }, `URL "/hooks" is not`},
+		{"ftp URL", func(o *Options) { o.URL = "ftp://u:s3cret@app.example/h" }, `URL "ftp://app.example/h" is not`},
 		{"no host", func(o *Options) { o.URL = "https:///h" }, "URL"},
 		{"unreadable URL", func(o *Options) { o.URL = "https://app.example/%zz?s3cret" }, "unreadable"},
 		{"no schedule", func(o *Options) { o.Schedule = nil }, "schedule"},
