@@ -30,6 +30,12 @@ type answer struct {
 	timedOut bool
 }
 
+// statusLine is the status as "503 Service Unavailable", or the bare code
+// when it has no name.
+func (a answer) statusLine() string {
+	return strings.TrimSpace(fmt.Sprintf("%d %s", a.status, a.statusText))
+}
+
 // judge turns an attempt's answer into what the forward becomes: delivered
 // on a 2xx; paused on a 410; otherwise pending until the schedule's next
 // step, or failed past the last one. jitter is a uniform draw in [0, 1).
@@ -48,9 +54,9 @@ func (f *Forwarder) judge(a answer, attempt int, at time.Time, jitter float64) s
 	case a.err != nil:
 		r.Err = "no answer: " + a.err.Error()
 	case a.status >= 300 && a.status <= 399:
-		r.Err = fmt.Sprintf("the app answered %d %s; redirects are not followed", a.status, a.statusText)
+		r.Err = "the app answered " + a.statusLine() + "; redirects are not followed"
 	default:
-		r.Err = fmt.Sprintf("the app answered %d %s", a.status, a.statusText)
+		r.Err = "the app answered " + a.statusLine()
 	}
 	var ra time.Duration
 	if a.status == http.StatusTooManyRequests || a.status == http.StatusServiceUnavailable {

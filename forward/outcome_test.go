@@ -53,6 +53,7 @@ func TestJudge(t *testing.T) {
 		{"301", answer{status: 301, statusText: "Moved Permanently"}, 1, 0.5, store.ForwardPending, time.Minute,
 			"redirects are not followed"},
 		{"400", answer{status: 400}, 1, 0.5, store.ForwardPending, time.Minute, "400"},
+		{"599 with no name", answer{status: 599}, 1, 0.5, store.ForwardPending, time.Minute, "the app answered 599"},
 		{"refused", answer{err: syscall.ECONNREFUSED}, 1, 0.5, store.ForwardPending, time.Minute, "connection refused"},
 		{"timeout", answer{err: errors.New("context deadline exceeded"), timedOut: true}, 2, 0.5, store.ForwardPending,
 			5 * time.Minute, "no answer within 15s"},
@@ -86,7 +87,7 @@ func TestJudge(t *testing.T) {
 		if c.errHas == "" && r.Err != "" || !strings.Contains(r.Err, c.errHas) {
 			t.Errorf("%s: got error %q, want one with %q", c.name, r.Err, c.errHas)
 		}
-		if strings.Contains(r.Err, "s3cret") || strings.Contains(r.Err, "pw@") {
+		if strings.Contains(r.Err, "s3cret") || strings.Contains(r.Err, "pw@") || strings.HasSuffix(r.Err, " ") {
 			t.Errorf("%s: error %q shows the URL's secret", c.name, r.Err)
 		}
 		if r.Status != c.a.status {
