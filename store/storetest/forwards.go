@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -178,6 +179,61 @@ func testForwardQueuedOnceWhenAJobEnds(t *testing.T, s store.Store) {
 	}
 	if c := claim(t, s, time.Now().Add(time.Second), 10, false); claimedIDs(c) != "young" {
 		t.Fatalf("claim after later reports: got [%s], want [young] alone", claimedIDs(c))
+	}
+}
+
+// testForwardQueuedOnceUnderRacingEnds: webhooks, polls and an expiry
+// sweep racing to end the same jobs queue one forward per job, due at the
+// end that won, in the order of the feed.
+func testForwardQueuedOnceUnderRacingEnds(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	const jobs = 20
+	id := func(i int) string { return fmt.Sprintf("race-%02d", i) }
+	for i := range jobs {
+		if _, _, err := s.Track(ctx, id(i), time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cutoff := time.Now()
+	var wg sync.WaitGroup
+	for i := range jobs {
+		wg.Go(func() { deliver(t, s, report(id(i), "completed")) })
+		wg.Go(func() { deliver(t, s, report(id(i), "failed")) })
+		wg.Go(func() {
+			if _, err := s.RecordPoll(ctx, id(i), store.PollResult{Report: report(id(i), "completed")}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	for range 3 {
+		wg.Go(func() {
+			if _, err := s.ExpireJobs(ctx, cutoff); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	st, err := s.ForwardStats(ctx)
+	if err != nil || st.ByState[store.ForwardPending] != jobs || st.Depth != jobs {
+		t.Fatalf("ForwardStats: got %+v, %v; want %d pending, one per job", st, err, jobs)
+	}
+	events, _, err := s.Events(ctx, 0, store.MaxLimit)
+	if err != nil || len(events) != jobs {
+		t.Fatalf("Events: got %d, %v", len(events), err)
+	}
+	fs, _, err := s.ListForwards(ctx, store.ForwardFilter{Limit: store.MaxLimit})
+	if err != nil || len(fs) != jobs {
+		t.Fatalf("ListForwards: got %d, %v; want %d", len(fs), err, jobs)
+	}
+	for i, e := range events {
+		f := fs[i]
+		if f.JobID != e.JobID || f.Seq != e.Seq || e.Forward == nil || f.State != store.ForwardPending ||
+			!sameTimePtr(f.NextAttemptAt, e.TerminalAt) || !sameTime(f.EnqueuedAt, *e.TerminalAt) {
+			t.Errorf("forward %d: got %+v, want %s's at seq %d, due at its end %v", i, f, e.JobID, e.Seq, e.TerminalAt)
+		}
+	}
+	if c := claim(t, s, time.Now().Add(time.Second), store.MaxLimit, false); len(c) != jobs {
+		t.Fatalf("claim: got %d, want %d", len(c), jobs)
 	}
 }
 

@@ -66,6 +66,7 @@ func Run(t *testing.T, open func(t *testing.T, o Options) store.Store) {
 		{"InvalidInput", Options{}, testInvalidInput},
 		{"CloseRefusesWrites", Options{}, testCloseRefusesWrites},
 		{"ForwardQueuedOnceWhenAJobEnds", on, testForwardQueuedOnceWhenAJobEnds},
+		{"ForwardQueuedOnceUnderRacingEnds", on, testForwardQueuedOnceUnderRacingEnds},
 		{"ForwardOffQueuesOnlyOnReplayOrRetry", Options{}, testForwardOffQueuesOnlyOnReplayOrRetry},
 		{"ForwardClaimLeaseAndToken", on, testForwardClaimLeaseAndToken},
 		{"ForwardClaimPassesABacklogInRetry", on, testForwardClaimPassesABacklogInRetry},
