@@ -195,7 +195,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		drains[name] = rates
 	}
-	var ingest map[string][]float64
+	var ingest map[string]*ingestSide
 	if cfg.ingestRounds > 0 {
 		if ingest, err = b.ingestComparison(ctx); err != nil {
 			return fmt.Errorf("ingest: %w", err)
@@ -366,16 +366,26 @@ func (b *benchRun) drain(ctx context.Context, srv *loadgen.Server, name string, 
 	sent := hits1 - hits0
 	b.check(sent >= int64(b.cfg.jobs) && bad == 0, "%s drain %d: the app got %d forwards for %d jobs, %d of them bad", name, round, sent, b.cfg.jobs, bad)
 	rate := float64(b.cfg.jobs) / elapsed.Seconds()
-	fmt.Fprintf(b.out, "  drain %d/%d  %-8s %6d forwards in %7s  %7.0f forwards/s  app got %d (%d repeats)  srv %.2f cores  other %.2f cores\n",
+	other := "other"
+	if name == "pg" {
+		other = "other (Postgres's included)"
+	}
+	fmt.Fprintf(b.out, "  drain %d/%d  %-8s %6d forwards in %7s  %7.0f forwards/s  app got %d (%d repeats)  srv %.2f cores  %s %.2f cores\n",
 		round, b.cfg.drainRounds, name, b.cfg.jobs, elapsed.Round(time.Millisecond), rate, sent, sent-int64(b.cfg.jobs),
-		(cpu1-cpu0).Seconds()/elapsed.Seconds(), max(0, (all1-all0-(cpu1-cpu0)).Seconds()/elapsed.Seconds()))
+		(cpu1-cpu0).Seconds()/elapsed.Seconds(), other, max(0, (all1-all0-(cpu1-cpu0)).Seconds()/elapsed.Seconds()))
 	return rate, nil
+}
+
+// ingestSide is what the ingest rounds measured of one server.
+type ingestSide struct {
+	rps    []float64 // each round's req/s
+	cpuReq []float64 // each round's server CPU per request, in µs
 }
 
 // ingestComparison runs the webhook load against two SQLite servers, one
 // forwarding to the app and one not, in alternating rounds. It returns
-// each round's req/s by server.
-func (b *benchRun) ingestComparison(ctx context.Context) (map[string][]float64, error) {
+// each round's figures by server.
+func (b *benchRun) ingestComparison(ctx context.Context) (map[string]*ingestSide, error) {
 	type side struct {
 		name    string
 		srv     *loadgen.Server
@@ -417,7 +427,10 @@ func (b *benchRun) ingestComparison(ctx context.Context) (map[string][]float64, 
 	if err := b.settle(ctx, on); err != nil {
 		return nil, err
 	}
-	rates := map[string][]float64{}
+	rates := map[string]*ingestSide{}
+	for _, s := range sides {
+		rates[s.name] = &ingestSide{}
+	}
 	for round := 1; round <= b.cfg.ingestRounds; round++ {
 		order := slices.Clone(sides)
 		if round%2 == 0 {
@@ -441,16 +454,20 @@ func (b *benchRun) ingestComparison(ctx context.Context) (map[string][]float64, 
 			failures += r.Failures()
 			secs := r.Elapsed.Seconds()
 			rps := float64(r.OK) / secs
-			rates[s.name] = append(rates[s.name], rps)
+			cpu := cpu1 - cpu0
+			rates[s.name].rps = append(rates[s.name].rps, rps)
+			if r.OK > 0 {
+				rates[s.name].cpuReq = append(rates[s.name].cpuReq, float64(cpu.Microseconds())/float64(r.OK))
+			}
 			lat := slices.Clone(r.Latencies)
 			slices.Sort(lat)
 			p99 := time.Duration(0)
 			if len(lat) > 0 {
 				p99 = lat[min(len(lat)-1, len(lat)*99/100)]
 			}
-			line := fmt.Sprintf("  round %d/%d  %-15s %7.0f req/s  p99 %7.2fms  srv %.2f cores  load gen %.2f  other %.2f cores  failed %d",
-				round, b.cfg.ingestRounds, s.name, rps, float64(p99)/1e6, (cpu1-cpu0).Seconds()/secs, (load1-load0).Seconds()/secs,
-				max(0, (all1-all0-(cpu1-cpu0)-(load1-load0)).Seconds()/secs), r.Failures())
+			line := fmt.Sprintf("  round %d/%d  %-15s %7.0f req/s  p99 %7.2fms  srv %.2f cores %4.0fµs/req  load gen %.2f  other %.2f cores  failed %d",
+				round, b.cfg.ingestRounds, s.name, rps, float64(p99)/1e6, cpu.Seconds()/secs, float64(cpu.Microseconds())/max(1, float64(r.OK)),
+				(load1-load0).Seconds()/secs, max(0, (all1-all0-cpu-(load1-load0)).Seconds()/secs), r.Failures())
 			if s.srv == on {
 				var st1 forwardStats
 				if err := adminJSON(ctx, http.MethodGet, on.Admin, "/v1/stats", "", &st1); err != nil {
@@ -503,7 +520,7 @@ func (b *benchRun) settle(ctx context.Context, srv *loadgen.Server) error {
 }
 
 // report prints the medians and checks the targets.
-func (b *benchRun) report(drains, ingest map[string][]float64) bool {
+func (b *benchRun) report(drains map[string][]float64, ingest map[string]*ingestSide) bool {
 	fmt.Fprintf(b.out, "\nmedians:\n")
 	ok := true
 	verdict := func(pass bool, format string, args ...any) {
@@ -518,11 +535,18 @@ func (b *benchRun) report(drains, ingest map[string][]float64) bool {
 	}
 	var ratio float64
 	if ingest != nil {
-		offRPS, onRPS := median(ingest["forwarding off"]), median(ingest["forwarding on"])
+		off, on := ingest["forwarding off"], ingest["forwarding on"]
+		offRPS, onRPS := median(off.rps), median(on.rps)
 		if offRPS > 0 {
 			ratio = onRPS / offRPS
 		}
-		fmt.Fprintf(b.out, "  ingest forwarding off %7.0f req/s\n  ingest forwarding on  %7.0f req/s\n  ratio on / off        %7.2f\n", offRPS, onRPS, ratio)
+		var pairs []float64 // round by round
+		for i := range min(len(off.rps), len(on.rps)) {
+			pairs = append(pairs, on.rps[i]/off.rps[i])
+		}
+		fmt.Fprintf(b.out, "  ingest forwarding off %7.0f req/s  %4.0fµs/req server CPU\n", offRPS, median(off.cpuReq))
+		fmt.Fprintf(b.out, "  ingest forwarding on  %7.0f req/s  %4.0fµs/req server CPU\n", onRPS, median(on.cpuReq))
+		fmt.Fprintf(b.out, "  ratio on / off        %7.2f (round by round: median %.2f, each %s)\n", ratio, median(pairs), fmtRatios(pairs))
 	}
 	fmt.Fprintln(b.out, "\ntargets:")
 	if r, has := drains["sqlite"]; has {
@@ -539,6 +563,14 @@ func (b *benchRun) report(drains, ingest map[string][]float64) bool {
 }
 
 func numCPU() int { return runtime.NumCPU() }
+
+func fmtRatios(v []float64) string {
+	out := make([]string, len(v))
+	for i, r := range v {
+		out[i] = fmt.Sprintf("%.2f", r)
+	}
+	return strings.Join(out, " ")
+}
 
 func median(v []float64) float64 {
 	if len(v) == 0 {
