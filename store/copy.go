@@ -63,28 +63,84 @@ type DeliveryRow struct {
 	Copies         int64
 }
 
-// Record is one row of an exported log: exactly one of Job and Delivery is
-// set. Every job comes before the first delivery, each in id order, so an
-// importer can insert them as they come.
+// ForwardRow is one row of the forwards table: a job's forward to the app,
+// lease and fencing token included.
+type ForwardRow struct {
+	JobRow        int64
+	Seq           int64
+	State         ForwardState
+	Attempts      int64
+	LastStatus    int64
+	LastError     string
+	NextAttemptAt *int64
+	DeliveredAt   *int64
+	EnqueuedAt    int64
+	LeaseUntil    *int64
+	Claims        int64
+}
+
+// ForwardAttemptRow is one row of the forward_attempts table.
+type ForwardAttemptRow struct {
+	ID      int64
+	JobRow  int64
+	Attempt int64
+	At      int64
+	TookMs  int64
+	Status  int64
+	Error   string
+	State   ForwardState
+}
+
+// PollRow is one row of the polls table.
+type PollRow struct {
+	ID     int64
+	JobRow int64
+	At     int64
+	Status string
+	Error  string
+	Ended  bool
+}
+
+// Record is one row of an exported log: exactly one field is set. Every
+// job comes before the first row of any other table, and each table's rows
+// come in id order (forwards in job row order), so an importer can insert
+// them as they come.
 type Record struct {
-	Job      *JobRow
-	Delivery *DeliveryRow
+	Job            *JobRow
+	Delivery       *DeliveryRow
+	Forward        *ForwardRow
+	ForwardAttempt *ForwardAttemptRow
+	Poll           *PollRow
 }
 
 // LogCounts are what a copy is checked by: the rows of each table, the last
-// seq given out (which pruning never lowers), and the counters behind Stats
-// by name (status:<status>, source:<source>, outcome:<outcome>, missed).
+// seq given out (which pruning never lowers), the counters behind Stats by
+// name (status:<status>, source:<source>, outcome:<outcome>, missed), the
+// forwards in each state (forward:<state>), and the forwarding pause.
+//
+// Both backends give forward:<state> as counted from the forwards' rows,
+// whatever they keep to answer ForwardStats, and an importer does not write
+// those counters but derives its own from the forwards it copied; so a copy
+// either way is checked by the states its rows arrived in.
 type LogCounts struct {
-	Jobs       int64
-	Deliveries int64
-	LastSeq    int64
-	Counters   map[string]int64
+	Jobs            int64
+	Deliveries      int64
+	Forwards        int64
+	ForwardAttempts int64
+	Polls           int64
+	LastSeq         int64
+	Counters        map[string]int64
+	// Paused is set while forwarding is paused, with PauseReason saying
+	// why; an importer pauses the copy the same way.
+	Paused      bool
+	PauseReason string
 }
 
 // Empty reports whether the counts are those of a log nothing was ever
 // written to.
 func (c LogCounts) Empty() bool {
-	if c.Jobs != 0 || c.Deliveries != 0 || c.LastSeq != 0 {
+	if c.Jobs != 0 || c.Deliveries != 0 || c.Forwards != 0 || c.ForwardAttempts != 0 || c.Polls != 0 ||
+		c.LastSeq != 0 || c.Paused {
 		return false
 	}
 	for _, n := range c.Counters {
@@ -94,6 +150,10 @@ func (c LogCounts) Empty() bool {
 	}
 	return true
 }
+
+// ForwardCounterPrefix begins the name of each counter of LogCounts that
+// counts the forwards in one state: forward:<state>.
+const ForwardCounterPrefix = "forward:"
 
 // Diff describes how c differs from want, "" when they are equal. Counters
 // at zero count as absent.
@@ -105,8 +165,22 @@ func (c LogCounts) Diff(want LogCounts) string {
 	if c.Deliveries != want.Deliveries {
 		d = append(d, fmt.Sprintf("deliveries %d, want %d", c.Deliveries, want.Deliveries))
 	}
-	if c.LastSeq != want.LastSeq {
-		d = append(d, fmt.Sprintf("last seq %d, want %d", c.LastSeq, want.LastSeq))
+	for _, n := range []struct {
+		what      string
+		got, want int64
+	}{
+		{"forwards", c.Forwards, want.Forwards},
+		{"forward attempts", c.ForwardAttempts, want.ForwardAttempts},
+		{"polls", c.Polls, want.Polls},
+		{"last seq", c.LastSeq, want.LastSeq},
+	} {
+		if n.got != n.want {
+			d = append(d, fmt.Sprintf("%s %d, want %d", n.what, n.got, n.want))
+		}
+	}
+	if c.Paused != want.Paused || c.PauseReason != want.PauseReason {
+		d = append(d, fmt.Sprintf("forwarding paused %v (%q), want %v (%q)", c.Paused, c.PauseReason,
+			want.Paused, want.PauseReason))
 	}
 	names := map[string]bool{}
 	for n := range c.Counters {
@@ -125,7 +199,7 @@ func (c LogCounts) Diff(want LogCounts) string {
 
 // ExportFunc reads a whole log in one consistent snapshot, calling fn for
 // each row in Record's order, and returns the log's counts as of that
-// snapshot, Jobs and Deliveries being the rows it passed to fn. An error
+// snapshot, the counts of rows being those it passed to fn. An error
 // from fn stops it and is returned.
 type ExportFunc func(ctx context.Context, fn func(Record) error) (LogCounts, error)
 
@@ -138,16 +212,17 @@ type Exporter interface {
 // Importer is a log that can be filled from another, for `db copy`.
 type Importer interface {
 	// Import writes every row from, with its id and seq, then sets the
-	// counters and the last seq to those from returns, all in one
-	// transaction that commits only if the log was empty and stays
-	// untouched by other writers meanwhile; it then returns the log's counts
-	// read afresh. A log that is not empty is ErrInvalid and is left as it
+	// counters, the last seq and the forwarding pause to those from
+	// returns (forward:<state> excepted: it follows from the forwards
+	// written), all in one transaction that commits only if the log was
+	// empty and stays untouched by other writers meanwhile; it then returns
+	// the log's counts read afresh. A log that is not empty is ErrInvalid and is left as it
 	// was; any failure leaves the log as it was.
 	Import(ctx context.Context, from ExportFunc) (LogCounts, error)
 }
 
 // NotEmpty is the error an Importer returns for a log that holds anything.
 func NotEmpty(c LogCounts) error {
-	return Errorf(EINVALID, "the target log is not empty (%d jobs, %d deliveries, last seq %d); db copy writes only into an empty one",
-		c.Jobs, c.Deliveries, c.LastSeq)
+	return Errorf(EINVALID, "the target log is not empty (%d jobs, %d deliveries, %d forwards, last seq %d); db copy writes only into an empty one",
+		c.Jobs, c.Deliveries, c.Forwards, c.LastSeq)
 }

@@ -142,12 +142,18 @@ type beginner interface {
 var copyTables = map[string]string{
 	"jobs":              "copied, every column",
 	"deliveries":        "copied, every column",
-	"counters":          "copied",
+	"forwards":          "copied, every column, leases and tokens included",
+	"forward_attempts":  "copied, every column",
+	"polls":             "copied, every column",
+	"forward_pause":     "copied as LogCounts.Paused and PauseReason",
+	"counters":          "copied, but for forward:<state>, counted here from the forwards rows",
 	"feed_counter":      "copied as LogCounts.LastSeq",
 	"meta":              "not copied: readiness probes only",
 	"schema_migrations": "not copied: the target's own, checked equal",
 }
 
+// The columns of each copied table, in the order of the fields of its row
+// type in package store.
 const (
 	jobRowColumns = `id, job_id, status, terminal, total_projects, completed_projects, failed_projects,
 		projects, source, progress, stage, webhook_deliveries, webhook_missed, poll_count, last_error,
@@ -155,12 +161,23 @@ const (
 		poll_ended_at, missed_checked`
 	deliveryRowColumns = `id, job_row, job_id, received_at, last_received_at, attempt, status, outcome,
 		error, body, body_hash, copies`
+	forwardRowColumns = `job_row, seq, state, attempts, last_status, last_error, next_attempt_at,
+		delivered_at, enqueued_at, lease_until, claims`
+	forwardAttemptRowColumns = `id, job_row, attempt, at, took_ms, status, error, state`
+	pollRowColumns           = `id, job_row, at, status, error, ended`
 )
 
 var (
-	jobRowNames      = strings.Fields(strings.ReplaceAll(jobRowColumns, ",", " "))
-	deliveryRowNames = strings.Fields(strings.ReplaceAll(deliveryRowColumns, ",", " "))
+	jobRowNames            = columnNames(jobRowColumns)
+	deliveryRowNames       = columnNames(deliveryRowColumns)
+	forwardRowNames        = columnNames(forwardRowColumns)
+	forwardAttemptRowNames = columnNames(forwardAttemptRowColumns)
+	pollRowNames           = columnNames(pollRowColumns)
 )
+
+func columnNames(columns string) []string {
+	return strings.Fields(strings.ReplaceAll(columns, ",", " "))
+}
 
 func export(ctx context.Context, db beginner, fn func(store.Record) error) (store.LogCounts, error) {
 	tx, err := db.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
@@ -169,68 +186,115 @@ func export(ctx context.Context, db beginner, fn func(store.Record) error) (stor
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	var sent store.LogCounts
-	rows, err := tx.Query(ctx, `SELECT `+jobRowColumns+` FROM jobs ORDER BY id`)
-	if err != nil {
-		return store.LogCounts{}, err
-	}
-	for rows.Next() {
+	if sent.Jobs, err = exportTable(ctx, tx, "jobs", jobRowColumns, "id", func(row pgx.CollectableRow) (store.Record, error) {
 		var j store.JobRow
 		var status string
-		if err := rows.Scan(&j.ID, &j.JobID, &status, &j.Terminal, &j.TotalProjects, &j.CompletedProjects,
+		if err := row.Scan(&j.ID, &j.JobID, &status, &j.Terminal, &j.TotalProjects, &j.CompletedProjects,
 			&j.FailedProjects, &j.Projects, &j.Source, &j.Progress, &j.Stage, &j.WebhookDeliveries,
 			&j.WebhookMissed, &j.PollCount, &j.LastError, &j.CreatedAt, &j.UpdatedAt, &j.TerminalAt, &j.Seq,
 			&j.NextPollAt, &j.PollStep, &j.FailCount, &j.NotFoundCount, &j.PollEndedAt, &j.MissedChecked); err != nil {
-			rows.Close()
-			return store.LogCounts{}, fmt.Errorf("read jobs: %w", err)
+			return store.Record{}, err
 		}
 		j.Status = store.Status(status)
-		if err := fn(store.Record{Job: &j}); err != nil {
-			rows.Close()
-			return store.LogCounts{}, passErr{err}
-		}
-		sent.Jobs++
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return store.LogCounts{}, fmt.Errorf("read jobs: %w", err)
-	}
-	rows, err = tx.Query(ctx, `SELECT `+deliveryRowColumns+` FROM deliveries ORDER BY id`)
-	if err != nil {
+		return store.Record{Job: &j}, nil
+	}, fn); err != nil {
 		return store.LogCounts{}, err
 	}
-	for rows.Next() {
+	if sent.Deliveries, err = exportTable(ctx, tx, "deliveries", deliveryRowColumns, "id", func(row pgx.CollectableRow) (store.Record, error) {
 		var d store.DeliveryRow
-		if err := rows.Scan(&d.ID, &d.JobRow, &d.JobID, &d.ReceivedAt, &d.LastReceivedAt, &d.Attempt, &d.Status,
+		if err := row.Scan(&d.ID, &d.JobRow, &d.JobID, &d.ReceivedAt, &d.LastReceivedAt, &d.Attempt, &d.Status,
 			&d.Outcome, &d.Error, &d.Body, &d.BodyHash, &d.Copies); err != nil {
-			rows.Close()
-			return store.LogCounts{}, fmt.Errorf("read deliveries: %w", err)
+			return store.Record{}, err
 		}
-		if err := fn(store.Record{Delivery: &d}); err != nil {
-			rows.Close()
-			return store.LogCounts{}, passErr{err}
-		}
-		sent.Deliveries++
+		return store.Record{Delivery: &d}, nil
+	}, fn); err != nil {
+		return store.LogCounts{}, err
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return store.LogCounts{}, fmt.Errorf("read deliveries: %w", err)
+	if sent.Forwards, err = exportTable(ctx, tx, "forwards", forwardRowColumns, "job_row", func(row pgx.CollectableRow) (store.Record, error) {
+		var f store.ForwardRow
+		var state string
+		if err := row.Scan(&f.JobRow, &f.Seq, &state, &f.Attempts, &f.LastStatus, &f.LastError, &f.NextAttemptAt,
+			&f.DeliveredAt, &f.EnqueuedAt, &f.LeaseUntil, &f.Claims); err != nil {
+			return store.Record{}, err
+		}
+		f.State = store.ForwardState(state)
+		return store.Record{Forward: &f}, nil
+	}, fn); err != nil {
+		return store.LogCounts{}, err
+	}
+	if sent.ForwardAttempts, err = exportTable(ctx, tx, "forward_attempts", forwardAttemptRowColumns, "id", func(row pgx.CollectableRow) (store.Record, error) {
+		var a store.ForwardAttemptRow
+		var state string
+		if err := row.Scan(&a.ID, &a.JobRow, &a.Attempt, &a.At, &a.TookMs, &a.Status, &a.Error, &state); err != nil {
+			return store.Record{}, err
+		}
+		a.State = store.ForwardState(state)
+		return store.Record{ForwardAttempt: &a}, nil
+	}, fn); err != nil {
+		return store.LogCounts{}, err
+	}
+	if sent.Polls, err = exportTable(ctx, tx, "polls", pollRowColumns, "id", func(row pgx.CollectableRow) (store.Record, error) {
+		var p store.PollRow
+		if err := row.Scan(&p.ID, &p.JobRow, &p.At, &p.Status, &p.Error, &p.Ended); err != nil {
+			return store.Record{}, err
+		}
+		return store.Record{Poll: &p}, nil
+	}, fn); err != nil {
+		return store.LogCounts{}, err
 	}
 	c, err := countLog(ctx, tx)
 	if err != nil {
 		return store.LogCounts{}, err
 	}
-	c.Jobs, c.Deliveries = sent.Jobs, sent.Deliveries
+	c.Jobs, c.Deliveries, c.Forwards, c.ForwardAttempts, c.Polls = sent.Jobs, sent.Deliveries, sent.Forwards,
+		sent.ForwardAttempts, sent.Polls
 	return c, nil
+}
+
+// exportTable reads each row of table, in order, with scan, passes it to
+// fn, and counts them. An error of fn is passed on untouched, as a passErr.
+func exportTable(ctx context.Context, tx pgx.Tx, table, columns, order string,
+	scan func(pgx.CollectableRow) (store.Record, error), fn func(store.Record) error) (int64, error) {
+	rows, err := tx.Query(ctx, `SELECT `+columns+` FROM `+table+` ORDER BY `+order)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	var n int64
+	for rows.Next() {
+		r, err := scan(rows)
+		if err != nil {
+			return n, fmt.Errorf("read %s: %w", table, err)
+		}
+		if err := fn(r); err != nil {
+			return n, passErr{err}
+		}
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		return n, fmt.Errorf("read %s: %w", table, err)
+	}
+	return n, nil
 }
 
 // countLog counts the log's rows and reads its counters and last seq.
 func countLog(ctx context.Context, q querier) (store.LogCounts, error) {
 	var c store.LogCounts
+	var reason *string
 	if err := q.QueryRow(ctx, `SELECT (SELECT COUNT(*) FROM jobs), (SELECT COUNT(*) FROM deliveries),
-		(SELECT seq FROM feed_counter)`).Scan(&c.Jobs, &c.Deliveries, &c.LastSeq); err != nil {
+		(SELECT COUNT(*) FROM forwards), (SELECT COUNT(*) FROM forward_attempts), (SELECT COUNT(*) FROM polls),
+		(SELECT seq FROM feed_counter), (SELECT reason FROM forward_pause)`).
+		Scan(&c.Jobs, &c.Deliveries, &c.Forwards, &c.ForwardAttempts, &c.Polls, &c.LastSeq, &reason); err != nil {
 		return c, fmt.Errorf("count the log: %w", err)
 	}
-	rows, err := q.Query(ctx, `SELECT name, n FROM counters WHERE n != 0`)
+	if reason != nil {
+		c.Paused, c.PauseReason = true, *reason
+	}
+	// forward:<state> is counted from the forwards' rows (see
+	// store.LogCounts); this backend keeps no such counters, and Import
+	// writes none.
+	rows, err := q.Query(ctx, `SELECT name, n FROM counters WHERE n != 0 AND name NOT LIKE 'forward:%'
+		UNION ALL SELECT 'forward:' || state, count(*) FROM forwards GROUP BY state`)
 	if err != nil {
 		return c, fmt.Errorf("read counters: %w", err)
 	}
@@ -250,12 +314,43 @@ func countLog(ctx context.Context, q querier) (store.LogCounts, error) {
 	return c, nil
 }
 
-// copyBatch bounds the rows, and copyBytes the bodies, held before they are
-// sent with COPY.
+// copyBatch bounds the rows, and copyBytes their bodies and texts, a
+// tableBatch holds before it sends them with COPY.
 const (
 	copyBatch = 1000
 	copyBytes = 8 << 20
 )
+
+// tableBatch is the rows of one table an import holds before it sends them.
+type tableBatch struct {
+	table   string
+	columns []string
+	rows    [][]any
+	size    int
+}
+
+// add holds row, of size bytes of bodies and texts, and sends the batch
+// once it is full.
+func (b *tableBatch) add(ctx context.Context, tx pgx.Tx, size int, row ...any) error {
+	b.rows, b.size = append(b.rows, row), b.size+size
+	if len(b.rows) >= copyBatch || b.size >= copyBytes {
+		return b.flush(ctx, tx)
+	}
+	return nil
+}
+
+// flush sends the rows held.
+func (b *tableBatch) flush(ctx context.Context, tx pgx.Tx) error {
+	if len(b.rows) == 0 {
+		return nil
+	}
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{b.table}, b.columns, pgx.CopyFromRows(b.rows))
+	b.rows, b.size = b.rows[:0], 0
+	if err != nil {
+		return fmt.Errorf("write %s: %w", b.table, err)
+	}
+	return nil
+}
 
 // Import fills an empty log (see store.Importer) in one transaction that
 // locks the log's tables against writers first, so that the emptiness it
@@ -283,7 +378,8 @@ func (s *Store) importTx(ctx context.Context, from store.ExportFunc) error {
 		return err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := tx.Exec(ctx, `LOCK TABLE jobs, deliveries, counters, feed_counter IN EXCLUSIVE MODE`); err != nil {
+	if _, err := tx.Exec(ctx, `LOCK TABLE jobs, deliveries, forwards, forward_attempts, polls, forward_pause,
+		counters, feed_counter IN EXCLUSIVE MODE`); err != nil {
 		return err
 	}
 	have, err := countLog(ctx, tx)
@@ -301,47 +397,31 @@ func (s *Store) importTx(ctx context.Context, from store.ExportFunc) error {
 		Scan(&hashNullable); err != nil {
 		return err
 	}
-	var jobs, deliveries [][]any
-	size := 0
-	flushJobs := func() error {
-		if len(jobs) == 0 {
-			return nil
-		}
-		_, err := tx.CopyFrom(ctx, pgx.Identifier{"jobs"}, jobRowNames, pgx.CopyFromRows(jobs))
-		jobs = jobs[:0]
-		if err != nil {
-			return fmt.Errorf("write jobs: %w", err)
-		}
-		return nil
+	jobs := &tableBatch{table: "jobs", columns: jobRowNames}
+	// Every other table refers to jobs, which all come first.
+	others := []*tableBatch{
+		{table: "deliveries", columns: deliveryRowNames},
+		{table: "forwards", columns: forwardRowNames},
+		{table: "forward_attempts", columns: forwardAttemptRowNames},
+		{table: "polls", columns: pollRowNames},
 	}
-	flushDeliveries := func() error {
-		if len(deliveries) == 0 {
-			return nil
-		}
-		_, err := tx.CopyFrom(ctx, pgx.Identifier{"deliveries"}, deliveryRowNames, pgx.CopyFromRows(deliveries))
-		deliveries, size = deliveries[:0], 0
-		if err != nil {
-			return fmt.Errorf("write deliveries: %w", err)
-		}
-		return nil
-	}
+	deliveries, forwards, attempts, polls := others[0], others[1], others[2], others[3]
 	counts, err := from(ctx, func(r store.Record) error {
+		if r.Job == nil {
+			if err := jobs.flush(ctx, tx); err != nil {
+				return s.dbErr(err)
+			}
+		}
+		var err error
 		switch {
 		case r.Job != nil:
 			j := r.Job
-			jobs = append(jobs, []any{j.ID, j.JobID, string(j.Status), j.Terminal, j.TotalProjects,
+			err = jobs.add(ctx, tx, 0, j.ID, j.JobID, string(j.Status), j.Terminal, j.TotalProjects,
 				j.CompletedProjects, j.FailedProjects, j.Projects, j.Source, j.Progress, j.Stage,
 				j.WebhookDeliveries, j.WebhookMissed, j.PollCount, j.LastError, j.CreatedAt, j.UpdatedAt,
 				j.TerminalAt, j.Seq, j.NextPollAt, j.PollStep, j.FailCount, j.NotFoundCount, j.PollEndedAt,
-				j.MissedChecked})
-			if len(jobs) >= copyBatch {
-				return s.dbErr(flushJobs())
-			}
+				j.MissedChecked)
 		case r.Delivery != nil:
-			// Deliveries refer to jobs, which all come first.
-			if err := flushJobs(); err != nil {
-				return s.dbErr(err)
-			}
 			d := r.Delivery
 			if d.BodyHash == nil && !hashNullable {
 				return passErr{store.Errorf(store.EINVALID,
@@ -352,14 +432,21 @@ func (s *Store) importTx(ctx context.Context, from store.ExportFunc) error {
 				// Both backends read a missing one as received_at.
 				last = &d.ReceivedAt
 			}
-			deliveries = append(deliveries, []any{d.ID, d.JobRow, d.JobID, d.ReceivedAt, last, d.Attempt,
-				d.Status, d.Outcome, d.Error, d.Body, d.BodyHash, d.Copies})
-			size += len(d.Body)
-			if len(deliveries) >= copyBatch || size >= copyBytes {
-				return s.dbErr(flushDeliveries())
-			}
+			err = deliveries.add(ctx, tx, len(d.Body), d.ID, d.JobRow, d.JobID, d.ReceivedAt, last, d.Attempt,
+				d.Status, d.Outcome, d.Error, d.Body, d.BodyHash, d.Copies)
+		case r.Forward != nil:
+			f := r.Forward
+			err = forwards.add(ctx, tx, 0, f.JobRow, f.Seq, string(f.State), f.Attempts, f.LastStatus, f.LastError,
+				f.NextAttemptAt, f.DeliveredAt, f.EnqueuedAt, f.LeaseUntil, f.Claims)
+		case r.ForwardAttempt != nil:
+			a := r.ForwardAttempt
+			err = attempts.add(ctx, tx, len(a.Error), a.ID, a.JobRow, a.Attempt, a.At, a.TookMs, a.Status, a.Error,
+				string(a.State))
+		case r.Poll != nil:
+			p := r.Poll
+			err = polls.add(ctx, tx, len(p.Error), p.ID, p.JobRow, p.At, p.Status, p.Error, p.Ended)
 		}
-		return nil
+		return s.dbErr(err)
 	})
 	if err != nil {
 		var pass passErr
@@ -369,15 +456,24 @@ func (s *Store) importTx(ctx context.Context, from store.ExportFunc) error {
 		// An error of the source, as it worded it.
 		return passErr{err}
 	}
-	if err := errors.Join(flushJobs(), flushDeliveries()); err != nil {
-		return err
+	for _, b := range append([]*tableBatch{jobs}, others...) {
+		if err := b.flush(ctx, tx); err != nil {
+			return err
+		}
+	}
+	var reason *string
+	if counts.Paused {
+		reason = &counts.PauseReason
+	}
+	if _, err := tx.Exec(ctx, `UPDATE forward_pause SET reason = $1`, reason); err != nil {
+		return fmt.Errorf("write the forwarding pause: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `DELETE FROM counters`); err != nil {
 		return err
 	}
 	for name, n := range counts.Counters {
-		if n == 0 {
-			continue
+		if n == 0 || strings.HasPrefix(name, store.ForwardCounterPrefix) {
+			continue // forwards are counted from their rows
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO counters (name, n) VALUES ($1, $2)`, name, n); err != nil {
 			return fmt.Errorf("write counter %s: %w", name, err)
@@ -386,7 +482,7 @@ func (s *Store) importTx(ctx context.Context, from store.ExportFunc) error {
 	if _, err := tx.Exec(ctx, `UPDATE feed_counter SET seq = $1`, counts.LastSeq); err != nil {
 		return fmt.Errorf("write seq: %w", err)
 	}
-	for _, table := range []string{"jobs", "deliveries"} {
+	for _, table := range []string{"jobs", "deliveries", "forward_attempts", "polls"} {
 		if _, err := tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence('`+table+`', 'id'),
 			COALESCE((SELECT MAX(id) FROM `+table+`), 1), (SELECT MAX(id) FROM `+table+`) IS NOT NULL)`); err != nil {
 			return fmt.Errorf("move the %s id sequence: %w", table, err)

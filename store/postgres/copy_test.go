@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -200,4 +201,95 @@ func TestImportHoldsOffWriters(t *testing.T) {
 	if err != nil || j.Seq != 4 {
 		t.Errorf("the write held off by the import: got seq %d, %v; want 4, after the 3 copied", j.Seq, err)
 	}
+}
+
+// A copy carries the forwarding queue as it stands, leases and tokens
+// included, the attempts and polls of each job's timeline, and the pause.
+func TestCopyCarriesForwardsAndTimeline(t *testing.T) {
+	ctx := context.Background()
+	src := openTest(t, freshSchema(t), Options{Now: fixedClock, Forward: true})
+	for _, id := range []string{"a", "b", "c"} {
+		if _, _, err := src.Track(ctx, id, t0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := src.RecordPoll(ctx, id, store.PollResult{Err: "nouvel answered 502", Failed: true, Next: t0}); err != nil {
+			t.Fatal(err)
+		}
+		endJob(t, src, id)
+	}
+	c := claimAt(t, src, t0, 2, time.Minute, false)
+	if ok, err := src.FinishForward(ctx, c[0], store.ForwardResult{At: t0, Took: time.Second, Status: 410,
+		Err: "app answered 410 Gone", State: store.ForwardPaused}); err != nil || !ok {
+		t.Fatalf("finish a: %v %v", ok, err)
+	}
+	// b stays claimed: its lease and token go with the copy.
+	dst := openTest(t, freshSchema(t), Options{Now: fixedClock, Forward: true})
+	source, err := OpenSource(ctx, src.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer source.Close()
+	var want store.LogCounts
+	got, err := dst.Import(ctx, func(ctx context.Context, fn func(store.Record) error) (store.LogCounts, error) {
+		c, err := source.Export(ctx, fn)
+		want = c
+		return c, err
+	})
+	if err != nil {
+		t.Fatalf("Import: %v", err)
+	}
+	if d := got.Diff(want); d != "" || got.Forwards != 3 || got.ForwardAttempts != 1 || got.Polls != 3 ||
+		!got.Paused || got.PauseReason != "app answered 410 Gone" || got.Counters["forward:pending"] != 2 ||
+		got.Counters["forward:paused"] != 1 {
+		t.Fatalf("copy: got %+v; want the source's %+v (%s)", got, want, d)
+	}
+	var kept int
+	if err := dst.pool.QueryRow(ctx, `SELECT count(*) FROM counters WHERE name LIKE 'forward:%'`).Scan(&kept); err != nil || kept != 0 {
+		t.Errorf("forward counters stored by the import: %d, %v; want none, this backend counts rows", kept, err)
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		for what, read := range map[string]func(s *Store) (any, error){
+			"job":      func(s *Store) (any, error) { return s.JobWithDeliveries(ctx, id) },
+			"attempts": func(s *Store) (any, error) { return s.ForwardAttempts(ctx, id) },
+			"polls":    func(s *Store) (any, error) { return s.JobPolls(ctx, id) },
+		} {
+			a, errA := read(src)
+			b, errB := read(dst)
+			ja, jb := mustJSON(t, a), mustJSON(t, b)
+			if errA != nil || errB != nil || ja != jb {
+				t.Errorf("%s's %s: source %s (%v), copy %s (%v)", id, what, ja, errA, jb, errB)
+			}
+		}
+	}
+	stSrc, _ := src.ForwardStats(ctx)
+	stDst, _ := dst.ForwardStats(ctx)
+	if ja, jb := mustJSON(t, stSrc), mustJSON(t, stDst); ja != jb {
+		t.Errorf("stats: source %s, copy %s", ja, jb)
+	}
+	// b's claim still holds on the copy, and its token still fences it.
+	if got := claimAt(t, dst, t0.Add(30*time.Second), 5, time.Minute, false); len(got) != 0 {
+		t.Errorf("claim on the paused copy: %v; want none", claimedIDs(got))
+	}
+	if err := dst.ResumeForwarding(ctx, t0); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := dst.FinishForward(ctx, c[1], store.ForwardResult{At: t0, Status: 200,
+		State: store.ForwardDelivered}); err != nil || !ok {
+		t.Errorf("finishing b's claim on the copy: %v %v; want recorded", ok, err)
+	}
+	if _, err := dst.RecordPoll(ctx, "a", store.PollResult{Err: "late", Failed: true}); err != nil {
+		t.Fatal(err)
+	}
+	if after, err := countLog(ctx, dst.pool); err != nil || after.Polls != 3 || after.ForwardAttempts != 2 {
+		t.Errorf("after writes on the copy: %+v %v", after, err)
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

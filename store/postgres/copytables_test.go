@@ -40,6 +40,11 @@ func TestCopyKnowsEveryTableAndColumn(t *testing.T) {
 			slices.Sorted(maps.Keys(copyTables))},
 		{"jobs columns", names(columnsOf, "jobs"), slices.Sorted(slices.Values(jobRowNames))},
 		{"deliveries columns", names(columnsOf, "deliveries"), slices.Sorted(slices.Values(deliveryRowNames))},
+		{"forwards columns", names(columnsOf, "forwards"), slices.Sorted(slices.Values(forwardRowNames))},
+		{"forward_attempts columns", names(columnsOf, "forward_attempts"),
+			slices.Sorted(slices.Values(forwardAttemptRowNames))},
+		{"polls columns", names(columnsOf, "polls"), slices.Sorted(slices.Values(pollRowNames))},
+		{"forward_pause columns", names(columnsOf, "forward_pause"), []string{"one", "reason"}},
 	} {
 		if !slices.Equal(c.got, c.want) {
 			t.Errorf("%s: the schema has %v, the copy knows %v", c.what, c.got, c.want)

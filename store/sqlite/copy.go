@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"io/fs"
 	"slices"
@@ -127,8 +126,11 @@ func (s *Store) Export(ctx context.Context, fn func(store.Record) error) (store.
 var copyTables = map[string]string{
 	"jobs":              "copied, every column",
 	"deliveries":        "copied, every column",
-	"counters":          "copied, seq as LogCounts.LastSeq",
-	"meta":              "not copied: readiness probes only",
+	"forwards":          "copied, every column",
+	"forward_attempts":  "copied, every column",
+	"polls":             "copied, every column",
+	"counters":          "copied, seq as LogCounts.LastSeq; forward:<state> rebuilt from the forwards copied",
+	"meta":              "forward_pause copied as LogCounts.Paused and PauseReason; the rest is readiness probes, not copied",
 	"schema_migrations": "not copied: the target's own, checked equal",
 }
 
@@ -139,10 +141,15 @@ const (
 		poll_ended_at, missed_checked`
 	deliveryRowColumns = `id, job_row, job_id, received_at, last_received_at, attempt, status, outcome,
 		error, body, body_hash, copies`
+	forwardRowColumns = `job_row, seq, state, attempts, last_status, last_error, next_attempt_at,
+		delivered_at, enqueued_at, lease_until, claims`
+	forwardAttemptRowColumns = `id, job_row, attempt, at, took_ms, status, error, state`
+	pollRowColumns           = `id, job_row, at, status, error, ended`
 )
 
-// export reads every job, then every delivery, then the counters, in one
-// read transaction, so that all of it is one snapshot.
+// export reads every job, then every delivery, forward, forward attempt
+// and poll, then the counts, in one read transaction, so that all of it is
+// one snapshot.
 func export(ctx context.Context, db *sql.DB, fn func(store.Record) error) (store.LogCounts, error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
@@ -150,62 +157,100 @@ func export(ctx context.Context, db *sql.DB, fn func(store.Record) error) (store
 	}
 	defer tx.Rollback()
 	var sent store.LogCounts
-	rows, err := tx.QueryContext(ctx, `SELECT `+jobRowColumns+` FROM jobs ORDER BY id`)
-	if err != nil {
-		return store.LogCounts{}, err
-	}
-	for rows.Next() {
-		var j store.JobRow
-		var ended, seq, next, pollEnded sql.NullInt64
-		if err := rows.Scan(&j.ID, &j.JobID, &j.Status, &j.Terminal, &j.TotalProjects, &j.CompletedProjects,
-			&j.FailedProjects, &j.Projects, &j.Source, &j.Progress, &j.Stage, &j.WebhookDeliveries,
-			&j.WebhookMissed, &j.PollCount, &j.LastError, &j.CreatedAt, &j.UpdatedAt, &ended, &seq, &next,
-			&j.PollStep, &j.FailCount, &j.NotFoundCount, &pollEnded, &j.MissedChecked); err != nil {
-			rows.Close()
-			return store.LogCounts{}, fmt.Errorf("read jobs: %w", err)
-		}
-		j.TerminalAt, j.Seq, j.NextPollAt, j.PollEndedAt = ptr(ended), ptr(seq), ptr(next), ptr(pollEnded)
-		if err := fn(store.Record{Job: &j}); err != nil {
-			rows.Close()
+	for _, table := range []struct {
+		what, query string
+		scan        func(*sql.Rows) (store.Record, error)
+		n           *int64
+	}{
+		{"jobs", `SELECT ` + jobRowColumns + ` FROM jobs ORDER BY id`, scanJobRow, &sent.Jobs},
+		{"deliveries", `SELECT ` + deliveryRowColumns + ` FROM deliveries ORDER BY id`, scanDeliveryRow, &sent.Deliveries},
+		{"forwards", `SELECT ` + forwardRowColumns + ` FROM forwards ORDER BY job_row`, scanForwardRow, &sent.Forwards},
+		{"forward attempts", `SELECT ` + forwardAttemptRowColumns + ` FROM forward_attempts ORDER BY id`,
+			scanForwardAttemptRow, &sent.ForwardAttempts},
+		{"polls", `SELECT ` + pollRowColumns + ` FROM polls ORDER BY id`, scanPollRow, &sent.Polls},
+	} {
+		if *table.n, err = exportRows(ctx, tx, table.what, table.query, table.scan, fn); err != nil {
 			return store.LogCounts{}, err
 		}
-		sent.Jobs++
-	}
-	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-		return store.LogCounts{}, fmt.Errorf("read jobs: %w", err)
-	}
-	rows, err = tx.QueryContext(ctx, `SELECT `+deliveryRowColumns+` FROM deliveries ORDER BY id`)
-	if err != nil {
-		return store.LogCounts{}, err
-	}
-	for rows.Next() {
-		var d store.DeliveryRow
-		var jobRow, last sql.NullInt64
-		var jobID sql.NullString
-		if err := rows.Scan(&d.ID, &jobRow, &jobID, &d.ReceivedAt, &last, &d.Attempt, &d.Status, &d.Outcome,
-			&d.Error, &d.Body, &d.BodyHash, &d.Copies); err != nil {
-			rows.Close()
-			return store.LogCounts{}, fmt.Errorf("read deliveries: %w", err)
-		}
-		d.JobRow, d.LastReceivedAt = ptr(jobRow), ptr(last)
-		if jobID.Valid {
-			d.JobID = &jobID.String
-		}
-		if err := fn(store.Record{Delivery: &d}); err != nil {
-			rows.Close()
-			return store.LogCounts{}, err
-		}
-		sent.Deliveries++
-	}
-	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-		return store.LogCounts{}, fmt.Errorf("read deliveries: %w", err)
 	}
 	c, err := countLog(ctx, tx)
 	if err != nil {
 		return store.LogCounts{}, err
 	}
-	c.Jobs, c.Deliveries = sent.Jobs, sent.Deliveries
+	c.Jobs, c.Deliveries, c.Forwards, c.ForwardAttempts, c.Polls =
+		sent.Jobs, sent.Deliveries, sent.Forwards, sent.ForwardAttempts, sent.Polls
 	return c, nil
+}
+
+// exportRows passes fn the record scan makes of each row query selects,
+// and returns how many it passed. An error of fn is returned as it is.
+func exportRows(ctx context.Context, tx *sql.Tx, what, query string, scan func(*sql.Rows) (store.Record, error),
+	fn func(store.Record) error) (int64, error) {
+	rows, err := tx.QueryContext(ctx, query)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", what, err)
+	}
+	defer rows.Close()
+	var n int64
+	for rows.Next() {
+		r, err := scan(rows)
+		if err != nil {
+			return n, fmt.Errorf("read %s: %w", what, err)
+		}
+		if err := fn(r); err != nil {
+			return n, err
+		}
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		return n, fmt.Errorf("read %s: %w", what, err)
+	}
+	return n, nil
+}
+
+func scanJobRow(rows *sql.Rows) (store.Record, error) {
+	var j store.JobRow
+	var ended, seq, next, pollEnded sql.NullInt64
+	err := rows.Scan(&j.ID, &j.JobID, &j.Status, &j.Terminal, &j.TotalProjects, &j.CompletedProjects,
+		&j.FailedProjects, &j.Projects, &j.Source, &j.Progress, &j.Stage, &j.WebhookDeliveries,
+		&j.WebhookMissed, &j.PollCount, &j.LastError, &j.CreatedAt, &j.UpdatedAt, &ended, &seq, &next,
+		&j.PollStep, &j.FailCount, &j.NotFoundCount, &pollEnded, &j.MissedChecked)
+	j.TerminalAt, j.Seq, j.NextPollAt, j.PollEndedAt = ptr(ended), ptr(seq), ptr(next), ptr(pollEnded)
+	return store.Record{Job: &j}, err
+}
+
+func scanDeliveryRow(rows *sql.Rows) (store.Record, error) {
+	var d store.DeliveryRow
+	var jobRow, last sql.NullInt64
+	var jobID sql.NullString
+	err := rows.Scan(&d.ID, &jobRow, &jobID, &d.ReceivedAt, &last, &d.Attempt, &d.Status, &d.Outcome,
+		&d.Error, &d.Body, &d.BodyHash, &d.Copies)
+	d.JobRow, d.LastReceivedAt = ptr(jobRow), ptr(last)
+	if jobID.Valid {
+		d.JobID = &jobID.String
+	}
+	return store.Record{Delivery: &d}, err
+}
+
+func scanForwardRow(rows *sql.Rows) (store.Record, error) {
+	var f store.ForwardRow
+	var next, delivered, lease sql.NullInt64
+	err := rows.Scan(&f.JobRow, &f.Seq, &f.State, &f.Attempts, &f.LastStatus, &f.LastError, &next, &delivered,
+		&f.EnqueuedAt, &lease, &f.Claims)
+	f.NextAttemptAt, f.DeliveredAt, f.LeaseUntil = ptr(next), ptr(delivered), ptr(lease)
+	return store.Record{Forward: &f}, err
+}
+
+func scanForwardAttemptRow(rows *sql.Rows) (store.Record, error) {
+	var a store.ForwardAttemptRow
+	err := rows.Scan(&a.ID, &a.JobRow, &a.Attempt, &a.At, &a.TookMs, &a.Status, &a.Error, &a.State)
+	return store.Record{ForwardAttempt: &a}, err
+}
+
+func scanPollRow(rows *sql.Rows) (store.Record, error) {
+	var p store.PollRow
+	err := rows.Scan(&p.ID, &p.JobRow, &p.At, &p.Status, &p.Error, &p.Ended)
+	return store.Record{Poll: &p}, err
 }
 
 func ptr(n sql.NullInt64) *int64 {
@@ -221,18 +266,28 @@ type txQuerier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// countLog counts the log's rows and reads its counters and last seq.
+// countLog counts the log's rows and reads its counters, last seq and
+// forwarding pause.
 func countLog(ctx context.Context, q txQuerier) (store.LogCounts, error) {
 	var c store.LogCounts
+	var pause sql.NullString
 	if err := q.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM jobs), (SELECT COUNT(*) FROM deliveries),
-		MAX(COALESCE((SELECT n FROM counters WHERE name = 'seq'), 0), COALESCE((SELECT MAX(seq) FROM jobs), 0))`).
-		Scan(&c.Jobs, &c.Deliveries, &c.LastSeq); err != nil {
+		(SELECT COUNT(*) FROM forwards), (SELECT COUNT(*) FROM forward_attempts), (SELECT COUNT(*) FROM polls),
+		MAX(COALESCE((SELECT n FROM counters WHERE name = 'seq'), 0), COALESCE((SELECT MAX(seq) FROM jobs), 0)),
+		(SELECT value FROM meta WHERE key = ?)`, pauseKey).
+		Scan(&c.Jobs, &c.Deliveries, &c.Forwards, &c.ForwardAttempts, &c.Polls, &c.LastSeq, &pause); err != nil {
 		return c, fmt.Errorf("count the log: %w", err)
 	}
-	// The forward counters are this backend's own index of the forwards
-	// table, rebuilt from its rows by Import, not counts a copy checks.
+	if pause.Valid {
+		c.Paused, c.PauseReason = true, pause.String
+	}
+	// The forward:<state> counters are this backend's index of the
+	// forwards table, which Import rebuilds from the rows it writes; the
+	// counts given are those of the rows, as Postgres gives them (see
+	// store.LogCounts).
 	rows, err := q.QueryContext(ctx, `SELECT name, n FROM counters
-		WHERE name != 'seq' AND name NOT LIKE 'forward:%' AND n != 0`)
+		WHERE name != 'seq' AND name NOT LIKE 'forward:%' AND n != 0
+		UNION ALL SELECT 'forward:' || state, COUNT(*) FROM forwards GROUP BY state`)
 	if err != nil {
 		return c, fmt.Errorf("read counters: %w", err)
 	}
@@ -288,23 +343,20 @@ func (s *Store) importTx(ctx context.Context, from store.ExportFunc) error {
 	if !have.Empty() {
 		return store.NotEmpty(have)
 	}
-	insJob, err := tx.PrepareContext(ctx, `INSERT INTO jobs (`+jobRowColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	if err != nil {
-		return err
+	var ins [5]*sql.Stmt // jobs, deliveries, forwards, forward_attempts, polls
+	for i, t := range []struct{ table, columns string }{{"jobs", jobRowColumns}, {"deliveries", deliveryRowColumns},
+		{"forwards", forwardRowColumns}, {"forward_attempts", forwardAttemptRowColumns}, {"polls", pollRowColumns}} {
+		marks := strings.Repeat("?, ", strings.Count(t.columns, ",")) + "?"
+		if ins[i], err = tx.PrepareContext(ctx, `INSERT INTO `+t.table+` (`+t.columns+`) VALUES (`+marks+`)`); err != nil {
+			return err
+		}
+		defer ins[i].Close()
 	}
-	defer insJob.Close()
-	insDelivery, err := tx.PrepareContext(ctx, `INSERT INTO deliveries (`+deliveryRowColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	if err != nil {
-		return err
-	}
-	defer insDelivery.Close()
 	counts, err := from(ctx, func(r store.Record) error {
 		switch {
 		case r.Job != nil:
 			j := r.Job
-			if _, err := insJob.ExecContext(ctx, j.ID, j.JobID, string(j.Status), j.Terminal, j.TotalProjects,
+			if _, err := ins[0].ExecContext(ctx, j.ID, j.JobID, string(j.Status), j.Terminal, j.TotalProjects,
 				j.CompletedProjects, j.FailedProjects, j.Projects, j.Source, j.Progress, j.Stage,
 				j.WebhookDeliveries, j.WebhookMissed, j.PollCount, j.LastError, j.CreatedAt, j.UpdatedAt,
 				j.TerminalAt, j.Seq, j.NextPollAt, j.PollStep, j.FailCount, j.NotFoundCount, j.PollEndedAt,
@@ -313,9 +365,26 @@ func (s *Store) importTx(ctx context.Context, from store.ExportFunc) error {
 			}
 		case r.Delivery != nil:
 			d := r.Delivery
-			if _, err := insDelivery.ExecContext(ctx, d.ID, d.JobRow, d.JobID, d.ReceivedAt, d.LastReceivedAt,
+			if _, err := ins[1].ExecContext(ctx, d.ID, d.JobRow, d.JobID, d.ReceivedAt, d.LastReceivedAt,
 				d.Attempt, d.Status, d.Outcome, d.Error, d.Body, d.BodyHash, d.Copies); err != nil {
 				return fmt.Errorf("write delivery %d: %w", d.ID, err)
+			}
+		case r.Forward != nil:
+			f := r.Forward
+			if _, err := ins[2].ExecContext(ctx, f.JobRow, f.Seq, string(f.State), f.Attempts, f.LastStatus, f.LastError,
+				f.NextAttemptAt, f.DeliveredAt, f.EnqueuedAt, f.LeaseUntil, f.Claims); err != nil {
+				return fmt.Errorf("write the forward of job row %d: %w", f.JobRow, err)
+			}
+		case r.ForwardAttempt != nil:
+			a := r.ForwardAttempt
+			if _, err := ins[3].ExecContext(ctx, a.ID, a.JobRow, a.Attempt, a.At, a.TookMs, a.Status, a.Error,
+				string(a.State)); err != nil {
+				return fmt.Errorf("write forward attempt %d: %w", a.ID, err)
+			}
+		case r.Poll != nil:
+			p := r.Poll
+			if _, err := ins[4].ExecContext(ctx, p.ID, p.JobRow, p.At, p.Status, p.Error, p.Ended); err != nil {
+				return fmt.Errorf("write poll %d: %w", p.ID, err)
 			}
 		}
 		return nil
@@ -323,12 +392,17 @@ func (s *Store) importTx(ctx context.Context, from store.ExportFunc) error {
 	if err != nil {
 		return err
 	}
+	if counts.Paused {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?, ?)`, pauseKey, counts.PauseReason); err != nil {
+			return fmt.Errorf("write the forwarding pause: %w", err)
+		}
+	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM counters`); err != nil {
 		return err
 	}
 	for name, n := range counts.Counters {
-		if name == seqCounter || n == 0 {
-			continue
+		if name == seqCounter || n == 0 || strings.HasPrefix(name, store.ForwardCounterPrefix) {
+			continue // forward:<state> is rebuilt from the forwards written, below
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO counters (name, n) VALUES (?, ?)`, name, n); err != nil {
 			return fmt.Errorf("write counter %s: %w", name, err)
@@ -338,7 +412,7 @@ func (s *Store) importTx(ctx context.Context, from store.ExportFunc) error {
 		return fmt.Errorf("write seq: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO counters (name, n)
-		SELECT 'forward:' || state, COUNT(*) FROM forwards GROUP BY state`); err != nil {
+		SELECT ? || state, COUNT(*) FROM forwards GROUP BY state`, store.ForwardCounterPrefix); err != nil {
 		return fmt.Errorf("count forwards: %w", err)
 	}
 	if err := tx.Commit(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nouvelhook/nouvelhook/store"
 	"github.com/nouvelhook/nouvelhook/store/sqlite"
@@ -164,5 +165,71 @@ func TestOpenSourceRefusesAnotherVersion(t *testing.T) {
 	db.Close()
 	if _, err := sqlite.OpenSource(context.Background(), path); err == nil {
 		t.Error("OpenSource of a log with a migration this version lacks: got nil, want an error")
+	}
+}
+
+// A copy keeps the forwarding queue as it stands: every forward, attempt
+// and poll row, the pause, and the counts behind ForwardStats, so the copy
+// forwards on from where the source stopped.
+func TestCopyKeepsTheQueueAndTimeline(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openForwarding(t, filepath.Join(dir, "src.db"))
+	for _, id := range []string{"a", "b", "c", "d"} {
+		if _, _, err := s.Track(ctx, id, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.RecordPoll(ctx, id, store.PollResult{Failed: true, Err: "502", Next: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		deliver(t, s, report(id, store.StatusCompleted))
+	}
+	now := time.Now().Add(time.Second)
+	claims, err := s.ClaimForwards(ctx, now, 4, time.Minute, false)
+	if err != nil || len(claims) != 4 {
+		t.Fatal(len(claims), err)
+	}
+	for i, r := range []store.ForwardResult{
+		{At: now, Took: time.Second, Status: 200, State: store.ForwardDelivered},
+		{At: now, Status: 500, Err: "app answered 500", State: store.ForwardFailed},
+		{At: now, Status: 410, Err: "app answered 410", State: store.ForwardPaused},
+	} {
+		if ok, err := s.FinishForward(ctx, claims[i], r); err != nil || !ok {
+			t.Fatal(ok, err)
+		}
+	}
+	// d stays leased, in flight.
+	wantStats, err := s.ForwardStats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, _ := exportAll(t, s)
+	dst := openForwarding(t, filepath.Join(dir, "dst.db"))
+	var want store.LogCounts
+	got, err := dst.Import(ctx, func(ctx context.Context, fn func(store.Record) error) (store.LogCounts, error) {
+		c, err := s.Export(ctx, fn)
+		want = c
+		return c, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := got.Diff(want); d != "" || got.Forwards != 4 || got.ForwardAttempts != 3 || got.Polls != 4 ||
+		!got.Paused || got.PauseReason != "app answered 410" || got.Counters["forward:delivered"] != 1 ||
+		got.Counters["forward:failed"] != 1 || got.Counters["forward:paused"] != 1 || got.Counters["forward:pending"] != 1 {
+		t.Fatalf("copy counts: got %+v (%s); want 4 forwards, 3 attempts, 4 polls, one in each state, the pause", got, d)
+	}
+	if copied, _ := exportAll(t, dst); !reflect.DeepEqual(copied, src) {
+		t.Fatalf("copied rows differ from the source's")
+	}
+	if st, err := dst.ForwardStats(ctx); err != nil || fmt.Sprint(st) != fmt.Sprint(wantStats) {
+		t.Fatalf("copy's ForwardStats:\ngot  %+v, %v\nwant %+v", st, err, wantStats)
+	}
+	if err := dst.ResumeForwarding(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	c, err := dst.ClaimForwards(ctx, now.Add(time.Minute), 4, time.Minute, false)
+	if err != nil || len(c) != 2 || c[0].Job.JobID != "c" || c[0].Attempt != 2 || c[1].Job.JobID != "d" || c[1].Token <= claims[3].Token {
+		t.Fatalf("claim in the copy: got %+v, %v; want c's second attempt and d again, with a newer token", c, err)
 	}
 }

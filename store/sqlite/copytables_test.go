@@ -51,6 +51,9 @@ func TestCopyKnowsEveryTableAndColumn(t *testing.T) {
 		{"tables", names(`SELECT name FROM sqlite_master WHERE type = 'table'`), slices.Sorted(maps.Keys(copyTables))},
 		{"jobs columns", names(`SELECT name FROM pragma_table_info('jobs')`), columns(jobRowColumns)},
 		{"deliveries columns", names(`SELECT name FROM pragma_table_info('deliveries')`), columns(deliveryRowColumns)},
+		{"forwards columns", names(`SELECT name FROM pragma_table_info('forwards')`), columns(forwardRowColumns)},
+		{"forward_attempts columns", names(`SELECT name FROM pragma_table_info('forward_attempts')`), columns(forwardAttemptRowColumns)},
+		{"polls columns", names(`SELECT name FROM pragma_table_info('polls')`), columns(pollRowColumns)},
 	} {
 		if !slices.Equal(c.got, c.want) {
 			t.Errorf("%s: the schema has %v, the copy knows %v", c.what, c.got, c.want)
