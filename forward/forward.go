@@ -207,14 +207,19 @@ func (f *Forwarder) Start() {
 		Bool("standard_webhooks", f.sign.key != nil).Msg("forwarding ended jobs to the app")
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
-	f.wg.Add(2)
+	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
-		f.loop(ctx)
-	}()
-	go func() {
-		defer f.wg.Done()
-		f.watchFeed(ctx)
+		// The feed's starting point is read before the loop's first look,
+		// so a job that ends in between wakes the loop and none is missed,
+		// and the loop is not woken for nothing at the start.
+		after := f.feedStart(ctx)
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			f.loop(ctx)
+		}()
+		f.watchFeed(ctx, after)
 	}()
 }
 
@@ -502,10 +507,21 @@ func (f *Forwarder) jitter() float64 {
 	return f.opts.Rand.Float64()
 }
 
-// watchFeed wakes the loop whenever a job ends, so a new forward goes out
-// at once rather than at the next backstop.
-func (f *Forwarder) watchFeed(ctx context.Context) {
-	after := int64(-1)
+// feedStart is the last seq of the change feed, where watchFeed starts;
+// -1 when the store cannot say yet.
+func (f *Forwarder) feedStart(ctx context.Context) int64 {
+	st, err := f.opts.Store.Stats(ctx)
+	if err != nil {
+		f.storeError(ctx, f.clock.Now(), err, "follow the change feed")
+		return -1
+	}
+	return st.LastSeq
+}
+
+// watchFeed wakes the loop whenever a job ends after the seq after, so a
+// new forward goes out at once rather than at the next backstop. A
+// negative after means the starting point is still to be read.
+func (f *Forwarder) watchFeed(ctx context.Context, after int64) {
 	for ctx.Err() == nil {
 		var err error
 		if after < 0 {

@@ -489,19 +489,35 @@ func TestConcurrencyLimit(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
 		h := newHarness(t, b)
 		gate := make(chan struct{})
-		h.app.setRespond(held(gate))
+		var once sync.Once
+		release := func() { once.Do(func() { close(gate) }) }
+		t.Cleanup(release) // a failure lets the held requests go
+		arrived := make(chan string, 10)
+		hold := held(gate)
+		h.app.setRespond(func(w http.ResponseWriter, r *http.Request, n int, got received) int {
+			arrived <- got.JobID
+			return hold(w, r, n, got)
+		})
 		for i := range 10 {
 			h.end("c" + string(rune('a'+i)))
 		}
 		opts := h.options()
 		opts.Concurrency = 3
+		opts.Timeout = time.Minute // the app holds them, however slow the machine
 		h.newForwarder(opts).Start()
+		for range 3 {
+			h.receive(arrived, "a request at the app")
+		}
 		// Asleep with 3 in flight, which the app holds: it claims no more
 		// until one ends.
 		h.settleWith(0, 3)
-		h.waitFor("3 requests at the app", func() bool { return len(h.app.requests()) >= 3 })
+		select {
+		case id := <-arrived:
+			t.Fatalf("a 4th request (%s) with 3 held", id)
+		default:
+		}
 		h.wantRequests(3)
-		close(gate)
+		release()
 		for i := range 10 {
 			id := "c" + string(rune('a'+i))
 			h.waitFor(id+" delivered", func() bool { return h.job(id).Forward.State == store.ForwardDelivered })

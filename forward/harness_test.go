@@ -468,6 +468,18 @@ func (h *harness) waitFor(what string, cond func() bool) {
 	}
 }
 
+// receive waits for a value on ch, failing the test after 20 s.
+func (h *harness) receive(ch <-chan string, what string) string {
+	h.t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(20 * time.Second):
+		h.t.Fatalf("timed out waiting for %s", what)
+		return ""
+	}
+}
+
 // end ends a job as a verified webhook would, which queues its forward.
 func (h *harness) end(id string) store.Job {
 	h.t.Helper()
