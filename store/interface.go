@@ -79,10 +79,13 @@ type Store interface {
 	// within grace of that, and returns how many it flagged.
 	MarkMissedWebhooks(ctx context.Context, now time.Time, grace time.Duration) (int, error)
 	// Prune deletes up to batch jobs that ended before cutoff, oldest end
-	// first, with their deliveries, and up to batch signed deliveries that
-	// named no usable job and last arrived before cutoff; it returns how
-	// many jobs it deleted. Seq is never reused. A batch below 1 is
-	// ErrInvalid.
+	// first, with their deliveries, forwards, forward attempts and polls,
+	// and up to batch signed deliveries that named no usable job and last
+	// arrived before cutoff; it returns how many jobs it deleted. A job
+	// whose forward waits to be sent (pending, in flight or not, or paused)
+	// is kept, however old, until it is delivered or failed, and the jobs
+	// after it are pruned all the same. Seq is never reused. A batch below
+	// 1 is ErrInvalid.
 	Prune(ctx context.Context, cutoff time.Time, batch int) (deleted int, err error)
 	// Ping reports whether the store takes deliveries: nil, or an error
 	// matching ErrUnavailable that says why not. It may write.

@@ -631,12 +631,17 @@ func (s *Store) MarkMissedWebhooks(ctx context.Context, now time.Time, grace tim
 }
 
 // Prune deletes up to batch jobs that ended before cutoff, with their
-// deliveries, in one write, and returns how many jobs it deleted; it also
-// deletes up to batch signed deliveries that named no usable job and last
-// arrived before cutoff. Jobs go in seq order and pruning stops at the first
-// that ended at or after cutoff. The counters are adjusted from what the
-// deletes return, so two replicas pruning at once never take a job out of
-// them twice. seq comes from feed_counter, which pruning never lowers.
+// deliveries, forwards, forward attempts and polls, in one write, and
+// returns how many jobs it deleted; it also deletes up to batch signed
+// deliveries that named no usable job and last arrived before cutoff. Jobs
+// go in seq order and pruning stops at the first that ended at or after
+// cutoff. A job whose forward waits to be sent (pending or paused) is
+// passed over and kept until the forward is delivered or failed: the
+// forwards of the jobs chosen are locked and read again before any delete,
+// so a retry or replay that queues one again meanwhile keeps its job. The
+// counters are adjusted from what the deletes return, so two replicas
+// pruning at once never take a job out of them twice. seq comes from
+// feed_counter, which pruning never lowers.
 func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, error) {
 	if batch < 1 {
 		return 0, store.Errorf(store.EINVALID, "prune batch must be 1 or more")
@@ -644,7 +649,7 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, er
 	before := clampNanos(cutoff)
 	var due bool
 	err := s.pool.QueryRow(ctx, `SELECT COALESCE((SELECT terminal_at < $1 FROM jobs WHERE seq IS NOT NULL
-		ORDER BY seq LIMIT 1), false) OR EXISTS (SELECT 1 FROM deliveries WHERE job_row IS NULL
+		AND `+forwardNotWaiting+` ORDER BY seq LIMIT 1), false) OR EXISTS (SELECT 1 FROM deliveries WHERE job_row IS NULL
 		AND COALESCE(last_received_at, received_at) < $1)`, before).Scan(&due)
 	if err != nil || !due {
 		return 0, s.dbErr(err)
@@ -652,7 +657,8 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, er
 	var deleted int
 	err = s.write(ctx, func(t *txn) error {
 		deleted = 0
-		rows, err := t.tx.Query(t.ctx, `SELECT id, terminal_at FROM jobs WHERE seq IS NOT NULL ORDER BY seq LIMIT $1`, batch)
+		rows, err := t.tx.Query(t.ctx, `SELECT id, terminal_at FROM jobs WHERE seq IS NOT NULL AND `+
+			forwardNotWaiting+` ORDER BY seq LIMIT $1`, batch)
 		if err != nil {
 			return err
 		}
@@ -666,6 +672,9 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, er
 			return nil
 		})
 		if err != nil {
+			return err
+		}
+		if ids, err = t.withoutWaitingForwards(ids); err != nil {
 			return err
 		}
 		if len(ids) > 0 {
@@ -705,6 +714,39 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, er
 		return 0, err
 	}
 	return deleted, nil
+}
+
+// forwardNotWaiting holds for a job (of the table jobs) whose forward, if
+// any, is not waiting to be sent: retention never removes a forward before
+// the app has it, or it failed.
+const forwardNotWaiting = `NOT EXISTS (SELECT 1 FROM forwards f WHERE f.job_row = jobs.id
+	AND f.state IN ('pending', 'paused'))`
+
+// withoutWaitingForwards locks the forwards of the jobs ids, in seq order
+// (a replay's order), until the transaction ends, and returns ids without
+// the jobs whose forward, as it now stands, waits to be sent: one a retry
+// or replay has queued again since ids were chosen.
+func (t *txn) withoutWaitingForwards(ids []int64) ([]int64, error) {
+	if len(ids) == 0 {
+		return ids, nil
+	}
+	// Every forward of ids is locked, whatever its state: a row that a
+	// requeue is changing is read once that commits.
+	rows, err := t.tx.Query(t.ctx, `SELECT job_row, state IN ('pending', 'paused') FROM forwards
+		WHERE job_row = ANY($1) ORDER BY seq FOR UPDATE`, ids)
+	if err != nil {
+		return nil, err
+	}
+	waiting := map[int64]bool{}
+	var id int64
+	var wait bool
+	if _, err := pgx.ForEachRow(rows, []any{&id, &wait}, func() error {
+		waiting[id] = wait
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("lock the forwards of the jobs to prune: %w", err)
+	}
+	return slices.DeleteFunc(ids, func(id int64) bool { return waiting[id] }), nil
 }
 
 // uncount runs a delete returning (outcome, copies) rows and takes what it

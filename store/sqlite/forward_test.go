@@ -230,7 +230,7 @@ func TestForwardCountersFollowEveryChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("resume")
-	if n, err := s.Prune(ctx, time.Now().Add(time.Hour), 5); err != nil || n != 5 {
+	if n, err := s.Prune(ctx, time.Now().Add(time.Hour), 5); err != nil || n != 2 { // the others wait to be sent
 		t.Fatalf("Prune: %d, %v", n, err)
 	}
 	check("prune")

@@ -11,20 +11,24 @@ import (
 )
 
 // Prune deletes up to batch jobs that ended before cutoff, with their
-// deliveries, forwards, forward attempts and polls, in one write, and returns how many jobs it deleted; a caller
-// that wants everything past the cutoff gone calls it until that is below
-// batch. It also deletes up to batch signed deliveries that named no usable
-// job and last arrived before cutoff.
+// deliveries, forwards, forward attempts and polls, in one write, and
+// returns how many jobs it deleted; a caller that wants everything past the
+// cutoff gone calls it until that is below batch. It also deletes up to
+// batch signed deliveries that named no usable job and last arrived before
+// cutoff.
 //
 // Jobs go in seq order, the order they ended, through the seq index, and
 // pruning stops at the first job that ended at or after cutoff, so no job
-// ended later is ever removed. Seq is given out from a counter, not from the
+// ended later is ever removed. A job whose forward waits to be sent
+// (pending or paused) is passed over and kept until it is delivered or
+// failed; the walk steps over such jobs, so a long backlog of them makes
+// each call read through it. Seq is given out from a counter, not from the
 // jobs that remain, so it is never reused, even when every job is pruned.
 // The counters behind Stats count what is in the log: pruned jobs and their
 // deliveries leave them (LastSeq does not move).
 //
-// When nothing is old enough it reads one index entry and takes no turn of
-// the writer.
+// When nothing is old enough it reads the seq index up to the first job not
+// waiting on its forward, and takes no turn of the writer.
 func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (deleted int, err error) {
 	if batch < 1 {
 		return 0, store.Errorf(store.EINVALID, "prune batch must be 1 or more")
@@ -53,14 +57,19 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (deleted
 const pruneUnjobbedDue = `SELECT id FROM deliveries INDEXED BY deliveries_unjobbed
 	WHERE job_row IS NULL AND COALESCE(last_received_at, received_at) < ?`
 
+// keepsNoForward holds for a job whose forward is not waiting to be sent:
+// retention never removes a forward before the app has it (or it failed).
+const keepsNoForward = `NOT EXISTS (SELECT 1 FROM forwards f WHERE f.job_row = jobs.id
+	AND f.state IN ('pending', 'paused'))`
+
 // pruneOldest selects the jobs that ended first, through the seq index.
 const pruneOldest = `SELECT id, status, source, webhook_missed, terminal_at FROM jobs
-	WHERE seq IS NOT NULL ORDER BY seq LIMIT ?`
+	WHERE seq IS NOT NULL AND ` + keepsNoForward + ` ORDER BY seq LIMIT ?`
 
 // pruneDue reports whether Prune has anything to delete.
 func (s *Store) pruneDue(ctx context.Context, before int64) (bool, error) {
 	var ended sql.NullInt64
-	err := s.rdb.QueryRowContext(ctx, `SELECT terminal_at FROM jobs WHERE seq IS NOT NULL ORDER BY seq LIMIT 1`).Scan(&ended)
+	err := s.rdb.QueryRowContext(ctx, `SELECT terminal_at FROM jobs WHERE seq IS NOT NULL AND `+keepsNoForward+` ORDER BY seq LIMIT 1`).Scan(&ended)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return false, err
 	}

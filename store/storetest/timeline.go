@@ -149,7 +149,9 @@ func testTimelineDeliveries(t *testing.T, s store.Store) {
 }
 
 // testPruneRemovesForwardsAndTimeline: pruning a job removes its forward,
-// its attempts and its polls with it; a job ended later keeps all of them.
+// its attempts and its polls with it; a job ended later keeps all of them,
+// and so does a job whose forward still waits to be sent (pending or
+// paused), until the app has it or it failed.
 func testPruneRemovesForwardsAndTimeline(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	ended := func(id string) {
@@ -167,15 +169,32 @@ func testPruneRemovesForwardsAndTimeline(t *testing.T, s store.Store) {
 		finish(t, s, c, store.ForwardResult{At: time.Now(), Status: 500, Err: "app answered 500", State: store.ForwardFailed})
 	}
 	ended("old1")
+	deliver(t, s, report("waiting", "completed")) // pending, its attempt in flight
+	waiting := claimOne(t, s, time.Now().Add(time.Second), "waiting")
 	ended("old2")
-	deliver(t, s, report("old3", "completed")) // pending, its attempt in flight
-	claimOne(t, s, time.Now().Add(time.Second), "old3")
+	deliver(t, s, report("old3", "completed"))
+	finish(t, s, claimOne(t, s, time.Now().Add(time.Second), "old3"), delivered(time.Now()))
 	cutoff := nextInstant()
 	ended("new")
-	if n, err := s.Prune(ctx, cutoff, 10); err != nil || n != 3 {
-		t.Fatalf("Prune: got %d, %v; want 3", n, err)
+	// A forward still waiting to be sent keeps its job, and the jobs after
+	// it are pruned all the same.
+	if n, err := s.Prune(ctx, cutoff, 2); err != nil || n != 2 {
+		t.Fatalf("Prune of 2: got %d, %v; want 2", n, err)
 	}
-	for _, id := range []string{"old1", "old2", "old3"} {
+	if n, err := s.Prune(ctx, cutoff, 10); err != nil || n != 1 {
+		t.Fatalf("Prune: got %d, %v; want 1", n, err)
+	}
+	if n, err := s.Prune(ctx, cutoff, 10); err != nil || n != 0 {
+		t.Fatalf("Prune again: got %d, %v; want 0, the waiting forward kept", n, err)
+	}
+	if f := forwardOf(t, s, "waiting"); f.State != store.ForwardPending {
+		t.Fatalf("the waiting forward after pruning: got %+v", f)
+	}
+	finish(t, s, waiting, delivered(time.Now()))
+	if n, err := s.Prune(ctx, cutoff, 10); err != nil || n != 1 {
+		t.Fatalf("Prune once delivered: got %d, %v; want 1", n, err)
+	}
+	for _, id := range []string{"old1", "old2", "old3", "waiting"} {
 		if _, err := s.JobPolls(ctx, id); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("JobPolls(%s) after pruning: got %v, want ErrNotFound", id, err)
 		}
