@@ -94,8 +94,10 @@ type Options struct {
 	Logger zerolog.Logger
 	// Registerer, when set, receives the forwarder's metrics.
 	Registerer prometheus.Registerer
-	// Client sends the forwards; nil uses a client of the forwarder's own.
-	// Either way redirects are not followed.
+	// Client sends the forwards, with its transport as it is; nil uses a
+	// client of the forwarder's own, which keeps a connection to the app
+	// open for each of Concurrency and closes them at Close. Either way
+	// redirects are not followed.
 	Client *http.Client
 	// Version goes in the User-Agent, nouvelhook/<Version>; "" is "dev".
 	Version string
@@ -107,6 +109,7 @@ type Forwarder struct {
 	opts     Options
 	clock    Clock
 	client   *http.Client
+	own      *http.Transport // the client's transport when the forwarder made it
 	sign     signer
 	shownURL string // without user info or query
 	lease    time.Duration
@@ -178,27 +181,37 @@ func New(opts Options) (*Forwarder, error) {
 	f := &Forwarder{
 		opts:     opts,
 		clock:    opts.Clock,
-		client:   noRedirects(opts.Client),
 		sign:     signer{nouvelSecret: []byte(opts.NouvelSecret), key: opts.Key},
 		shownURL: showURL(u),
 		lease:    opts.Timeout + leaseSlack,
 		log:      opts.Logger.With().Str("component", "forwarder").Logger(),
 		wake:     make(chan struct{}, 1),
 	}
+	f.client, f.own = newClient(opts.Client, opts.Concurrency)
 	f.metrics = newMetrics(opts.Registerer, opts.Store.ForwardStats, f.clock.Now)
 	return f, nil
 }
 
-// noRedirects returns a copy of c (or a new client) that hands a redirect
-// back as the answer: a forward that is redirected is not delivered, and
-// following it would send the signed body somewhere not configured.
-func noRedirects(c *http.Client) *http.Client {
+// newClient returns a copy of c that hands a redirect back as the answer:
+// a forward that is redirected is not delivered, and following it would
+// send the signed body somewhere not configured. With c nil it is a client
+// of its own, returned with its transport, which keeps up to concurrency
+// connections to the app idle between attempts: http.DefaultTransport
+// keeps 2 a host, so above 2 in flight each attempt would close its
+// connection and the next would dial again.
+func newClient(c *http.Client, concurrency int) (*http.Client, *http.Transport) {
 	var nc http.Client
+	var own *http.Transport
 	if c != nil {
 		nc = *c
+	} else {
+		own = http.DefaultTransport.(*http.Transport).Clone()
+		own.MaxIdleConnsPerHost = concurrency
+		own.MaxIdleConns = max(own.MaxIdleConns, concurrency)
+		nc.Transport = own
 	}
 	nc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &nc
+	return &nc, own
 }
 
 // Start runs the forwarding loop in the background until Close.
@@ -225,12 +238,16 @@ func (f *Forwarder) Start() {
 
 // Close stops the loop and waits for it. Attempts in flight are cut; those
 // that had an answer record it, the others stay leased until their lease
-// runs out and are sent again.
+// runs out and are sent again. The forwarder's own connections to the app
+// are closed.
 func (f *Forwarder) Close() error {
 	if f.cancel != nil {
 		f.cancel()
 	}
 	f.wg.Wait()
+	if f.own != nil {
+		f.own.CloseIdleConnections()
+	}
 	return nil
 }
 

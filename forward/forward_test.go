@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -574,6 +575,58 @@ func TestCloseStopsLoop(t *testing.T) {
 	})
 }
 
+// TestConnectionsReused: a backlog goes out over one connection to the app
+// per attempt in flight, kept open between attempts, rather than a new
+// connection for most forwards (http.DefaultTransport keeps 2 a host).
+func TestConnectionsReused(t *testing.T) {
+	h := newHarness(t, backends()[0]) // the client's doing, whatever the store
+	srv, conns := h.countedApp()
+	const n, concurrency = 64, 8
+	for i := range n {
+		h.end(fmt.Sprintf("k%02d", i))
+	}
+	opts := h.options()
+	opts.URL, opts.Concurrency = srv.URL+"/hooks", concurrency
+	h.start(opts)
+	if d := h.app.delivered(); len(d) != n {
+		t.Fatalf("delivered %d jobs, want %d", len(d), n)
+	}
+	// Now and then a request starts the moment before the connection it
+	// would reuse is back in the pool, and one more is dialed.
+	got := conns.opened()
+	t.Logf("%d forwards at %d in flight opened %d connections", n, concurrency, got)
+	if got > concurrency+concurrency/2 {
+		t.Fatalf("%d forwards at %d in flight opened %d connections, want about %d", n, concurrency, got, concurrency)
+	}
+}
+
+// TestCloseLeavesNothingRunning: Close with an attempt in flight and
+// connections idle returns with none of the forwarder's goroutines left,
+// and every connection to the app closed.
+func TestCloseLeavesNothingRunning(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b)
+		srv, conns := h.countedApp()
+		for _, id := range []string{"i1", "i2", "i3"} {
+			h.end(id)
+		}
+		opts := h.options()
+		opts.URL, opts.Timeout = srv.URL+"/hooks", time.Minute
+		h.start(opts)
+		h.wantRequests(3)
+		gate := make(chan struct{})
+		t.Cleanup(func() { close(gate) })
+		h.app.setRespond(held(gate))
+		h.end("cut")
+		h.waitFor("the attempt in flight", func() bool { return len(h.app.requests()) == 4 })
+		h.f.Close()
+		h.waitFor("the forwarder's goroutines to end, and its connections to close", func() bool {
+			return conns.open() == 0 && !goroutinesWith("nouvelhook/forward.(*Forwarder)", "net/http.(*persistConn)")
+		})
+		h.wantForward("cut", store.ForwardPending, 0, 0)
+	})
+}
+
 // TestRequeuedWhileInFlight: a retry queued while an attempt is in flight
 // fences that attempt off: its answer is not recorded, the forward is sent
 // again, and both requests carry the same webhook-id for the app to dedupe.
@@ -672,4 +725,25 @@ func TestTwoReplicasDeliverOnce(t *testing.T) {
 		t.Fatalf("delivered by each replica: %v, want %d in all", split, n)
 	}
 	t.Logf("delivered by each replica: %v", split)
+}
+
+// goroutinesWith reports whether a goroutine's stack names any of fns.
+func goroutinesWith(fns ...string) bool {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		for _, fn := range fns {
+			if strings.Contains(g, fn) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -605,6 +605,48 @@ nouvelhook_forwarding_paused %v
 	}
 }
 
+// connCount counts a server's connections.
+type connCount struct {
+	mu           sync.Mutex
+	news, closed int
+}
+
+func (c *connCount) track(_ net.Conn, s http.ConnState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch s {
+	case http.StateNew:
+		c.news++
+	case http.StateClosed, http.StateHijacked:
+		c.closed++
+	}
+}
+
+// opened counts the connections accepted so far.
+func (c *connCount) opened() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.news
+}
+
+// open counts the connections accepted and not yet closed.
+func (c *connCount) open() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.news - c.closed
+}
+
+// countedApp serves the harness's app on a second server that counts its
+// connections.
+func (h *harness) countedApp() (*httptest.Server, *connCount) {
+	c := &connCount{}
+	srv := httptest.NewUnstartedServer(h.app)
+	srv.Config.ConnState = c.track
+	srv.Start()
+	h.t.Cleanup(srv.Close)
+	return srv, c
+}
+
 // freeAddr returns a loopback address nothing listens on.
 func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

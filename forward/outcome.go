@@ -73,22 +73,20 @@ func (f *Forwarder) judge(a answer, attempt int, at time.Time, jitter float64) s
 
 // retryWait is how long to wait after the attempt-th attempt failed: its
 // step of the schedule with jitter, or, when the app's Retry-After is
-// longer than that step, the Retry-After capped at the step after (the last
-// step when there is none after). ok is false past the last step.
+// longer than that, the Retry-After capped at the step after (the last step
+// when there is none after). A Retry-After longer than the jittered wait
+// but within the step counts too: the app is not asked again before it
+// said. ok is false past the last step.
 func retryWait(schedule []time.Duration, attempt int, jitter float64, retryAfter time.Duration) (wait time.Duration, ok bool) {
 	if attempt < 1 || attempt > len(schedule) {
 		return 0, false
 	}
-	step := schedule[attempt-1]
-	wait = jittered(step, jitter)
-	if retryAfter > step {
-		limit := schedule[len(schedule)-1]
-		if attempt < len(schedule) {
-			limit = schedule[attempt]
-		}
-		wait = max(wait, min(retryAfter, limit))
+	wait = jittered(schedule[attempt-1], jitter)
+	limit := schedule[len(schedule)-1]
+	if attempt < len(schedule) {
+		limit = schedule[attempt]
 	}
-	return wait, true
+	return max(wait, min(retryAfter, limit)), true
 }
 
 // jittered is d moved by up to jitterSpread of itself either way, for a
