@@ -27,7 +27,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -41,23 +40,7 @@ import (
 	"github.com/nouvelhook/nouvelhook/bench/internal/loadgen"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	stop()
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-	case errors.Is(err, errTargetsMissed):
-		os.Exit(1)
-	default:
-		fmt.Fprintln(os.Stderr, "forward: "+err.Error())
-		os.Exit(2)
-	}
-}
-
-// errTargetsMissed is the run's result when the figures were measured but
-// a target or a check failed.
-var errTargetsMissed = errors.New("targets missed")
+func main() { loadgen.Main("forward", run) }
 
 const secret = "bench-secret-0123456789abcdef"
 
@@ -202,7 +185,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	if !b.report(drains, ingest) {
-		return errTargetsMissed
+		return loadgen.ErrTargetsMissed
 	}
 	return nil
 }

@@ -33,7 +33,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -45,23 +44,7 @@ import (
 	"github.com/nouvelhook/nouvelhook/bench/internal/loadgen"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	stop()
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-	case errors.Is(err, errTargetsMissed):
-		os.Exit(1)
-	default:
-		fmt.Fprintln(os.Stderr, "load: "+err.Error())
-		os.Exit(2)
-	}
-}
-
-// errTargetsMissed is the run's result when the figures were measured but
-// a target, an answer or the durability check failed.
-var errTargetsMissed = errors.New("targets missed")
+func main() { loadgen.Main("load", run) }
 
 type config struct {
 	nouvelhook, benchserve string
@@ -481,7 +464,7 @@ func runBenchmark(ctx context.Context, cfg config, getenv func(string) string, d
 		ok = reportDurability(stdout, cfg, t, d.live, d.liveErr, d.stored, d.storedErr) && ok
 	}
 	if !ok {
-		return errTargetsMissed
+		return loadgen.ErrTargetsMissed
 	}
 	return nil
 }
