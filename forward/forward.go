@@ -41,6 +41,11 @@ const (
 	drainLimit = 64 << 10
 	// errorLogEvery spaces out the loop's logs of a failing store.
 	errorLogEvery = time.Minute
+	// queuedFor is the longest a claimed forward may wait in the ready
+	// queue before it is sent: its lease (timeout + leaseSlack) must still
+	// cover a whole attempt. One that waited longer is left to its lease
+	// and claimed again once that runs out.
+	queuedFor = leaseSlack / 2
 	// pauseReadEvery is how often an idle loop reads the pause from the
 	// store, to learn of one another replica met: ForwardStats counts the
 	// whole queue on Postgres (120 to 200 ms with a million forwards), too
@@ -117,8 +122,20 @@ type Forwarder struct {
 	metrics  metrics
 	wake     chan struct{}
 
+	// hold is how many forwards may be claimed at once, in flight or
+	// ready: twice Concurrency, so that a slot that frees takes the next
+	// forward at once and claims are made a batch at a time; Concurrency
+	// (one) in ordered mode, where the next is not due until this one ends.
+	// refill is how few held forwards make the loop claim more.
+	hold, refill int
+
 	mu       sync.Mutex
 	inflight int
+	// ready are forwards claimed and not yet sent, lowest seq first.
+	ready []queued
+	// gone counts the 410s recorded here: a claim made while one was
+	// answered is dropped rather than sent.
+	gone int
 	// pause is the pause reason as the loop last saw it in the store, ""
 	// when not paused. Only the loop changes it, so its observations,
 	// made one after another, never undo a later one.
@@ -186,6 +203,11 @@ func New(opts Options) (*Forwarder, error) {
 		lease:    opts.Timeout + leaseSlack,
 		log:      opts.Logger.With().Str("component", "forwarder").Logger(),
 		wake:     make(chan struct{}, 1),
+		hold:     2 * opts.Concurrency,
+		refill:   opts.Concurrency,
+	}
+	if opts.Ordered {
+		f.hold, f.refill = 1, 0
 	}
 	f.client, f.own = newClient(opts.Client, opts.Concurrency)
 	f.metrics = newMetrics(opts.Registerer, opts.Store.ForwardStats, f.clock.Now)
@@ -237,8 +259,8 @@ func (f *Forwarder) Start() {
 }
 
 // Close stops the loop and waits for it. Attempts in flight are cut; those
-// that had an answer record it, the others stay leased until their lease
-// runs out and are sent again. The forwarder's own connections to the app
+// that had an answer record it, the others, and forwards claimed but not yet
+// sent, stay leased until their lease runs out and are sent again. The forwarder's own connections to the app
 // are closed.
 func (f *Forwarder) Close() error {
 	if f.cancel != nil {
@@ -309,29 +331,43 @@ func (f *Forwarder) loop(ctx context.Context) {
 	}
 }
 
-// step claims what is due and may be sent now, starts its attempts, and
-// returns how long to sleep before looking again.
+// step claims what is due, a batch at a time, starts attempts in the free
+// slots, and returns how long to sleep before looking again.
 func (f *Forwarder) step(ctx context.Context) time.Duration {
 	now := f.clock.Now()
 	f.mu.Lock()
-	free := f.opts.Concurrency - f.inflight
+	n, gone := f.hold-f.inflight-len(f.ready), f.gone
 	f.mu.Unlock()
-	if free <= 0 {
-		return backstop // a finishing attempt wakes the loop
+	if f.hold-n > f.refill {
+		return backstop // a slot that frees with few ready wakes the loop
 	}
 	cctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
-	claims, err := f.opts.Store.ClaimForwards(cctx, now, free, f.lease, f.opts.Ordered)
+	claims, err := f.opts.Store.ClaimForwards(cctx, now, n, f.lease, f.opts.Ordered)
 	if err != nil {
 		f.storeError(ctx, now, err, "claim forwards")
 		return backstop
 	}
-	for _, c := range claims {
-		f.launch(ctx, c)
+	f.mu.Lock()
+	if f.gone != gone {
+		// The app answered 410 while these were claimed: they are not
+		// sent, and are claimed again after their lease once resumed.
+		claims = nil
 	}
+	for _, c := range claims {
+		f.ready = append(f.ready, queued{claim: c, at: now})
+	}
+	for f.inflight < f.opts.Concurrency && len(f.ready) > 0 {
+		f.inflight++
+		q := f.ready[0]
+		f.ready = f.ready[1:]
+		f.wg.Add(1)
+		go f.work(ctx, q)
+	}
+	f.mu.Unlock()
 	if len(claims) > 0 {
 		f.notPaused() // nothing is claimed while paused
-		if len(claims) == free {
+		if len(claims) == n {
 			return 0 // more may be due
 		}
 	}
@@ -412,21 +448,40 @@ func (f *Forwarder) storeError(ctx context.Context, now time.Time, err error, wh
 	}
 }
 
-// launch runs one claimed attempt in the background; when it ends, the
-// loop wakes to use the free slot.
-func (f *Forwarder) launch(ctx context.Context, c store.ForwardClaim) {
-	f.mu.Lock()
-	f.inflight++
-	f.mu.Unlock()
-	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
-		f.attempt(ctx, c)
+// queued is a claimed forward waiting for a free slot.
+type queued struct {
+	claim store.ForwardClaim
+	at    time.Time // when it was claimed
+}
+
+// work sends q, then the next ready forward, and so on, in one of the
+// Concurrency slots; when none is ready it frees the slot. The loop is
+// woken when few are held, to claim more.
+func (f *Forwarder) work(ctx context.Context, q queued) {
+	defer f.wg.Done()
+	for {
+		if f.clock.Now().Sub(q.at) <= queuedFor {
+			f.attempt(ctx, q.claim)
+		} else {
+			f.log.Debug().Str("job_id", q.claim.Job.JobID).Int64("seq", q.claim.Job.Seq).
+				Msg("forward waited too long for a free slot; it is sent again once its lease runs out")
+		}
 		f.mu.Lock()
-		f.inflight--
-		f.signal() // under the lock, so no one sees the slot free and no wake-up
+		more := len(f.ready) > 0 && ctx.Err() == nil
+		if more {
+			q = f.ready[0]
+			f.ready = f.ready[1:]
+		} else {
+			f.inflight--
+		}
+		if f.inflight+len(f.ready) <= f.refill {
+			f.signal() // under the lock, so no one sees the slot free and no wake-up
+		}
 		f.mu.Unlock()
-	}()
+		if !more {
+			return
+		}
+	}
 }
 
 // attempt sends one forward and records what came of it.
@@ -509,6 +564,9 @@ func (f *Forwarder) finish(ctx context.Context, c store.ForwardClaim, r store.Fo
 	case store.ForwardPaused:
 		f.mu.Lock()
 		f.checkPause = true // the loop's next step shows it in Ready
+		// Nothing more is sent: the claims ready are left to their lease.
+		f.ready = nil
+		f.gone++
 		f.mu.Unlock()
 		log.Error().Str("url", f.shownURL).Msg("the app answered 410 Gone: forwarding pauses until resumed")
 	}

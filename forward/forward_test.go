@@ -27,16 +27,30 @@ func statuses(seq ...int) func(http.ResponseWriter, *http.Request, int, received
 	}
 }
 
-// held holds every request until gate is closed, then answers 200; a
+// gate holds the app's requests until released; the test's end releases
+// it, so that a failure never leaves a request held.
+type gate struct {
+	ch   chan struct{}
+	once sync.Once
+}
+
+func newGate(t *testing.T) *gate {
+	g := &gate{ch: make(chan struct{})}
+	t.Cleanup(g.release)
+	return g
+}
+
+// release lets every held request, and every later one, through.
+func (g *gate) release() { g.once.Do(func() { close(g.ch) }) }
+
+// hold holds a request until the gate is released, then answers 200; a
 // request the forwarder gives up on is let go.
-func held(gate chan struct{}) func(http.ResponseWriter, *http.Request, int, received) int {
-	return func(w http.ResponseWriter, r *http.Request, n int, got received) int {
-		select {
-		case <-gate:
-			return http.StatusOK
-		case <-r.Context().Done():
-			return 0
-		}
+func (g *gate) hold(w http.ResponseWriter, r *http.Request, n int, got received) int {
+	select {
+	case <-g.ch:
+		return http.StatusOK
+	case <-r.Context().Done():
+		return 0
 	}
 }
 
@@ -489,15 +503,11 @@ func TestOrdered(t *testing.T) {
 func TestConcurrencyLimit(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
 		h := newHarness(t, b)
-		gate := make(chan struct{})
-		var once sync.Once
-		release := func() { once.Do(func() { close(gate) }) }
-		t.Cleanup(release) // a failure lets the held requests go
+		g := newGate(t)
 		arrived := make(chan string, 10)
-		hold := held(gate)
 		h.app.setRespond(func(w http.ResponseWriter, r *http.Request, n int, got received) int {
 			arrived <- got.JobID
-			return hold(w, r, n, got)
+			return g.hold(w, r, n, got)
 		})
 		for i := range 10 {
 			h.end("c" + string(rune('a'+i)))
@@ -518,7 +528,7 @@ func TestConcurrencyLimit(t *testing.T) {
 		default:
 		}
 		h.wantRequests(3)
-		release()
+		g.release()
 		for i := range 10 {
 			id := "c" + string(rune('a'+i))
 			h.waitFor(id+" delivered", func() bool { return h.job(id).Forward.State == store.ForwardDelivered })
@@ -527,6 +537,66 @@ func TestConcurrencyLimit(t *testing.T) {
 		if got := h.app.maxInFlight(); got != 3 {
 			t.Fatalf("up to %d requests in flight at the app, want 3", got)
 		}
+	})
+}
+
+// TestReadyClaimsBatched: forwards are claimed a batch at a time, up to
+// twice Concurrency, and a slot that frees takes the next one claimed
+// without a round trip to the store.
+func TestReadyClaimsBatched(t *testing.T) {
+	h := newHarness(t, backends()[0])
+	counted := &claimCounter{Store: h.st}
+	for i := range 24 {
+		h.end(fmt.Sprintf("b%02d", i))
+	}
+	opts := h.options()
+	opts.Store, opts.Concurrency = counted, 4
+	h.start(opts)
+	if d := h.app.delivered(); len(d) != 24 {
+		t.Fatalf("delivered %d jobs, want 24", len(d))
+	}
+	// 8 at first, then at least 4 each time no more than 4 are left.
+	if got := counted.claimed.Load(); got > 5 {
+		t.Fatalf("24 forwards at 4 in flight were claimed in %d round trips, want at most 5", got)
+	}
+	if got := h.app.maxInFlight(); got > 4 {
+		t.Fatalf("up to %d requests in flight, want at most 4", got)
+	}
+}
+
+// TestReadyClaimTooOldIsNotSent: a forward claimed while every slot was
+// busy, and still waiting when its lease could run out during an attempt,
+// is not sent on that claim: it is claimed again once the lease has run
+// out, so no other process can send it at the same time.
+func TestReadyClaimTooOldIsNotSent(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b)
+		g := newGate(t)
+		h.app.setRespond(func(w http.ResponseWriter, r *http.Request, n int, got received) int {
+			if n == 1 {
+				return g.hold(w, r, n, got)
+			}
+			return http.StatusOK
+		})
+		h.end("slow")
+		h.end("next")
+		opts := h.options()
+		opts.Concurrency, opts.Timeout = 1, time.Minute
+		lease := opts.Timeout + leaseSlack
+		h.newForwarder(opts).Start()
+		h.waitFor("the first request", func() bool { return len(h.app.requests()) == 1 })
+		h.settleWith(0, 1) // "next" is claimed and waits for the slot
+		claimed := h.clk.Now()
+		h.clk.advance(queuedFor + time.Second)
+		mark := h.mark()
+		g.release()
+		h.settle(mark)
+		h.wantForward("slow", store.ForwardDelivered, 1, 200)
+		h.wantForward("next", store.ForwardPending, 0, 0)
+		h.wantRequests(1)
+		h.advance(claimed.Add(lease).Sub(h.clk.Now()))
+		h.wantForward("next", store.ForwardDelivered, 1, 200)
+		h.wantRequests(2)
 	})
 }
 
@@ -614,9 +684,7 @@ func TestCloseLeavesNothingRunning(t *testing.T) {
 		opts.URL, opts.Timeout = srv.URL+"/hooks", time.Minute
 		h.start(opts)
 		h.wantRequests(3)
-		gate := make(chan struct{})
-		t.Cleanup(func() { close(gate) })
-		h.app.setRespond(held(gate))
+		h.app.setRespond(newGate(t).hold)
 		h.end("cut")
 		h.waitFor("the attempt in flight", func() bool { return len(h.app.requests()) == 4 })
 		h.f.Close()
@@ -633,8 +701,8 @@ func TestCloseLeavesNothingRunning(t *testing.T) {
 func TestRequeuedWhileInFlight(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
 		h := newHarness(t, b)
-		gate := make(chan struct{})
-		h.app.setRespond(held(gate))
+		g := newGate(t)
+		h.app.setRespond(g.hold)
 		h.end("twice")
 		h.newForwarder(h.options()).Start()
 		h.waitFor("the first attempt", func() bool { return len(h.app.requests()) == 1 })
@@ -644,7 +712,7 @@ func TestRequeuedWhileInFlight(t *testing.T) {
 		h.f.Kick()
 		h.waitFor("the second attempt", func() bool { return len(h.app.requests()) == 2 })
 		mark := h.mark()
-		close(gate)
+		g.release()
 		h.settle(mark) // both attempts over
 		h.wantForward("twice", store.ForwardDelivered, 1, 200)
 		if a := h.attempts("twice"); len(a) != 1 {

@@ -1,0 +1,140 @@
+package forward
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/nouvelhook/nouvelhook/store"
+	"github.com/nouvelhook/nouvelhook/store/sqlite"
+)
+
+// drainJobs is the backlog BenchmarkDrain forwards each round.
+const drainJobs = 10_000
+
+// BenchmarkDrain: the forwarder drains a backlog of drainJobs ended jobs
+// from a real SQLite log, at concurrency 4, to an app that answers 200 at
+// once. Each round queues every job again with one replay and runs one
+// forwarder until the queue is empty; it reports forwards/s.
+func BenchmarkDrain(b *testing.B) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "log.db"), sqlite.Options{Forward: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	endJobs(b, st, drainJobs)
+
+	var got atomic.Int64
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		got.Add(1)
+	}))
+	defer app.Close()
+
+	var took time.Duration
+	var claims int64
+	for b.Loop() {
+		b.StopTimer()
+		if _, err := st.ReplayForwards(ctx, time.Now(), 0); err != nil {
+			b.Fatal(err)
+		}
+		got.Store(0)
+		cs := &claimCounter{Store: st}
+		f, err := New(Options{Store: cs, URL: app.URL + "/hooks", NouvelSecret: testSecret, Key: testKey,
+			Schedule: []time.Duration{time.Minute}, Timeout: 5 * time.Second, Concurrency: 4,
+			Logger: zerolog.Nop(), Version: testVersion})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		f.Start()
+		waitDrained(b, st, &got)
+		took += time.Since(start)
+		b.StopTimer()
+		f.Close()
+		claims += cs.calls.Load()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(drainJobs*b.N)/took.Seconds(), "forwards/s")
+	b.ReportMetric(float64(claims)/float64(drainJobs*b.N), "claims/forward")
+}
+
+// claimCounter counts the round trips that claim forwards, and those of
+// them that claimed some.
+type claimCounter struct {
+	store.Store
+	calls, claimed atomic.Int64
+}
+
+func (c *claimCounter) ClaimForwards(ctx context.Context, now time.Time, n int, lease time.Duration, ordered bool) ([]store.ForwardClaim, error) {
+	cl, err := c.Store.ClaimForwards(ctx, now, n, lease, ordered)
+	c.calls.Add(1)
+	if len(cl) > 0 {
+		c.claimed.Add(1)
+	}
+	return cl, err
+}
+
+// endJobs ends n jobs on st as verified webhooks would, from a few writers
+// at once so that the store's writer commits them in groups.
+func endJobs(b *testing.B, st store.Store, n int) {
+	b.Helper()
+	ctx := context.Background()
+	const writers = 32
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			for i := w; i < n; i += writers {
+				id := fmt.Sprintf("drain-%05d", i)
+				r := &store.Report{JobID: id, Status: store.StatusCompleted, TotalProjects: 1, CompletedProjects: 1,
+					Projects: []store.Project{{ProjectID: id + "-p", Title: "a title", Status: store.StatusCompleted,
+						VideoURL: "https://cdn.example/" + id + ".mp4"}}}
+				body, _ := json.Marshal(r)
+				if _, err := st.RecordWebhook(ctx, store.WebhookDelivery{Body: body, ReceivedAt: time.Now(),
+					Attempt: 1, JobID: id, Report: r}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+}
+
+// waitDrained waits until the app has had every forward and the store
+// shows none left to send.
+func waitDrained(b *testing.B, st store.Store, got *atomic.Int64) {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if got.Load() >= drainJobs {
+			fs, err := st.ForwardStats(context.Background())
+			if err != nil {
+				b.Fatal(err)
+			}
+			if fs.Depth == 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("the app had %d of %d forwards after 2 minutes", got.Load(), drainJobs)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
