@@ -137,6 +137,16 @@ type Forwards interface {
 	// be made again, by any process. Nothing is claimed while forwarding is
 	// paused. ordered claims at most one, and only the pending forward with
 	// the lowest seq: one that is leased or not yet due holds all after it.
+	//
+	// Ordered, "the lowest seq" is exact on both backends. Unordered, it is
+	// exact on Postgres but for a forward another transaction holds locked
+	// at that moment (another replica's claim, a retry), which the claim
+	// passes over. On SQLite it is exact unless the lowest max(64, n)
+	// pending forwards by seq hold fewer than n that are due and more than
+	// 1,024 unleased forwards are due: the claim then takes the lowest seqs
+	// among the 1,024 longest overdue, so one due more recently (a retry,
+	// say) may go after higher seqs that have waited longer. On both, no
+	// due forward waits for ever.
 	ClaimForwards(ctx context.Context, now time.Time, n int, lease time.Duration, ordered bool) ([]ForwardClaim, error)
 	// FinishForward records an attempt's result and ends the claim's
 	// lease, and appends the attempt to the job's attempt log. ok is false,

@@ -47,6 +47,9 @@ type Job struct {
 	UpdatedAt         time.Time  `json:"updatedAt"`
 	TerminalAt        *time.Time `json:"terminalAt"`
 	Seq               int64      `json:"seq"`
+	// NextPollAt is when the reconciler will poll a job not yet ended;
+	// nil (absent) once it has ended.
+	NextPollAt *time.Time `json:"nextPollAt,omitempty"`
 	// Forward is the job's forward to the app; nil when none was queued
 	// (forwarding is off, or the job has not ended).
 	Forward *Forward `json:"forward"`

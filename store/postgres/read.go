@@ -17,11 +17,13 @@ import (
 )
 
 // jobColumns are a job's columns and its forward's, read FROM jobFrom (or
-// from jobs joined with any relation of forwards' columns named fw).
+// from jobs joined with any relation of forwards' columns named fw). A job
+// not yet ended shows when its next poll is due.
 const jobColumns = `jobs.id, jobs.job_id, jobs.status, jobs.terminal, jobs.total_projects,
 	jobs.completed_projects, jobs.failed_projects, jobs.projects, jobs.source, jobs.progress, jobs.stage,
 	jobs.webhook_deliveries, jobs.webhook_missed, jobs.poll_count, jobs.last_error, jobs.created_at,
-	jobs.updated_at, jobs.terminal_at, jobs.seq, ` + forwardColumns
+	jobs.updated_at, jobs.terminal_at, jobs.seq, CASE WHEN jobs.terminal THEN NULL ELSE jobs.next_poll_at END, ` +
+	forwardColumns
 
 // forwardColumns are a forward's columns as a job shows them, all NULL when
 // the job has none.
@@ -36,11 +38,11 @@ const jobFrom = `jobs LEFT JOIN forwards fw ON fw.job_row = jobs.id`
 func scanJob(row pgx.Row, extra ...any) (j store.Job, rowid int64, err error) {
 	var projects string
 	var created, updated int64
-	var ended, seq *int64
+	var ended, seq, nextPoll *int64
 	var fw nullForward
 	err = row.Scan(append([]any{&rowid, &j.JobID, &j.Status, &j.Terminal, &j.TotalProjects, &j.CompletedProjects,
 		&j.FailedProjects, &projects, &j.Source, &j.Progress, &j.Stage, &j.WebhookDeliveries,
-		&j.WebhookMissed, &j.PollCount, &j.LastError, &created, &updated, &ended, &seq,
+		&j.WebhookMissed, &j.PollCount, &j.LastError, &created, &updated, &ended, &seq, &nextPoll,
 		&fw.state, &fw.attempts, &fw.lastStatus, &fw.lastError, &fw.next, &fw.delivered}, extra...)...)
 	if err != nil {
 		return store.Job{}, 0, err
@@ -57,6 +59,10 @@ func scanJob(row pgx.Row, extra ...any) (j store.Job, rowid int64, err error) {
 	}
 	if seq != nil {
 		j.Seq = *seq
+	}
+	if nextPoll != nil {
+		t := fromNanos(*nextPoll)
+		j.NextPollAt = &t
 	}
 	return j, rowid, nil
 }

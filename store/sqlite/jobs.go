@@ -15,11 +15,12 @@ import (
 	"github.com/nouvelhook/nouvelhook/store"
 )
 
-// jobColumns are a job's columns and its forward's, read FROM jobFrom.
+// jobColumns are a job's columns and its forward's, read FROM jobFrom. A
+// job not yet ended shows when its next poll is due.
 const jobColumns = `jobs.id, jobs.job_id, jobs.status, jobs.terminal, jobs.total_projects,
 	jobs.completed_projects, jobs.failed_projects, jobs.projects, jobs.source, jobs.progress, jobs.stage,
 	jobs.webhook_deliveries, jobs.webhook_missed, jobs.poll_count, jobs.last_error, jobs.created_at,
-	jobs.updated_at, jobs.terminal_at, jobs.seq,
+	jobs.updated_at, jobs.terminal_at, jobs.seq, CASE WHEN jobs.terminal THEN NULL ELSE jobs.next_poll_at END,
 	f.state, f.attempts, f.last_status, f.last_error, f.next_attempt_at, f.delivered_at`
 
 // jobFrom joins each job to its forward, if it has one.
@@ -31,11 +32,11 @@ type scanner interface{ Scan(dest ...any) error }
 func scanJob(row scanner) (j store.Job, rowid int64, err error) {
 	var projects string
 	var created, updated int64
-	var ended, seq sql.NullInt64
+	var ended, seq, nextPoll sql.NullInt64
 	var fw forwardColumns
 	err = row.Scan(&rowid, &j.JobID, &j.Status, &j.Terminal, &j.TotalProjects, &j.CompletedProjects,
 		&j.FailedProjects, &projects, &j.Source, &j.Progress, &j.Stage, &j.WebhookDeliveries,
-		&j.WebhookMissed, &j.PollCount, &j.LastError, &created, &updated, &ended, &seq,
+		&j.WebhookMissed, &j.PollCount, &j.LastError, &created, &updated, &ended, &seq, &nextPoll,
 		&fw.state, &fw.attempts, &fw.lastStatus, &fw.lastError, &fw.next, &fw.delivered)
 	if err != nil {
 		return store.Job{}, 0, err
@@ -51,6 +52,10 @@ func scanJob(row scanner) (j store.Job, rowid int64, err error) {
 		j.TerminalAt = &t
 	}
 	j.Seq = seq.Int64
+	if nextPoll.Valid {
+		t := fromNanos(nextPoll.Int64)
+		j.NextPollAt = &t
+	}
 	return j, rowid, nil
 }
 

@@ -2,8 +2,10 @@ package storetest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -311,4 +313,87 @@ func nextInstant() time.Time {
 	for !time.Now().After(t) {
 	}
 	return t.Add(time.Nanosecond)
+}
+
+// testNextPollAtShownUntilTheEnd: a job not yet ended shows when its next
+// poll is due, in every job read, from Track on and as each poll moves it;
+// once it ends, by a webhook, a poll or expiry, it shows none.
+func testNextPollAtShownUntilTheEnd(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	first := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+	shows := func(what, id string, want *time.Time) {
+		t.Helper()
+		reads := map[string]func() (store.Job, error){
+			"Job":               func() (store.Job, error) { return s.Job(ctx, id) },
+			"JobWithDeliveries": func() (store.Job, error) { return s.JobWithDeliveries(ctx, id) },
+			"ListJobs": func() (store.Job, error) {
+				jobs, _, err := s.ListJobs(ctx, store.Filter{Limit: store.MaxLimit})
+				for _, j := range jobs {
+					if j.JobID == id {
+						return j, err
+					}
+				}
+				return store.Job{}, fmt.Errorf("ListJobs: %s missing (%v)", id, err)
+			},
+			"WaitJob": func() (store.Job, error) {
+				wctx, cancel := context.WithTimeout(ctx, time.Millisecond)
+				defer cancel()
+				return s.WaitJob(wctx, id)
+			},
+		}
+		for read, fn := range reads {
+			j, err := fn()
+			if err != nil {
+				t.Fatalf("%s: %s(%s): %v", what, read, id, err)
+			}
+			b, err := json.Marshal(j)
+			if err != nil {
+				t.Fatal(err)
+			}
+			shown := strings.Contains(string(b), `"nextPollAt":`)
+			switch {
+			case want == nil && (j.NextPollAt != nil || shown):
+				t.Errorf("%s: %s(%s) shows next poll %v (in JSON: %v); want none", what, read, id, j.NextPollAt, shown)
+			case want != nil && (j.NextPollAt == nil || !j.NextPollAt.Equal(*want) || !shown):
+				t.Errorf("%s: %s(%s) shows next poll %v (in JSON: %v); want %s", what, read, id, j.NextPollAt, shown, want)
+			}
+		}
+	}
+	for _, id := range []string{"by-webhook", "by-poll", "by-expiry"} {
+		j, created, err := s.Track(ctx, id, first)
+		if err != nil || !created || j.NextPollAt == nil || !j.NextPollAt.Equal(first) {
+			t.Fatalf("Track(%s): got next poll %v, created %v, %v; want %s", id, j.NextPollAt, created, err, first)
+		}
+		shows("tracked", id, &first)
+	}
+	next := first.Add(15 * time.Second)
+	if _, err := s.RecordPoll(ctx, "by-poll", store.PollResult{
+		Report: &store.Report{JobID: "by-poll", Status: store.StatusRunning, Progress: 30}, Next: next}); err != nil {
+		t.Fatal(err)
+	}
+	shows("after a running poll", "by-poll", &next)
+	shows("another job's poll", "by-webhook", &first)
+
+	deliver(t, s, report("by-webhook", store.StatusCompleted))
+	shows("ended by a webhook", "by-webhook", nil)
+	if out, err := s.RecordPoll(ctx, "by-poll", store.PollResult{Report: report("by-poll", store.StatusCompleted),
+		Next: next.Add(time.Minute)}); err != nil || out != store.OutcomeAccepted {
+		t.Fatalf("RecordPoll ending by-poll: got %q, %v; want accepted", out, err)
+	}
+	shows("ended by a poll", "by-poll", nil)
+	if ids, err := s.ExpireJobs(ctx, time.Now().Add(time.Hour)); err != nil || len(ids) != 1 || ids[0] != "by-expiry" {
+		t.Fatalf("ExpireJobs: got %v, %v; want by-expiry", ids, err)
+	}
+	shows("expired", "by-expiry", nil)
+	events, _, err := s.Events(ctx, 0, 10)
+	if err != nil || len(events) != 3 {
+		t.Fatalf("Events: got %d, %v; want the 3 ended", len(events), err)
+	}
+	for _, j := range events {
+		if j.NextPollAt != nil {
+			t.Errorf("Events: %s shows next poll %s; want none once ended", j.JobID, j.NextPollAt)
+		}
+	}
+	deliver(t, s, report("never-tracked", store.StatusCompleted))
+	shows("ended by its first webhook", "never-tracked", nil)
 }

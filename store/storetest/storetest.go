@@ -58,6 +58,7 @@ func Run(t *testing.T, open func(t *testing.T, o Options) store.Store) {
 		{"WaitEventsExactlyOnceInOrder", Options{}, testWaitEventsExactlyOnceInOrder},
 		{"WaitJobAnswersAtContextEnd", Options{}, testWaitJobAnswersAtContextEnd},
 		{"SchedulePersistsThroughPolls", Options{}, testSchedulePersistsThroughPolls},
+		{"NextPollAtShownUntilTheEnd", Options{}, testNextPollAtShownUntilTheEnd},
 		{"StalePollDoesNotReopenAnEndedJob", Options{}, testStalePollDoesNotReopenAnEndedJob},
 		{"PollEndsAJobOnce", Options{}, testPollEndsAJobOnce},
 		{"ExpireAndMissedWebhooks", Options{}, testExpireAndMissedWebhooks},
