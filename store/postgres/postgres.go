@@ -131,7 +131,7 @@ type Store struct {
 // transaction before it ends it: long enough for any write this store
 // makes, short enough that other replicas' webhooks still get their 200
 // within Nouvel's 5 s.
-const idleInTransaction = "3s"
+const idleInTransaction = "2s"
 
 func Open(ctx context.Context, dbURL string, opts Options) (*Store, error) {
 	shown := Redact(dbURL)
