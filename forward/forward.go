@@ -259,9 +259,9 @@ func (f *Forwarder) Start() {
 }
 
 // Close stops the loop and waits for it. Attempts in flight are cut; those
-// that had an answer record it, the others, and forwards claimed but not yet
-// sent, stay leased until their lease runs out and are sent again. The forwarder's own connections to the app
-// are closed.
+// that had an answer record it, the others, and forwards claimed but not
+// yet sent, stay leased until their lease runs out and are sent again. The
+// forwarder's own connections to the app are closed.
 func (f *Forwarder) Close() error {
 	if f.cancel != nil {
 		f.cancel()
@@ -464,7 +464,7 @@ func (f *Forwarder) work(ctx context.Context, q queued) {
 			f.attempt(ctx, q.claim)
 		} else {
 			f.log.Debug().Str("job_id", q.claim.Job.JobID).Int64("seq", q.claim.Job.Seq).
-				Msg("forward waited too long for a free slot; it is sent again once its lease runs out")
+				Msg("forward waited too long for a free slot; it is claimed again once its lease runs out")
 		}
 		f.mu.Lock()
 		more := len(f.ready) > 0 && ctx.Err() == nil

@@ -189,6 +189,29 @@ func TestTimeoutRetries(t *testing.T) {
 	})
 }
 
+// TestTimeoutCoversTheAnswer: an app that sends its 2xx status and then
+// never ends the body holds the attempt no longer than the timeout: the
+// timeout covers reading the answer, and the 2xx it got in time counts.
+func TestTimeoutCoversTheAnswer(t *testing.T) {
+	h := newHarness(t, backends()[0])
+	h.app.setRespond(func(w http.ResponseWriter, r *http.Request, n int, got received) int {
+		w.WriteHeader(http.StatusOK)
+		w.Write([]byte("{"))
+		http.NewResponseController(w).Flush()
+		<-r.Context().Done() // the rest never comes
+		return 0
+	})
+	h.end("trickle")
+	opts := h.options()
+	opts.Timeout = 300 * time.Millisecond
+	start := time.Now()
+	h.start(opts)
+	if took := time.Since(start); took < opts.Timeout || took > opts.Timeout+5*time.Second {
+		t.Fatalf("the attempt took %s, want about the %s timeout", took, opts.Timeout)
+	}
+	h.wantForward("trickle", store.ForwardDelivered, 1, 200)
+}
+
 // TestConnectionResetRetries: an app that drops the connection mid-request
 // costs one attempt with no status, and the forward is sent again.
 func TestConnectionResetRetries(t *testing.T) {
@@ -519,7 +542,7 @@ func TestConcurrencyLimit(t *testing.T) {
 		for range 3 {
 			h.receive(arrived, "a request at the app")
 		}
-		// Asleep with 3 in flight, which the app holds: it claims no more
+		// Asleep with 3 in flight, which the app holds: it sends no more
 		// until one ends.
 		h.settleWith(0, 3)
 		select {
