@@ -221,6 +221,9 @@ func New(opts Options) (*Forwarder, error) {
 // connections to the app idle between attempts: http.DefaultTransport
 // keeps 2 a host, so above 2 in flight each attempt would close its
 // connection and the next would dial again.
+// idleConnTimeout is how long a connection to the app is kept idle.
+const idleConnTimeout = 4 * time.Second
+
 func newClient(c *http.Client, concurrency int) (*http.Client, *http.Transport) {
 	var nc http.Client
 	var own *http.Transport
@@ -230,6 +233,9 @@ func newClient(c *http.Client, concurrency int) (*http.Client, *http.Transport) 
 		own = http.DefaultTransport.(*http.Transport).Clone()
 		own.MaxIdleConnsPerHost = concurrency
 		own.MaxIdleConns = max(own.MaxIdleConns, concurrency)
+		// Under Node's default keep-alive timeout of 5 s, so that the
+		// forwarder, not the app, usually closes an idle connection.
+		own.IdleConnTimeout = idleConnTimeout
 		nc.Transport = own
 	}
 	nc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
@@ -516,6 +522,11 @@ func (f *Forwarder) send(ctx context.Context, jobID string, body []byte, now tim
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "nouvelhook/"+f.opts.Version)
+	// The forward is idempotent by its webhook id, and saying so lets the
+	// transport send it again at once on a fresh connection when the app
+	// closed a kept-alive one just as the request went out (Node closes
+	// idle sockets after 5 s), instead of the attempt failing for nothing.
+	req.Header.Set("Idempotency-Key", WebhookID(jobID))
 	f.sign.sign(req.Header, jobID, body, now)
 	resp, err := f.client.Do(req)
 	if err != nil {

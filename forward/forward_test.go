@@ -838,3 +838,36 @@ func goroutinesWith(fns ...string) bool {
 	}
 	return false
 }
+
+// TestStaleKeptAliveConnectionIsResent: an app that closes a kept-alive
+// connection just as a forward goes out on it (as Node does with an idle
+// socket after 5 s) costs no attempt: the forward carries Idempotency-Key,
+// so the transport sends it again at once on a new connection.
+func TestStaleKeptAliveConnectionIsResent(t *testing.T) {
+	h := newHarness(t, backends()[0]) // the client's doing, whatever the store
+	h.app.setRespond(func(w http.ResponseWriter, r *http.Request, n int, got received) int {
+		if n != 2 {
+			return http.StatusOK
+		}
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("hijack: %v", err)
+			return 0
+		}
+		conn.Close() // the request was read; no answer comes on this connection
+		return 0
+	})
+	opts := h.options()
+	opts.Concurrency = 1
+	h.end("first")
+	h.start(opts)
+	h.wantForward("first", store.ForwardDelivered, 1, 200)
+	mark := h.mark()
+	h.end("second") // goes out on the connection the first one used
+	h.settle(mark)
+	h.wantForward("second", store.ForwardDelivered, 1, 200)
+	reqs := h.wantRequests(3)
+	if got, want := reqs[1].header.Get("Idempotency-Key"), WebhookID("second"); got != want {
+		t.Errorf("Idempotency-Key %q, want %q", got, want)
+	}
+}
