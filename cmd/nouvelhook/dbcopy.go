@@ -20,9 +20,10 @@ const dbCopySynopsis = `db copy SRC DST
 Copies a whole log into an empty one: SQLite to Postgres, Postgres to SQLite,
 or SQLite to SQLite. SRC and DST are each a SQLite file path or a
 postgres:// URL. Every job (with its poll schedule and missed-webhook state),
-every delivery (raw bytes, copies, outcome), the feed's seqs, the last seq and
-the counters behind stats are kept; the copy's counts are then checked
-against the source's.
+every delivery (raw bytes, copies, outcome), the feed's seqs, the last seq,
+the counters behind stats, the forwarding queue (each forward, its attempts,
+the pause) and the polls of each job's timeline are kept; the copy's counts
+are then checked against the source's.
 
 SRC is read read-only, in one snapshot, so it may be copied while serve runs
 on it; deliveries that arrive after the snapshot are not in the copy, so to
@@ -61,8 +62,8 @@ func dbCopy(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("db copy: %w", err)
 	}
-	_, err = fmt.Fprintf(stdout, "copied %s to %s: %d jobs, %d deliveries, last seq %d; counts checked\n",
-		config.RedactDB(srcDB), config.RedactDB(dstDB), counts.Jobs, counts.Deliveries, counts.LastSeq)
+	_, err = fmt.Fprintf(stdout, "copied %s to %s: %d jobs, %d deliveries, %d forwards, last seq %d; counts checked\n",
+		config.RedactDB(srcDB), config.RedactDB(dstDB), counts.Jobs, counts.Deliveries, counts.Forwards, counts.LastSeq)
 	return err
 }
 

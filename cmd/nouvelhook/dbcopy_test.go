@@ -291,8 +291,8 @@ func TestDBCopySQLiteToSQLite(t *testing.T) {
 	checkCopyLog(t, want)
 
 	out, errOut, err := runCLI(context.Background(), nil, "", "db", "copy", srcPath, dstPath)
-	wantOut := fmt.Sprintf("copied %s to %s: %d jobs, %d deliveries, last seq %d; counts checked\n",
-		srcPath, dstPath, want.Stats.Jobs, 8, want.Last)
+	wantOut := fmt.Sprintf("copied %s to %s: %d jobs, %d deliveries, %d forwards, last seq %d; counts checked\n",
+		srcPath, dstPath, want.Stats.Jobs, 8, 0, want.Last)
 	if err != nil || out != wantOut {
 		t.Fatalf("db copy: got %q, %q, %v; want %q", out, errOut, err, wantOut)
 	}
