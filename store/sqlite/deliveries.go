@@ -232,7 +232,8 @@ func (t *txn) flushCounters() error {
 // writer's connection.
 type statements struct {
 	jobState, insertEnded, endJob, countWebhook, insertDelivery, insertUnjobbed,
-	lastSeq, lastCreated, addCounter, setSeq, enqueueForward *sql.Stmt
+	lastSeq, lastCreated, addCounter, setSeq, enqueueForward,
+	claimForward, claimedJob, finishForward, insertAttempt, pauseReason, dueForwards *sql.Stmt
 }
 
 // deliveryInsert and copyOf are shared by the two delivery inserts, which
@@ -272,6 +273,19 @@ func prepare(ctx context.Context, db *sql.DB) (*statements, error) {
 			ON CONFLICT (name) DO UPDATE SET n = excluded.n`},
 		{&s.enqueueForward, `INSERT INTO forwards (job_row, seq, state, next_attempt_at, enqueued_at)
 			VALUES (?, ?, 'pending', ?, ?) ON CONFLICT (job_row) DO NOTHING`},
+		{&s.claimForward, `UPDATE forwards SET lease_until = ?, claims = claims + 1
+				WHERE job_row = ? RETURNING claims, attempts + 1`},
+		{&s.claimedJob, `SELECT ` + jobColumns + jobFrom + ` WHERE jobs.id = ?`},
+		{&s.finishForward, `UPDATE forwards SET attempts = attempts + 1, last_status = ?,
+			last_error = ?, lease_until = NULL, state = ?, next_attempt_at = ?,
+			delivered_at = COALESCE(?, delivered_at)
+			WHERE job_row = (SELECT id FROM jobs WHERE job_id = ?) AND claims = ? AND state = 'pending'
+			RETURNING job_row`},
+		{&s.insertAttempt, `INSERT INTO forward_attempts
+			(job_row, attempt, at, took_ms, status, error, state) VALUES (?, ?, ?, ?, ?, ?, ?)`},
+		{&s.pauseReason, `SELECT value FROM meta WHERE key = '` + pauseKey + `'`},
+		{&s.dueForwards, `SELECT job_row, next_attempt_at, lease_until
+		FROM forwards INDEXED BY forwards_state WHERE state = 'pending' ORDER BY seq LIMIT ?`},
 	} {
 		stmt, err := db.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -285,7 +299,8 @@ func prepare(ctx context.Context, db *sql.DB) (*statements, error) {
 
 func (s *statements) close() {
 	for _, st := range []*sql.Stmt{s.jobState, s.insertEnded, s.endJob, s.countWebhook, s.insertDelivery,
-		s.insertUnjobbed, s.lastSeq, s.lastCreated, s.addCounter, s.setSeq, s.enqueueForward} {
+		s.insertUnjobbed, s.lastSeq, s.lastCreated, s.addCounter, s.setSeq, s.enqueueForward,
+		s.claimForward, s.claimedJob, s.finishForward, s.insertAttempt, s.pauseReason, s.dueForwards} {
 		if st != nil {
 			st.Close()
 		}

@@ -123,7 +123,10 @@ func (s *Store) ClaimForwards(ctx context.Context, now time.Time, n int, lease t
 	var claims []store.ForwardClaim
 	err := s.write(ctx, func(t *txn) error {
 		claims = nil
-		if _, paused, err := pauseReason(t.ctx, t.tx); err != nil || paused {
+		var reason string
+		if err := t.stmt(t.stmts.pauseReason).QueryRowContext(t.ctx).Scan(&reason); err == nil {
+			return nil // paused
+		} else if !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
 		rows, err := t.dueForwards(at, n, ordered)
@@ -132,13 +135,11 @@ func (s *Store) ClaimForwards(ctx context.Context, now time.Time, n int, lease t
 		}
 		for _, row := range rows {
 			c := store.ForwardClaim{}
-			err := t.tx.QueryRowContext(t.ctx, `UPDATE forwards SET lease_until = ?, claims = claims + 1
-				WHERE job_row = ? RETURNING claims, attempts + 1`, until, row).Scan(&c.Token, &c.Attempt)
+			err := t.stmt(t.stmts.claimForward).QueryRowContext(t.ctx, until, row).Scan(&c.Token, &c.Attempt)
 			if err != nil {
 				return fmt.Errorf("claim forward: %w", err)
 			}
-			if c.Job, _, err = scanJob(t.tx.QueryRowContext(t.ctx,
-				`SELECT `+jobColumns+jobFrom+` WHERE jobs.id = ?`, row)); err != nil {
+			if c.Job, _, err = scanJob(t.stmt(t.stmts.claimedJob).QueryRowContext(t.ctx, row)); err != nil {
 				return fmt.Errorf("read claimed job: %w", err)
 			}
 			claims = append(claims, c)
@@ -176,8 +177,7 @@ func (t *txn) dueForwards(at int64, n int, ordered bool) ([]int64, error) {
 	if ordered {
 		limit = 1
 	}
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT job_row, next_attempt_at, lease_until
-		FROM forwards INDEXED BY forwards_state WHERE state = 'pending' ORDER BY seq LIMIT ?`, limit)
+	rows, err := t.stmt(t.stmts.dueForwards).QueryContext(t.ctx, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -242,19 +242,15 @@ func (s *Store) FinishForward(ctx context.Context, c store.ForwardClaim, r store
 	err := s.write(ctx, func(t *txn) error {
 		ok = false
 		var row int64
-		err := t.tx.QueryRowContext(t.ctx, `UPDATE forwards SET attempts = attempts + 1, last_status = ?,
-			last_error = ?, lease_until = NULL, state = ?, next_attempt_at = ?,
-			delivered_at = COALESCE(?, delivered_at)
-			WHERE job_row = (SELECT id FROM jobs WHERE job_id = ?) AND claims = ? AND state = 'pending'
-			RETURNING job_row`, r.Status, lastError, r.State, next, delivered, c.Job.JobID, c.Token).Scan(&row)
+		err := t.stmt(t.stmts.finishForward).QueryRowContext(t.ctx, r.Status, lastError, r.State, next, delivered,
+			c.Job.JobID, c.Token).Scan(&row)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil // a stale token: another claim, a retry or a replay came since
 		}
 		if err != nil {
 			return err
 		}
-		if _, err := t.tx.ExecContext(t.ctx, `INSERT INTO forward_attempts
-			(job_row, attempt, at, took_ms, status, error, state) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		if _, err := t.stmt(t.stmts.insertAttempt).ExecContext(t.ctx,
 			row, c.Attempt, clampNanos(r.At), r.Took.Milliseconds(), r.Status, r.Err, r.State); err != nil {
 			return err
 		}
