@@ -121,6 +121,13 @@ type Forwarder struct {
 	log      zerolog.Logger
 	metrics  metrics
 	wake     chan struct{}
+	// arm hands the feed watcher the seq after which an end must wake the
+	// loop: the loop arms it each time it goes to sleep (see watchEnds).
+	arm chan int64
+	// seen is the change feed's last seq as the loop last read it, before
+	// its latest claim: every job that ended up to it was there for that
+	// claim to see. Only the loop uses it.
+	seen int64
 
 	// hold is how many forwards may be claimed at once, in flight or
 	// ready: twice Concurrency, so that a slot that frees takes the next
@@ -203,6 +210,7 @@ func New(opts Options) (*Forwarder, error) {
 		lease:    opts.Timeout + leaseSlack,
 		log:      opts.Logger.With().Str("component", "forwarder").Logger(),
 		wake:     make(chan struct{}, 1),
+		arm:      make(chan int64, 1),
 		hold:     2 * opts.Concurrency,
 		refill:   opts.Concurrency,
 	}
@@ -251,16 +259,16 @@ func (f *Forwarder) Start() {
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
-		// The feed's starting point is read before the loop's first look,
-		// so a job that ends in between wakes the loop and none is missed,
-		// and the loop is not woken for nothing at the start.
-		after := f.feedStart(ctx)
+		// The feed's last seq is read before the loop's first look, so
+		// that a job that ends in between is not missed, and the loop is
+		// not woken for nothing at the start.
+		f.seen = f.feedStart(ctx)
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
 			f.loop(ctx)
 		}()
-		f.watchFeed(ctx, after)
+		f.watchFeed(ctx)
 	}()
 }
 
@@ -385,19 +393,59 @@ func (f *Forwarder) step(ctx context.Context) time.Duration {
 	if !ok {
 		// Nothing pending, or paused: only the store can tell which.
 		f.readPause(cctx, now)
-		return backstop
+		f.mu.Lock()
+		paused := f.pause != ""
+		f.mu.Unlock()
+		if paused {
+			return backstop // a new end is not sent until a resume, which Kicks
+		}
+		return f.watchEnds(cctx, now, len(claims) > 0, backstop)
 	}
 	f.notPaused() // nor is a forward pending while paused
 	wait := next.Sub(now)
-	if wait <= 0 {
-		// Due but not claimed: held by an earlier one in ordered mode, or
-		// taken by another replica a moment ago.
-		if f.opts.Ordered {
-			return backstop
+	switch {
+	case f.opts.Ordered:
+		// A forward is pending, and it holds every new end behind it.
+		if wait <= 0 {
+			return backstop // due, but the one before it is in flight
 		}
+		return min(max(wait, minWait), backstop)
+	case wait <= 0:
+		// Due but not claimed: taken by another replica a moment ago.
+		wait = minWait
+	}
+	return f.watchEnds(cctx, now, len(claims) > 0, min(max(wait, minWait), backstop))
+}
+
+// watchEnds is how the loop, about to sleep for wait, learns of jobs that
+// end meanwhile, without following the change feed while they stream in.
+// It reads the feed's last seq: when jobs ended since before this step's
+// claim, their forwards are due already, and the loop looks again at once
+// (after minWait when this claim found nothing, so that forwards it cannot
+// take do not spin it). Otherwise it arms the feed watcher with that seq,
+// so that the next end wakes the loop. Under a steady stream of ends the
+// loop thus claims them as they come and the watcher, and the change feed's
+// reads of every ended job for it, stay idle.
+func (f *Forwarder) watchEnds(ctx context.Context, now time.Time, claimed bool, wait time.Duration) time.Duration {
+	st, err := f.opts.Store.Stats(ctx)
+	if err != nil {
+		f.storeError(ctx, now, err, "read the change feed's last seq")
+		return backstop
+	}
+	ended := st.LastSeq > f.seen
+	f.seen = st.LastSeq
+	if ended && claimed {
+		return 0
+	}
+	select { // replace an arming the watcher has not taken yet
+	case <-f.arm:
+	default:
+	}
+	f.arm <- st.LastSeq
+	if ended {
 		return minWait
 	}
-	return min(max(wait, minWait), backstop)
+	return wait
 }
 
 // readPause reads the pause from the store, when asked to or at most once
@@ -593,41 +641,43 @@ func (f *Forwarder) jitter() float64 {
 	return f.opts.Rand.Float64()
 }
 
-// feedStart is the last seq of the change feed, where watchFeed starts;
+// feedStart is the last seq of the change feed, where the loop starts;
 // -1 when the store cannot say yet.
 func (f *Forwarder) feedStart(ctx context.Context) int64 {
 	st, err := f.opts.Store.Stats(ctx)
 	if err != nil {
-		f.storeError(ctx, f.clock.Now(), err, "follow the change feed")
+		f.storeError(ctx, f.clock.Now(), err, "read the change feed's last seq")
 		return -1
 	}
 	return st.LastSeq
 }
 
-// watchFeed wakes the loop whenever a job ends after the seq after, so a
-// new forward goes out at once rather than at the next backstop. A
-// negative after means the starting point is still to be read.
-func (f *Forwarder) watchFeed(ctx context.Context, after int64) {
-	for ctx.Err() == nil {
-		var err error
-		if after < 0 {
-			var st store.Stats
-			if st, err = f.opts.Store.Stats(ctx); err == nil {
-				after = st.LastSeq
-				f.signal() // for a job that ended after the loop's first look
-			}
-		} else {
-			var last int64
-			if _, last, err = f.opts.Store.WaitFeed(ctx, after, 1); err == nil && last > after {
-				after = last
-				f.signal()
-			}
+// watchFeed wakes the loop when a job ends after the seq the loop armed it
+// with (see watchEnds), so that a new forward goes out at once rather than
+// at the next backstop. It waits on the feed once per arming, and only
+// while the loop sleeps.
+func (f *Forwarder) watchFeed(ctx context.Context) {
+	for {
+		var after int64
+		select {
+		case after = <-f.arm:
+		case <-ctx.Done():
+			return
 		}
-		if err != nil && ctx.Err() == nil {
-			f.storeError(ctx, f.clock.Now(), err, "follow the change feed")
-			select {
-			case <-f.clock.After(backstop):
-			case <-ctx.Done():
+		for ctx.Err() == nil {
+			_, last, err := f.opts.Store.WaitFeed(ctx, max(after, 0), 1)
+			if err == nil {
+				if last > after {
+					f.signal()
+				}
+				break
+			}
+			if ctx.Err() == nil {
+				f.storeError(ctx, f.clock.Now(), err, "follow the change feed")
+				select {
+				case <-f.clock.After(backstop):
+				case <-ctx.Done():
+				}
 			}
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -639,6 +640,50 @@ func TestNewEndWakesForwarder(t *testing.T) {
 			h.waitFor("the delivery recorded", func() bool { return h.job(id).Forward.State == store.ForwardDelivered })
 		}
 	})
+}
+
+// TestEndsWhileBusyLeaveFeedAlone: jobs that end while every slot is busy
+// do not have the forwarder follow the change feed (which, on SQLite, reads
+// every ended job back for it), and are sent once the slots free, with the
+// clock standing still.
+func TestEndsWhileBusyLeaveFeedAlone(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b)
+		g := newGate(t)
+		h.app.setRespond(g.hold)
+		counted := &feedCounter{Store: h.st}
+		opts := h.options()
+		opts.Store = counted
+		h.start(opts)
+		for i := range 8 { // 4 in flight, 4 ready: all that is held
+			h.end(fmt.Sprintf("f%02d", i))
+		}
+		h.waitFor("4 requests at the app", func() bool { return len(h.app.requests()) == 4 })
+		before := counted.waits.Load()
+		const more = 40
+		for i := range more {
+			h.end(fmt.Sprintf("m%02d", i))
+		}
+		mark := h.mark()
+		g.release()
+		h.settle(mark)
+		h.waitFor("every forward delivered", func() bool { return len(h.app.delivered()) == 8+more })
+		if got := counted.waits.Load() - before; got > 2 {
+			t.Fatalf("the feed was waited on %d times for %d ends while busy, want at most 2", got, more)
+		}
+		h.wantRequests(8 + more)
+	})
+}
+
+// feedCounter counts the waits on the change feed.
+type feedCounter struct {
+	store.Store
+	waits atomic.Int64
+}
+
+func (c *feedCounter) WaitFeed(ctx context.Context, after int64, limit int) ([]store.FeedEvent, int64, error) {
+	c.waits.Add(1)
+	return c.Store.WaitFeed(ctx, after, limit)
 }
 
 // TestCloseStopsLoop: Close returns promptly with an attempt in flight,
