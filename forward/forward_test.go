@@ -668,6 +668,11 @@ func TestEndsWhileBusyLeaveFeedAlone(t *testing.T) {
 		g.release()
 		h.settle(mark)
 		h.waitFor("every forward delivered", func() bool { return len(h.app.delivered()) == 8+more })
+		st, err := h.st.Stats(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.waitFor("the feed followed from the last end", func() bool { return counted.after.Load() == st.LastSeq })
 		if got := counted.waits.Load() - before; got > 2 {
 			t.Fatalf("the feed was waited on %d times for %d ends while busy, want at most 2", got, more)
 		}
@@ -675,14 +680,16 @@ func TestEndsWhileBusyLeaveFeedAlone(t *testing.T) {
 	})
 }
 
-// feedCounter counts the waits on the change feed.
+// feedCounter counts the waits on the change feed, and keeps the seq the
+// latest started after.
 type feedCounter struct {
 	store.Store
-	waits atomic.Int64
+	waits, after atomic.Int64
 }
 
 func (c *feedCounter) WaitFeed(ctx context.Context, after int64, limit int) ([]store.FeedEvent, int64, error) {
 	c.waits.Add(1)
+	c.after.Store(after)
 	return c.Store.WaitFeed(ctx, after, limit)
 }
 
