@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -36,10 +37,7 @@ func BenchmarkDrain(b *testing.B) {
 	endJobs(b, st, drainJobs)
 
 	var got atomic.Int64
-	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		got.Add(1)
-	}))
+	app := countingApp(&got)
 	defer app.Close()
 
 	var took time.Duration
@@ -98,13 +96,7 @@ func endJobs(b *testing.B, st store.Store, n int) {
 	for w := range writers {
 		wg.Go(func() {
 			for i := w; i < n; i += writers {
-				id := fmt.Sprintf("drain-%05d", i)
-				r := &store.Report{JobID: id, Status: store.StatusCompleted, TotalProjects: 1, CompletedProjects: 1,
-					Projects: []store.Project{{ProjectID: id + "-p", Title: "a title", Status: store.StatusCompleted,
-						VideoURL: "https://cdn.example/" + id + ".mp4"}}}
-				body, _ := json.Marshal(r)
-				if _, err := st.RecordWebhook(ctx, store.WebhookDelivery{Body: body, ReceivedAt: time.Now(),
-					Attempt: 1, JobID: id, Report: r}); err != nil {
+				if err := endJob(ctx, st, fmt.Sprintf("drain-%05d", i)); err != nil {
 					errs <- err
 					return
 				}
@@ -136,5 +128,70 @@ func waitDrained(b *testing.B, st store.Store, got *atomic.Int64) {
 			b.Fatalf("the app had %d of %d forwards after 2 minutes", got.Load(), drainJobs)
 		}
 		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// endJob ends the job id on st as a verified webhook would.
+func endJob(ctx context.Context, st store.Store, id string) error {
+	r := &store.Report{JobID: id, Status: store.StatusCompleted, TotalProjects: 1, CompletedProjects: 1,
+		Projects: []store.Project{{ProjectID: id + "-p", Title: "a title", Status: store.StatusCompleted,
+			VideoURL: "https://cdn.example/" + id + ".mp4"}}}
+	body, _ := json.Marshal(r)
+	_, err := st.RecordWebhook(ctx, store.WebhookDelivery{Body: body, ReceivedAt: time.Now(), Attempt: 1, JobID: id, Report: r})
+	return err
+}
+
+// countingApp is an app that answers every forward 200 at once and counts
+// them in got.
+func countingApp(got *atomic.Int64) *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		got.Add(1)
+	}))
+}
+
+// BenchmarkIngest: webhooks end new jobs on a real SQLite log from 64
+// goroutines at once, as the webhook path would under load: with
+// forwarding off; on, with no forwarder running (the cost of queueing each
+// end alone); and on, with a forwarder sending to an app that answers 200
+// at once. It reports the forwards the app got per webhook. Run it with
+// -benchtime=100000x -cpuprofile to see where forwarding's cost on ingest
+// goes (a count, not a time, so that the profile holds one run).
+func BenchmarkIngest(b *testing.B) {
+	for _, mode := range []string{"off", "queue", "on"} {
+		b.Run(mode, func(b *testing.B) {
+			ctx := context.Background()
+			st, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "log.db"), sqlite.Options{Forward: mode != "off"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			var got atomic.Int64
+			if mode == "on" {
+				app := countingApp(&got)
+				defer app.Close()
+				f, err := New(Options{Store: st, URL: app.URL + "/hooks", NouvelSecret: testSecret, Key: testKey,
+					Schedule: []time.Duration{time.Minute}, Timeout: 5 * time.Second, Concurrency: 4,
+					Logger: zerolog.Nop(), Version: testVersion})
+				if err != nil {
+					b.Fatal(err)
+				}
+				f.Start()
+				defer f.Close()
+			}
+			var n atomic.Int64
+			b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := endJob(ctx, st, fmt.Sprintf("ingest-%07d", n.Add(1))); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			b.ReportMetric(float64(got.Load())/float64(b.N), "forwards/op")
+		})
 	}
 }

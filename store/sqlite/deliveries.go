@@ -212,6 +212,9 @@ func (t *txn) createdAt() (int64, error) {
 // flushCounters writes the transaction's counter changes. The writer calls
 // it once, just before COMMIT.
 func (t *txn) flushCounters() error {
+	if err := t.flushForwards(); err != nil { // they count
+		return err
+	}
 	for name, n := range t.w.deltas {
 		if n == 0 {
 			continue
@@ -232,8 +235,10 @@ func (t *txn) flushCounters() error {
 // writer's connection.
 type statements struct {
 	jobState, insertEnded, endJob, countWebhook, insertDelivery, insertUnjobbed,
-	lastSeq, lastCreated, addCounter, setSeq, enqueueForward,
+	lastSeq, lastCreated, addCounter, setSeq,
 	claimForward, claimedJob, finishForward, insertAttempt, pauseReason, dueForwards *sql.Stmt
+	// enqueueForward inserts enqueueChunks[i] forwards.
+	enqueueForward [4]*sql.Stmt
 }
 
 // deliveryInsert and copyOf are shared by the two delivery inserts, which
@@ -271,8 +276,10 @@ func prepare(ctx context.Context, db *sql.DB) (*statements, error) {
 			ON CONFLICT (name) DO UPDATE SET n = n + excluded.n`},
 		{&s.setSeq, `INSERT INTO counters (name, n) VALUES ('seq', ?)
 			ON CONFLICT (name) DO UPDATE SET n = excluded.n`},
-		{&s.enqueueForward, `INSERT INTO forwards (job_row, seq, state, next_attempt_at, enqueued_at)
-			VALUES (?, ?, 'pending', ?, ?) ON CONFLICT (job_row) DO NOTHING`},
+		{&s.enqueueForward[0], enqueueForwards(enqueueChunks[0])},
+		{&s.enqueueForward[1], enqueueForwards(enqueueChunks[1])},
+		{&s.enqueueForward[2], enqueueForwards(enqueueChunks[2])},
+		{&s.enqueueForward[3], enqueueForwards(enqueueChunks[3])},
 		{&s.claimForward, `UPDATE forwards SET lease_until = ?, claims = claims + 1
 				WHERE job_row = ? RETURNING claims, attempts + 1`},
 		{&s.claimedJob, `SELECT ` + jobColumns + jobFrom + ` WHERE jobs.id = ?`},
@@ -299,7 +306,8 @@ func prepare(ctx context.Context, db *sql.DB) (*statements, error) {
 
 func (s *statements) close() {
 	for _, st := range []*sql.Stmt{s.jobState, s.insertEnded, s.endJob, s.countWebhook, s.insertDelivery,
-		s.insertUnjobbed, s.lastSeq, s.lastCreated, s.addCounter, s.setSeq, s.enqueueForward,
+		s.insertUnjobbed, s.lastSeq, s.lastCreated, s.addCounter, s.setSeq, s.enqueueForward[0],
+		s.enqueueForward[1], s.enqueueForward[2], s.enqueueForward[3],
 		s.claimForward, s.claimedJob, s.finishForward, s.insertAttempt, s.pauseReason, s.dueForwards} {
 		if st != nil {
 			st.Close()

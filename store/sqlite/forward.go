@@ -54,19 +54,54 @@ func (c forwardColumns) forward() *store.Forward {
 }
 
 // enqueueForward queues the forward of the job at row, which has just
-// ended with seq at now, when forwarding is on. A job ends once, so the row
-// is new; were it not, the forward already queued stands.
+// ended with seq at now, when forwarding is on. The row is written with
+// the others of the transaction by flushForwards, in one statement, rather
+// than one statement per end: a webhook's transaction is the hot path, and
+// the statement's own cost was most of what queueing cost it.
 func (t *txn) enqueueForward(row, seq, now int64) error {
 	if !t.forward {
 		return nil
 	}
-	res, err := t.stmt(t.stmts.enqueueForward).ExecContext(t.ctx, row, seq, now, now)
-	if err != nil {
-		return err
+	t.enqueued = append(t.enqueued, enqueued{row: row, seq: seq, at: now})
+	return nil
+}
+
+// enqueued is a forward enqueueForward queued, not yet written.
+type enqueued struct{ row, seq, at int64 }
+
+// flushForwards writes the forwards queued so far in this transaction, in
+// the order their jobs ended. It runs before the counters are written, and
+// before any op reads or changes the forwards table (the claim, a result,
+// a retry, a replay, a resume, a prune), so that within the transaction
+// those see the forwards of the jobs that ended before them. A job ends
+// once, so each row is new; were it not, the forward already queued
+// stands.
+func (t *txn) flushForwards() error {
+	if len(t.enqueued) == 0 {
+		return nil
 	}
-	n, err := res.RowsAffected()
-	t.count(forwardCounter(store.ForwardPending), n)
-	return err
+	var args []any
+	var queued int64
+	for i, size := range enqueueChunks {
+		for len(t.enqueued) >= size {
+			args = args[:0]
+			for _, e := range t.enqueued[:size] {
+				args = append(args, e.row, e.seq, e.at)
+			}
+			res, err := t.stmt(t.stmts.enqueueForward[i]).ExecContext(t.ctx, args...)
+			if err != nil {
+				return fmt.Errorf("queue forwards: %w", err)
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			queued += n
+			t.enqueued = t.enqueued[size:]
+		}
+	}
+	t.count(forwardCounter(store.ForwardPending), queued)
+	return nil
 }
 
 // requeueForward is the upsert of a retry and a replay: the forward is
@@ -92,6 +127,9 @@ func pauseReason(ctx context.Context, q rowQuerier) (reason string, paused bool,
 
 // resume ends the pause: paused forwards become pending, due at now.
 func (t *txn) resume(now time.Time) error {
+	if err := t.flushForwards(); err != nil {
+		return err
+	}
 	if _, err := t.tx.ExecContext(t.ctx, `DELETE FROM meta WHERE key = ?`, pauseKey); err != nil {
 		return err
 	}
@@ -123,6 +161,9 @@ func (s *Store) ClaimForwards(ctx context.Context, now time.Time, n int, lease t
 	var claims []store.ForwardClaim
 	err := s.write(ctx, func(t *txn) error {
 		claims = nil
+		if err := t.flushForwards(); err != nil {
+			return err
+		}
 		var reason string
 		if err := t.stmt(t.stmts.pauseReason).QueryRowContext(t.ctx).Scan(&reason); err == nil {
 			return nil // paused
@@ -191,8 +232,10 @@ func (t *txn) dueForwards(at int64, n int, ordered bool) ([]int64, error) {
 			return nil, err
 		}
 		walked++
-		if next <= at && (!lease.Valid || lease.Int64 <= at) && len(due) < n {
-			due = append(due, row)
+		if next <= at && (!lease.Valid || lease.Int64 <= at) {
+			if due = append(due, row); len(due) == n {
+				break // in a backlog that is due, the first n: the walk stops there
+			}
 		}
 	}
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
@@ -241,6 +284,9 @@ func (s *Store) FinishForward(ctx context.Context, c store.ForwardClaim, r store
 	var ok bool
 	err := s.write(ctx, func(t *txn) error {
 		ok = false
+		if err := t.flushForwards(); err != nil {
+			return err
+		}
 		var row int64
 		err := t.stmt(t.stmts.finishForward).QueryRowContext(t.ctx, r.Status, lastError, r.State, next, delivered,
 			c.Job.JobID, c.Token).Scan(&row)
@@ -398,6 +444,9 @@ func (s *Store) RetryForwards(ctx context.Context, now time.Time, jobIDs []strin
 	var refused error
 	err := s.write(ctx, func(t *txn) error {
 		queued, refused = 0, nil
+		if err := t.flushForwards(); err != nil {
+			return err
+		}
 		type target struct {
 			row, seq int64
 			was      sql.NullString // the forward's state, NULL when it has none
@@ -467,6 +516,9 @@ func (s *Store) ReplayForwards(ctx context.Context, now time.Time, after int64) 
 		var last sql.NullInt64
 		err := s.write(ctx, func(t *txn) error {
 			n, last = 0, sql.NullInt64{}
+			if err := t.flushForwards(); err != nil {
+				return err
+			}
 			err := t.tx.QueryRowContext(t.ctx, `SELECT COUNT(*), MAX(seq) FROM
 				(SELECT seq FROM jobs WHERE seq > ? ORDER BY seq LIMIT ?)`, after, replayChunk).Scan(&n, &last)
 			if err != nil || n == 0 {
@@ -551,4 +603,20 @@ func (s *Store) ForwardStats(ctx context.Context) (store.ForwardStats, error) {
 		return store.ForwardStats{}, err
 	}
 	return st, nil
+}
+
+// enqueueChunks are the row counts of the prepared inserts flushForwards
+// writes with (statements.enqueueForward, in this order), the largest
+// first.
+var enqueueChunks = [len(statements{}.enqueueForward)]int{64, 16, 4, 1}
+
+// enqueueForwards is the insert of n forwards, each bound as its job row,
+// seq and queued-at time.
+func enqueueForwards(n int) string {
+	rows := make([]string, n)
+	for i := range rows {
+		rows[i] = fmt.Sprintf("(?%d, ?%d, 'pending', ?%d, ?%d)", 3*i+1, 3*i+2, 3*i+3, 3*i+3)
+	}
+	return `INSERT INTO forwards (job_row, seq, state, next_attempt_at, enqueued_at) VALUES ` +
+		strings.Join(rows, ", ") + ` ON CONFLICT (job_row) DO NOTHING`
 }

@@ -275,3 +275,50 @@ func TestReplayInChunks(t *testing.T) {
 		}
 	}
 }
+
+// Jobs that end in one write queue their forwards together, in inserts of
+// 64, 16, 4 and 1 rows: 85 ends take one of each. Every job gets its
+// forward, pending and due at its end, and the counters count each once.
+func TestEndsInOneWriteQueueEveryForward(t *testing.T) {
+	ctx := context.Background()
+	s := openForwarding(t, filepath.Join(t.TempDir(), "nh.db"))
+	const n = 85
+	for i := range n {
+		if _, _, err := s.Track(ctx, fmt.Sprintf("x%03d", i), time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids, err := s.ExpireJobs(ctx, time.Now().Add(time.Hour))
+	if err != nil || len(ids) != n {
+		t.Fatalf("expire: %d jobs, %v", len(ids), err)
+	}
+	seqs := map[int64]bool{}
+	for i := range n {
+		j, err := s.Job(ctx, fmt.Sprintf("x%03d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := j.Forward; f == nil || f.State != store.ForwardPending || f.NextAttemptAt == nil ||
+			j.TerminalAt == nil || !f.NextAttemptAt.Equal(*j.TerminalAt) {
+			t.Fatalf("job %s: forward %+v, ended %v", j.JobID, f, j.TerminalAt)
+		}
+		seqs[j.Seq] = true
+	}
+	st, err := s.ForwardStats(ctx)
+	if err != nil || st.ByState[store.ForwardPending] != n || st.Depth != n {
+		t.Fatalf("stats %+v, %v; want %d pending", st, err, n)
+	}
+	page, _, err := s.ListForwards(ctx, store.ForwardFilter{Limit: store.MaxLimit})
+	if err != nil || len(page) != n {
+		t.Fatalf("queue: %d forwards, %v", len(page), err)
+	}
+	for _, q := range page {
+		if !seqs[q.Seq] {
+			t.Fatalf("forward of %s has seq %d, not its job's", q.JobID, q.Seq)
+		}
+	}
+	claims, err := s.ClaimForwards(ctx, time.Now().Add(2*time.Hour), n, time.Minute, false)
+	if err != nil || len(claims) != n {
+		t.Fatalf("claim: %d, %v", len(claims), err)
+	}
+}

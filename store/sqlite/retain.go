@@ -39,6 +39,9 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (deleted
 	}
 	err = s.write(ctx, func(t *txn) error {
 		deleted = 0
+		if err := t.flushForwards(); err != nil { // a forward waiting keeps its job
+			return err
+		}
 		n, err := t.pruneJobs(before, batch)
 		if err != nil {
 			return err

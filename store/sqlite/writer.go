@@ -33,7 +33,10 @@ type txn struct {
 	ended bool
 	// forward is Options.Forward: a job's end queues its forward.
 	forward bool
-	bound   map[*sql.Stmt]*sql.Stmt
+	// enqueued are the forwards of the jobs ended so far, written by
+	// flushForwards.
+	enqueued []enqueued
+	bound    map[*sql.Stmt]*sql.Stmt
 	// w holds counter changes and the seq, written by flushCounters.
 	w writeState
 	// delivered is the largest delivery body, in bytes, that an op of this
