@@ -570,7 +570,7 @@ func (s *Store) ResumeForwarding(ctx context.Context, now time.Time) error {
 
 // ForwardStats returns the queue's counts and the pause, as of one
 // snapshot. The counts are counters the writes keep (forward:<state>), the
-// oldest waiting forward one probe of forwards_enqueued per state, so it
+// oldest waiting forward one probe of forwards_waiting, so it
 // costs the same however long the queue.
 func (s *Store) ForwardStats(ctx context.Context) (store.ForwardStats, error) {
 	tx, err := s.rdb.BeginTx(ctx, nil)
@@ -589,10 +589,8 @@ func (s *Store) ForwardStats(ctx context.Context) (store.ForwardStats, error) {
 	}
 	st.Depth = st.ByState[store.ForwardPending] + st.ByState[store.ForwardPaused]
 	var oldest sql.NullInt64
-	if err := tx.QueryRowContext(ctx, `SELECT MIN(t) FROM (
-		SELECT MIN(enqueued_at) AS t FROM forwards WHERE state = 'pending'
-		UNION ALL
-		SELECT MIN(enqueued_at) FROM forwards WHERE state = 'paused')`).Scan(&oldest); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT MIN(enqueued_at) FROM forwards INDEXED BY forwards_waiting
+		WHERE state IN ('pending', 'paused')`).Scan(&oldest); err != nil {
 		return store.ForwardStats{}, err
 	}
 	if oldest.Valid {
