@@ -9,7 +9,9 @@
 //     mode, and Postgres (-targets);
 //   - ingest: webhook req/s of the same closed-loop load as bench/cmd/load
 //     on two SQLite servers side by side, one forwarding each new job to
-//     the app and one not, in alternating rounds.
+//     the app and one not, in alternating rounds; with -base BIN, a third
+//     server, that binary forwarding, takes its turn in the same rounds,
+//     for a before and after in one run.
 //
 // Every load is bounded by a count and a time, and the whole run by
 // -max-time. `bash bench/run.sh forward` builds the binary and runs this; see
@@ -45,7 +47,10 @@ func main() { loadgen.Main("forward", run) }
 const secret = "bench-secret-0123456789abcdef"
 
 type config struct {
-	nouvelhook  string
+	nouvelhook string
+	// base, when set, is a second nouvelhook binary (another tree's) that
+	// the ingest rounds also run with forwarding on, beside the first.
+	base        string
 	targets     []string
 	jobs        int
 	drainRounds int
@@ -83,6 +88,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&c.nouvelhook, "nouvelhook", "", "the nouvelhook `binary` (go build ./cmd/nouvelhook)")
+	fs.StringVar(&c.base, "base", "", "a second nouvelhook `binary` (another tree's) that the ingest rounds also run with forwarding on, in turn with the others, for a before/after in one run; its ratio is to the first binary's forwarding off")
 	targets := fs.String("targets", "sqlite,ordered,pg", "comma-separated drain `targets`: sqlite (default concurrency), ordered (SQLite, NOUVELHOOK_FORWARD_ORDERED=true), pg (Postgres, default concurrency); empty for none")
 	fs.IntVar(&c.jobs, "jobs", 10000, "ended jobs in the backlog each drain target forwards")
 	fs.IntVar(&c.drainRounds, "drain-rounds", 3, "drains per target (each replays the whole backlog); the median is reported")
@@ -225,6 +231,11 @@ func (b *benchRun) check(ok bool, format string, args ...any) {
 // start runs `nouvelhook serve` on db with the given settings, the
 // environment as a user would set it.
 func (b *benchRun) start(ctx context.Context, name, db string, env ...string) (*loadgen.Server, error) {
+	return b.startBin(ctx, b.cfg.nouvelhook, name, db, env...)
+}
+
+// startBin is start with the binary bin.
+func (b *benchRun) startBin(ctx context.Context, bin, name, db string, env ...string) (*loadgen.Server, error) {
 	full := []string{"PATH=" + b.getenv("PATH")}
 	for _, k := range []string{"GOMAXPROCS", "GOGC", "GOMEMLIMIT", "GODEBUG"} {
 		if v := b.getenv(k); v != "" {
@@ -233,7 +244,7 @@ func (b *benchRun) start(ctx context.Context, name, db string, env ...string) (*
 	}
 	full = append(full, "NOUVEL_WEBHOOK_SECRET="+secret, "NOUVELHOOK_LISTEN=127.0.0.1:0",
 		"NOUVELHOOK_ADMIN_LISTEN=127.0.0.1:0", "NOUVELHOOK_DB="+db, "NOUVELHOOK_LOG_LEVEL=info")
-	srv, err := loadgen.StartServer(ctx, name, b.cfg.nouvelhook, []string{"serve"}, append(full, env...),
+	srv, err := loadgen.StartServer(ctx, name, bin, []string{"serve"}, append(full, env...),
 		filepath.Join(b.dir, name+".log"))
 	if err != nil {
 		return nil, err
@@ -359,6 +370,9 @@ func (b *benchRun) drain(ctx context.Context, srv *loadgen.Server, name string, 
 	return rate, nil
 }
 
+// baseOn names the -base binary's side of the ingest rounds.
+const baseOn = "base, fwd on"
+
 // ingestSide is what the ingest rounds measured of one server.
 type ingestSide struct {
 	rps    []float64 // each round's req/s
@@ -366,8 +380,9 @@ type ingestSide struct {
 }
 
 // ingestComparison runs the webhook load against two SQLite servers, one
-// forwarding to the app and one not, in alternating rounds. It returns
-// each round's figures by server.
+// forwarding to the app and one not, in alternating rounds, and with -base
+// a third, the base binary forwarding, each side going first in turn. It
+// returns each round's figures by server.
 func (b *benchRun) ingestComparison(ctx context.Context) (map[string]*ingestSide, error) {
 	type side struct {
 		name    string
@@ -391,6 +406,16 @@ func (b *benchRun) ingestComparison(ctx context.Context) (map[string]*ingestSide
 		{name: "forwarding off", srv: off, workers: loadgen.NewWorkers(b.cfg.conns, bench.RunID())},
 		{name: "forwarding on", srv: on, workers: loadgen.NewWorkers(b.cfg.conns, bench.RunID())},
 	}
+	forwarding := []*loadgen.Server{on}
+	if b.cfg.base != "" {
+		base, err := b.startBin(ctx, b.cfg.base, "ingest-base-on", filepath.Join(b.dir, "ingest-base-on.db"),
+			"NOUVELHOOK_FORWARD_URL="+b.app.url)
+		if err != nil {
+			return nil, err
+		}
+		sides = append(sides, &side{name: baseOn, srv: base, workers: loadgen.NewWorkers(b.cfg.conns, bench.RunID())})
+		forwarding = append(forwarding, base)
+	}
 	phase := func(s *side, d time.Duration) (*loadgen.Result, error) {
 		return loadgen.RunPhase(ctx, loadgen.Spec{Addrs: []string{s.srv.Public}, Secret: secret, Duration: d,
 			MaxRequests: b.cfg.maxRequests, Timeout: 5 * time.Second, CheckDup: true}, s.workers)
@@ -407,22 +432,31 @@ func (b *benchRun) ingestComparison(ctx context.Context) (map[string]*ingestSide
 			failures += r.Failures()
 		}
 	}
-	if err := b.settle(ctx, on); err != nil {
-		return nil, err
+	for _, srv := range forwarding {
+		if err := b.settle(ctx, srv); err != nil {
+			return nil, err
+		}
 	}
 	rates := map[string]*ingestSide{}
 	for _, s := range sides {
 		rates[s.name] = &ingestSide{}
 	}
 	for round := 1; round <= b.cfg.ingestRounds; round++ {
+		// Each side goes first in turn, and with two sides the order
+		// alternates: forward in odd rounds, backward in even ones.
 		order := slices.Clone(sides)
 		if round%2 == 0 {
 			slices.Reverse(order)
 		}
+		if len(order) > 2 {
+			k := (round - 1) % len(order)
+			order = append(order[k:], order[:k]...)
+		}
 		for _, s := range order {
 			var st0 forwardStats
-			if s.srv == on {
-				if err := adminJSON(ctx, http.MethodGet, on.Admin, "/v1/stats", "", &st0); err != nil {
+			fwd := slices.Contains(forwarding, s.srv)
+			if fwd {
+				if err := adminJSON(ctx, http.MethodGet, s.srv.Admin, "/v1/stats", "", &st0); err != nil {
 					return nil, err
 				}
 			}
@@ -451,17 +485,17 @@ func (b *benchRun) ingestComparison(ctx context.Context) (map[string]*ingestSide
 			line := fmt.Sprintf("  round %d/%d  %-15s %7.0f req/s  p99 %7.2fms  srv %.2f cores %4.0fµs/req  load gen %.2f  other %.2f cores  failed %d",
 				round, b.cfg.ingestRounds, s.name, rps, float64(p99)/1e6, cpu.Seconds()/secs, float64(cpu.Microseconds())/max(1, float64(r.OK)),
 				(load1-load0).Seconds()/secs, max(0, (all1-all0-cpu-(load1-load0)).Seconds()/secs), r.Failures())
-			if s.srv == on {
+			if fwd {
 				var st1 forwardStats
-				if err := adminJSON(ctx, http.MethodGet, on.Admin, "/v1/stats", "", &st1); err != nil {
+				if err := adminJSON(ctx, http.MethodGet, s.srv.Admin, "/v1/stats", "", &st1); err != nil {
 					return nil, err
 				}
 				line += fmt.Sprintf("  forwarded %.0f/s, %d waiting at the end",
 					float64(st1.Forwards.ByState["delivered"]-st0.Forwards.ByState["delivered"])/secs, st1.Forwards.Depth)
 			}
 			fmt.Fprintln(b.out, line)
-			if s.srv == on {
-				if err := b.settle(ctx, on); err != nil {
+			if fwd {
+				if err := b.settle(ctx, s.srv); err != nil {
 					return nil, err
 				}
 			}
@@ -530,6 +564,15 @@ func (b *benchRun) report(drains map[string][]float64, ingest map[string]*ingest
 		fmt.Fprintf(b.out, "  ingest forwarding off %7.0f req/s  %4.0fµs/req server CPU\n", offRPS, median(off.cpuReq))
 		fmt.Fprintf(b.out, "  ingest forwarding on  %7.0f req/s  %4.0fµs/req server CPU\n", onRPS, median(on.cpuReq))
 		fmt.Fprintf(b.out, "  ratio on / off        %7.2f (round by round: median %.2f, each %s)\n", ratio, median(pairs), fmtRatios(pairs))
+		if base := ingest[baseOn]; base != nil {
+			baseRPS := median(base.rps)
+			var basePairs []float64
+			for i := range min(len(off.rps), len(base.rps)) {
+				basePairs = append(basePairs, base.rps[i]/off.rps[i])
+			}
+			fmt.Fprintf(b.out, "  ingest %s %7.0f req/s  %4.0fµs/req server CPU\n", baseOn, baseRPS, median(base.cpuReq))
+			fmt.Fprintf(b.out, "  ratio base on / off   %7.2f (round by round: median %.2f, each %s)\n", baseRPS/max(1, offRPS), median(basePairs), fmtRatios(basePairs))
+		}
 	}
 	fmt.Fprintln(b.out, "\ntargets:")
 	if r, has := drains["sqlite"]; has {
