@@ -167,6 +167,23 @@ const (
 	pollRowColumns           = `id, job_row, at, status, error, ended`
 )
 
+// unnumbered is, for each end the sequencer has not numbered yet in the
+// snapshot, the job's row (id) and the seq the sequencer would give it:
+// those after feed_counter's, oldest terminal_at (then row) first. Export
+// shows these seqs, on the job and on its forward, and countLog's LastSeq
+// counts them, so a copy is numbered as the sequencer would number it.
+const unnumbered = `(SELECT id, fc.base + row_number() OVER (ORDER BY terminal_at, id) AS seq
+	FROM jobs, (SELECT seq AS base FROM feed_counter) AS fc WHERE terminal AND seq IS NULL) AS u`
+
+// exportJobs and exportForwards read every job and forward in row order,
+// with unnumbered's seqs.
+var (
+	exportJobs = `SELECT ` + strings.Replace(jobRowColumns, " seq,", " COALESCE(jobs.seq, u.seq),", 1) +
+		` FROM jobs LEFT JOIN ` + unnumbered + ` USING (id) ORDER BY id`
+	exportForwards = `SELECT ` + strings.Replace(forwardRowColumns, " seq,", " COALESCE(forwards.seq, u.seq),", 1) +
+		` FROM forwards LEFT JOIN ` + unnumbered + ` ON u.id = forwards.job_row ORDER BY job_row`
+)
+
 var (
 	jobRowNames            = columnNames(jobRowColumns)
 	deliveryRowNames       = columnNames(deliveryRowColumns)
@@ -186,7 +203,7 @@ func export(ctx context.Context, db beginner, fn func(store.Record) error) (stor
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	var sent store.LogCounts
-	if sent.Jobs, err = exportTable(ctx, tx, "jobs", jobRowColumns, "id", func(row pgx.CollectableRow) (store.Record, error) {
+	if sent.Jobs, err = exportTable(ctx, tx, "jobs", exportJobs, func(row pgx.CollectableRow) (store.Record, error) {
 		var j store.JobRow
 		var status string
 		if err := row.Scan(&j.ID, &j.JobID, &status, &j.Terminal, &j.TotalProjects, &j.CompletedProjects,
@@ -200,7 +217,7 @@ func export(ctx context.Context, db beginner, fn func(store.Record) error) (stor
 	}, fn); err != nil {
 		return store.LogCounts{}, err
 	}
-	if sent.Deliveries, err = exportTable(ctx, tx, "deliveries", deliveryRowColumns, "id", func(row pgx.CollectableRow) (store.Record, error) {
+	if sent.Deliveries, err = exportTable(ctx, tx, "deliveries", exportQuery(deliveryRowColumns, "deliveries", "id"), func(row pgx.CollectableRow) (store.Record, error) {
 		var d store.DeliveryRow
 		if err := row.Scan(&d.ID, &d.JobRow, &d.JobID, &d.ReceivedAt, &d.LastReceivedAt, &d.Attempt, &d.Status,
 			&d.Outcome, &d.Error, &d.Body, &d.BodyHash, &d.Copies); err != nil {
@@ -210,7 +227,7 @@ func export(ctx context.Context, db beginner, fn func(store.Record) error) (stor
 	}, fn); err != nil {
 		return store.LogCounts{}, err
 	}
-	if sent.Forwards, err = exportTable(ctx, tx, "forwards", forwardRowColumns, "job_row", func(row pgx.CollectableRow) (store.Record, error) {
+	if sent.Forwards, err = exportTable(ctx, tx, "forwards", exportForwards, func(row pgx.CollectableRow) (store.Record, error) {
 		var f store.ForwardRow
 		var state string
 		if err := row.Scan(&f.JobRow, &f.Seq, &state, &f.Attempts, &f.LastStatus, &f.LastError, &f.NextAttemptAt,
@@ -222,7 +239,7 @@ func export(ctx context.Context, db beginner, fn func(store.Record) error) (stor
 	}, fn); err != nil {
 		return store.LogCounts{}, err
 	}
-	if sent.ForwardAttempts, err = exportTable(ctx, tx, "forward_attempts", forwardAttemptRowColumns, "id", func(row pgx.CollectableRow) (store.Record, error) {
+	if sent.ForwardAttempts, err = exportTable(ctx, tx, "forward_attempts", exportQuery(forwardAttemptRowColumns, "forward_attempts", "id"), func(row pgx.CollectableRow) (store.Record, error) {
 		var a store.ForwardAttemptRow
 		var state string
 		if err := row.Scan(&a.ID, &a.JobRow, &a.Attempt, &a.At, &a.TookMs, &a.Status, &a.Error, &state); err != nil {
@@ -233,7 +250,7 @@ func export(ctx context.Context, db beginner, fn func(store.Record) error) (stor
 	}, fn); err != nil {
 		return store.LogCounts{}, err
 	}
-	if sent.Polls, err = exportTable(ctx, tx, "polls", pollRowColumns, "id", func(row pgx.CollectableRow) (store.Record, error) {
+	if sent.Polls, err = exportTable(ctx, tx, "polls", exportQuery(pollRowColumns, "polls", "id"), func(row pgx.CollectableRow) (store.Record, error) {
 		var p store.PollRow
 		if err := row.Scan(&p.ID, &p.JobRow, &p.At, &p.Status, &p.Error, &p.Ended); err != nil {
 			return store.Record{}, err
@@ -251,11 +268,17 @@ func export(ctx context.Context, db beginner, fn func(store.Record) error) (stor
 	return c, nil
 }
 
-// exportTable reads each row of table, in order, with scan, passes it to
-// fn, and counts them. An error of fn is passed on untouched, as a passErr.
-func exportTable(ctx context.Context, tx pgx.Tx, table, columns, order string,
+// exportQuery reads columns of table, ordered by order.
+func exportQuery(columns, table, order string) string {
+	return `SELECT ` + columns + ` FROM ` + table + ` ORDER BY ` + order
+}
+
+// exportTable reads each row of table, with query, scans it with scan,
+// passes it to fn, and counts them. An error of fn is passed on untouched,
+// as a passErr.
+func exportTable(ctx context.Context, tx pgx.Tx, table, query string,
 	scan func(pgx.CollectableRow) (store.Record, error), fn func(store.Record) error) (int64, error) {
-	rows, err := tx.Query(ctx, `SELECT `+columns+` FROM `+table+` ORDER BY `+order)
+	rows, err := tx.Query(ctx, query)
 	if err != nil {
 		return 0, err
 	}
@@ -277,13 +300,15 @@ func exportTable(ctx context.Context, tx pgx.Tx, table, columns, order string,
 	return n, nil
 }
 
-// countLog counts the log's rows and reads its counters and last seq.
+// countLog counts the log's rows and reads its counters and last seq,
+// counting the ends not numbered yet as export numbers them.
 func countLog(ctx context.Context, q querier) (store.LogCounts, error) {
 	var c store.LogCounts
 	var reason *string
 	if err := q.QueryRow(ctx, `SELECT (SELECT COUNT(*) FROM jobs), (SELECT COUNT(*) FROM deliveries),
 		(SELECT COUNT(*) FROM forwards), (SELECT COUNT(*) FROM forward_attempts), (SELECT COUNT(*) FROM polls),
-		(SELECT seq FROM feed_counter), (SELECT reason FROM forward_pause)`).
+		(SELECT seq FROM feed_counter) + (SELECT COUNT(*) FROM jobs WHERE terminal AND seq IS NULL),
+		(SELECT reason FROM forward_pause)`).
 		Scan(&c.Jobs, &c.Deliveries, &c.Forwards, &c.ForwardAttempts, &c.Polls, &c.LastSeq, &reason); err != nil {
 		return c, fmt.Errorf("count the log: %w", err)
 	}

@@ -95,8 +95,10 @@ func claimSQL(chosen string) string {
 		SELECT ` + jobColumns + `, fw.claims FROM fw JOIN jobs ON jobs.id = fw.job_row ORDER BY fw.seq`
 }
 
-// isDue is true of a pending forward due at $2 that no lease holds.
-const isDue = `state = 'pending' AND next_attempt_at <= $2 AND (lease_until IS NULL OR lease_until <= $2)`
+// isDue is true of a pending forward due at $2 that no lease holds, once
+// the sequencer has given it its seq.
+const isDue = `state = 'pending' AND seq IS NOT NULL AND next_attempt_at <= $2 AND
+	(lease_until IS NULL OR lease_until <= $2)`
 
 // claimWalk is how many pending forwards, in seq order, a claim looks at
 // for due ones before it looks them up by time instead.
@@ -108,7 +110,7 @@ const claimWalk = 64
 // say), and walking past them on every claim would cost the whole backlog.
 var dueInWalk = `SELECT count(*) FILTER (WHERE next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until <= $1))
 	>= $2 OR count(*) < ` + strconv.Itoa(claimWalk) + ` FROM (SELECT next_attempt_at, lease_until FROM forwards
-	WHERE state = 'pending' ORDER BY seq LIMIT ` + strconv.Itoa(claimWalk) + `) AS w`
+	WHERE state = 'pending' AND seq IS NOT NULL ORDER BY seq LIMIT ` + strconv.Itoa(claimWalk) + `) AS w`
 
 // claimDue chooses up to $3 due forwards at $2, lowest seq first, walking
 // the pending ones in seq order and skipping those another claim holds
@@ -124,10 +126,10 @@ var claimDue = claimSQL(`SELECT job_row FROM forwards WHERE ` + isDue + ` AND ` 
 var claimDueByTime = claimSQL(`SELECT job_row FROM forwards WHERE job_row = ANY(ARRAY(
 		SELECT job_row FROM (
 			SELECT job_row, seq FROM forwards
-				WHERE state = 'pending' AND lease_until IS NULL AND next_attempt_at <= $2
+				WHERE state = 'pending' AND lease_until IS NULL AND next_attempt_at <= $2 AND seq IS NOT NULL
 			UNION ALL
 			SELECT job_row, seq FROM forwards
-				WHERE lease_until <= $2 AND state = 'pending' AND next_attempt_at <= $2) AS d
+				WHERE lease_until <= $2 AND state = 'pending' AND next_attempt_at <= $2 AND seq IS NOT NULL) AS d
 		ORDER BY seq LIMIT 2 * $3 + 8))
 	AND ` + isDue + ` AND ` + notPaused + `
 	ORDER BY seq LIMIT $3 FOR UPDATE OF forwards SKIP LOCKED`)
@@ -151,6 +153,10 @@ func (s *Store) ClaimForwards(ctx context.Context, now time.Time, n int, lease t
 	at, until := clampNanos(now), clampNanos(now.Add(lease))
 	if s.closed.Load() {
 		return nil, errClosed()
+	}
+	// A forward is claimed in seq order, so only once it has its seq.
+	if err := s.bounded(ctx, s.sequenced); err != nil {
+		return nil, err
 	}
 	q := claimDue
 	if !ordered {
@@ -207,7 +213,7 @@ func headDue(ctx context.Context, tx pgx.Tx, at int64) (row int64, ok bool, err 
 	var next, leased *int64
 	var paused bool
 	err = tx.QueryRow(ctx, `SELECT job_row, next_attempt_at, lease_until, NOT `+notPaused+`
-		FROM forwards WHERE state = 'pending' ORDER BY seq LIMIT 1 FOR UPDATE OF forwards`).
+		FROM forwards WHERE state = 'pending' AND seq IS NOT NULL ORDER BY seq LIMIT 1 FOR UPDATE OF forwards`).
 		Scan(&row, &next, &leased, &paused)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, false, nil
@@ -290,6 +296,9 @@ func (s *Store) ListForwards(ctx context.Context, f store.ForwardFilter) ([]stor
 		if !st.Known() {
 			return nil, "", store.Errorf(store.EINVALID, "unknown forward state %q", st)
 		}
+	}
+	if err := s.bounded(ctx, s.sequenced); err != nil { // the queue is paged by seq
+		return nil, "", err
 	}
 	rank, after := 0, int64(-1)
 	if f.Cursor != "" {
@@ -422,6 +431,9 @@ func resume(ctx context.Context, tx pgx.Tx, at int64) error {
 func (s *Store) RetryForwards(ctx context.Context, now time.Time, jobIDs []string) (int, error) {
 	ids := slices.Compact(slices.Sorted(slices.Values(jobIDs)))
 	at := clampNanos(now)
+	if err := s.bounded(ctx, s.sequenced); err != nil { // a forward is queued with its job's seq
+		return 0, err
+	}
 	var n int
 	err := s.inTx(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `SELECT job_id, terminal FROM jobs WHERE job_id = ANY($1)`, ids)
@@ -470,6 +482,9 @@ const replayChunk = 5000
 func (s *Store) ReplayForwards(ctx context.Context, now time.Time, after int64) (int, error) {
 	if after < 0 {
 		return 0, store.Errorf(store.EINVALID, "after must be 0 or more")
+	}
+	if err := s.bounded(ctx, s.sequenced); err != nil {
+		return 0, err
 	}
 	q := `WITH c AS (SELECT id, seq FROM jobs WHERE seq > $2 ORDER BY seq LIMIT $3), q AS (` +
 		requeue(`SELECT id, seq FROM c`) + `) SELECT count(*), COALESCE(max(seq), 0) FROM c`

@@ -95,30 +95,41 @@ func (s *Store) wakeFeed() {
 // feedLoop refreshes the tail when kicked (a local end, a notification)
 // and every backstop interval whatever happens.
 func (s *Store) feedLoop(ctx context.Context) {
+	s.loop(ctx, s.kickCh, "feed refresh failed", func(ctx context.Context, _ bool) error {
+		// stale is set before idle looks, so a waiter that comes just
+		// after either is counted by idle or finds stale set and kicks.
+		s.feed.stale.Store(true)
+		if s.feed.idle() {
+			return nil
+		}
+		s.feed.stale.Store(false)
+		return s.refresh(ctx)
+	})
+}
+
+// loop runs fn each time kick fires (kicked true) and every backstop
+// interval (false), each run bounded by writeTimeout, until ctx ends; it
+// logs a failure as msg, at most once a minute.
+func (s *Store) loop(ctx context.Context, kick <-chan struct{}, msg string, fn func(ctx context.Context, kicked bool) error) {
 	defer s.wg.Done()
 	tick := time.NewTicker(backstop)
 	defer tick.Stop()
 	var lastLog time.Time
 	for {
+		kicked := false
 		select {
 		case <-ctx.Done():
 			return
-		case <-s.kickCh:
+		case <-kick:
+			kicked = true
 		case <-tick.C:
 		}
-		// stale is set before idle looks, so a waiter that comes just
-		// after either is counted by idle or finds stale set and kicks.
-		s.feed.stale.Store(true)
-		if s.feed.idle() {
-			continue
-		}
-		s.feed.stale.Store(false)
 		rctx, cancel := context.WithTimeout(ctx, writeTimeout)
-		err := s.refresh(rctx)
+		err := fn(rctx, kicked)
 		cancel()
 		if err != nil && ctx.Err() == nil && time.Since(lastLog) > time.Minute {
 			lastLog = time.Now()
-			s.log.Warn().Str("error", s.scrub(err)).Msg("feed refresh failed")
+			s.log.Warn().Str("error", s.scrub(err)).Msg(msg)
 		}
 	}
 }

@@ -7,22 +7,29 @@
 // that concurrent webhooks pay for one commit and one turn on the counter
 // rows between them.
 //
-// The change feed's seq is gap-free and in commit order across writers. A
-// bigserial would not do: sequence values are handed out when a row is
-// inserted but become visible when its transaction commits, so seq 8 can
-// commit after 9, and a reader that saw 9 and moved its cursor past it would
-// never see 8. Instead, the transaction that ends a job takes its seq from a
-// single counter row, locked (SELECT seq FROM feed_counter FOR UPDATE) at its
-// first end and moved past the seqs it took just before it commits; each job
-// is written with its seq by the INSERT or UPDATE that ends it. The row lock
-// is held until the commit, so the next transaction that ends a job waits on
-// it and, once the first has committed (and become visible: Postgres
-// releases locks after a commit is visible), reads its value and takes the
-// next number; a transaction that rolls back
-// leaves the counter as it was. Hence seq N+1 is never given out before N
-// has committed, and any snapshot that sees N+1 sees every seq below it.
-// Only the ends of jobs wait on that row, for a few milliseconds each, which
-// is ample for a few hundred ends a second.
+// The change feed's seq is gap-free and in the order ends become visible,
+// across writers and replicas. A bigserial would not do: sequence values are
+// handed out when a row is inserted but become visible when its transaction
+// commits, so seq 8 can commit after 9, and a reader that saw 9 and moved
+// its cursor past it would never see 8. Nor does the transaction that ends a
+// job take its seq itself: that would hold one counter row locked from its
+// first end to its COMMIT, so that no two ending transactions could commit
+// at once. Instead it commits the job, and its forward, with seq NULL, and
+// the sequencer (sequence.go) numbers the ends that are visible: one short
+// transaction that locks feed_counter's row, then, in a statement whose
+// snapshot is taken once it holds the lock, gives the committed ends with
+// no seq the numbers after feed_counter's (oldest terminal_at, then row,
+// first), moves feed_counter to the last and sends one NOTIFY. It sees only
+// committed ends, so no end can later take a number below one given out;
+// the row lock makes runs, on any replica, one after the other, and each run
+// starts from where the last committed one ended, so none is skipped or
+// given twice; and a run commits all its numbers at once. Hence any snapshot
+// that sees seq N sees every seq below it, and an end that commits later
+// gets a number above N. The sequencer runs on this replica a moment after
+// its writers commit an end, once a second whatever happens (for ends a
+// replica committed but did not number before it stopped), and, first,
+// in every read that shows seqs (Events, a job that ended, Stats, claims of
+// forwards), so that a read after a write sees its seq.
 //
 // Waits (WaitJob, WaitEvents, WaitFeed) sleep on a shared tail of the feed,
 // refreshed by one goroutine per store: after a local commit that ended a
@@ -118,7 +125,11 @@ type Store struct {
 	wg          sync.WaitGroup
 	kickCh      chan struct{}
 	feed        feed
-	health      health
+	// seqMu is held by this replica's runs of the sequencer, seqCh kicks
+	// seqLoop (see sequence.go).
+	seqMu  sync.Mutex
+	seqCh  chan struct{}
+	health health
 }
 
 // Open connects to the Postgres database at url (postgres://user:pass@host/db
@@ -154,7 +165,7 @@ func Open(ctx context.Context, dbURL string, opts Options) (*Store, error) {
 	s := &Store{
 		listen: cfg.ConnConfig.Copy(), now: opts.Now, log: opts.Logger, url: shown, secret: secret,
 		forward: opts.Forward,
-		kickCh:  make(chan struct{}, 1), ops: make(chan *op, maxBatch),
+		kickCh:  make(chan struct{}, 1), ops: make(chan *op, maxBatch), seqCh: make(chan struct{}, 1),
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -174,6 +185,12 @@ func Open(ctx context.Context, dbURL string, opts Options) (*Store, error) {
 	}
 	lctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
+	// Ends a replica committed but did not number before it stopped.
+	if err := s.sequenced(ctx); err != nil {
+		cancel()
+		pool.Close()
+		return nil, s.openErr(err)
+	}
 	if err := s.refresh(ctx); err != nil {
 		cancel()
 		pool.Close()
@@ -183,8 +200,9 @@ func Open(ctx context.Context, dbURL string, opts Options) (*Store, error) {
 	for range writers {
 		go s.writeLoop()
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.feedLoop(lctx)
+	go s.seqLoop(lctx)
 	if !opts.noListen {
 		s.wg.Add(1)
 		go s.listenLoop(lctx)

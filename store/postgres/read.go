@@ -87,8 +87,16 @@ type querier interface {
 }
 
 // Job returns the job with the given id, or store.ErrNotFound.
+// A job that has ended is shown with its seq: when the sequencer has not
+// numbered it yet, Job runs it and reads the job again.
 func (s *Store) Job(ctx context.Context, jobID string) (store.Job, error) {
 	j, _, err := s.job(ctx, s.pool, jobID)
+	if err == nil && j.Terminal && j.Seq == 0 {
+		if err := s.sequenced(ctx); err != nil {
+			return store.Job{}, s.dbErr(err)
+		}
+		j, _, err = s.job(ctx, s.pool, jobID)
+	}
 	return j, err
 }
 
@@ -105,6 +113,17 @@ func (s *Store) job(ctx context.Context, q querier, jobID string) (store.Job, in
 // store.ErrNotFound. Bytes that arrived more than once are listed once, with
 // Copies saying how often.
 func (s *Store) JobWithDeliveries(ctx context.Context, jobID string) (store.Job, error) {
+	j, err := s.jobWithDeliveries(ctx, jobID)
+	if err == nil && j.Terminal && j.Seq == 0 { // not numbered yet: number it, read again
+		if err := s.sequenced(ctx); err != nil {
+			return store.Job{}, s.dbErr(err)
+		}
+		j, err = s.jobWithDeliveries(ctx, jobID)
+	}
+	return j, err
+}
+
+func (s *Store) jobWithDeliveries(ctx context.Context, jobID string) (store.Job, error) {
 	// The job and its deliveries as of one moment.
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
@@ -175,9 +194,28 @@ func (s *Store) ListJobs(ctx context.Context, f store.Filter) (jobs []store.Job,
 		q += ` AND jobs.status = ANY($4)`
 		args = append(args, statuses)
 	}
-	rows, err := s.pool.Query(ctx, q+` ORDER BY jobs.id DESC LIMIT $3`, args...)
+	q += ` ORDER BY jobs.id DESC LIMIT $3`
+	jobs, next, err = s.listJobs(ctx, q, f.Limit, args)
 	if err != nil {
 		return nil, "", s.dbErr(err)
+	}
+	for _, j := range jobs {
+		if j.Terminal && j.Seq == 0 { // not numbered yet: number it, read again
+			if err := s.sequenced(ctx); err != nil {
+				return nil, "", s.dbErr(err)
+			}
+			jobs, next, err = s.listJobs(ctx, q, f.Limit, args)
+			return jobs, next, s.dbErr(err)
+		}
+	}
+	return jobs, next, nil
+}
+
+// listJobs reads a page of ListJobs.
+func (s *Store) listJobs(ctx context.Context, q string, limit int, args []any) (jobs []store.Job, next string, err error) {
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, "", err
 	}
 	defer rows.Close()
 	jobs = []store.Job{}
@@ -185,28 +223,32 @@ func (s *Store) ListJobs(ctx context.Context, f store.Filter) (jobs []store.Job,
 	for rows.Next() {
 		j, id, err := scanJob(rows)
 		if err != nil {
-			return nil, "", s.dbErr(err)
+			return nil, "", err
 		}
-		if len(jobs) == f.Limit {
+		if len(jobs) == limit {
 			next = strconv.FormatInt(lastID, 10)
 			break
 		}
 		jobs, lastID = append(jobs, j), id
 	}
 	rows.Close()
-	return jobs, next, s.dbErr(rows.Err())
+	return jobs, next, rows.Err()
 }
 
 // Events returns up to limit jobs that became terminal with seq > after,
 // oldest first, and the seq of the last one (after itself when none). As
 // seqs commit in order (see the package comment), a page never skips one
-// that commits later.
+// that commits later. It numbers the ends visible first, so an end
+// committed before the call is in the answer.
 func (s *Store) Events(ctx context.Context, after int64, limit int) (jobs []store.Job, last int64, err error) {
 	if limit < 1 || limit > store.MaxLimit {
 		return nil, 0, store.Errorf(store.EINVALID, "limit must be between 1 and %d", store.MaxLimit)
 	}
 	if after < 0 {
 		return nil, 0, store.Errorf(store.EINVALID, "after must be 0 or more")
+	}
+	if err := s.sequenced(ctx); err != nil {
+		return nil, 0, s.dbErr(err)
 	}
 	rows, err := s.pool.Query(ctx, `SELECT `+jobColumns+` FROM `+jobFrom+` WHERE jobs.seq > $1 ORDER BY jobs.seq LIMIT $2`, after, limit)
 	if err != nil {
@@ -227,9 +269,12 @@ func (s *Store) Events(ctx context.Context, after int64, limit int) (jobs []stor
 
 // Stats reads the counters the write transactions keep, so it costs the
 // same however long the log is. LastSeq is feed_counter's, which pruning
-// never lowers.
+// never lowers, once the ends visible are numbered.
 func (s *Store) Stats(ctx context.Context) (store.Stats, error) {
 	st := store.Stats{ByStatus: map[string]int{}, BySource: map[string]int{}}
+	if err := s.sequenced(ctx); err != nil {
+		return store.Stats{}, s.dbErr(err)
+	}
 	rows, err := s.pool.Query(ctx, `SELECT name, n FROM counters UNION ALL SELECT '', seq FROM feed_counter`)
 	if err != nil {
 		return store.Stats{}, s.dbErr(err)

@@ -22,31 +22,11 @@ type txn struct {
 	now time.Time
 	// deltas are counter changes, written once just before COMMIT.
 	deltas map[string]int64
-	// ended are the rows of the jobs this transaction ended, in order.
+	// ended are the rows of the jobs this transaction ended, in order. They
+	// commit with seq NULL; the sequencer numbers them (see sequence.go).
 	ended []int64
-	// base is feed_counter's seq when this transaction locked its row
-	// (locked: at its first end); its ends take base+1, base+2, ...
-	base   int64
-	locked bool
 	// forward: each end also queues the job's forward (Options.Forward).
 	forward bool
-}
-
-// nextSeq returns the seq of the job this transaction is about to end. The
-// first call locks feed_counter's row, which is held until COMMIT, so that
-// the job's row is written with its seq at once, by its INSERT or its one
-// ending UPDATE, rather than inserted and then updated again (an update of
-// an indexed column, which rewrites every index of the row). The counter
-// row is locked before any job row an end touches, so that two enders queue
-// on it rather than on each other's job rows; flush writes the new value.
-func (t *txn) nextSeq() (int64, error) {
-	if !t.locked {
-		if err := t.tx.QueryRow(t.ctx, `SELECT seq FROM feed_counter FOR UPDATE`).Scan(&t.base); err != nil {
-			return 0, fmt.Errorf("take seq: %w", err)
-		}
-		t.locked = true
-	}
-	return t.base + int64(len(t.ended)) + 1, nil
 }
 
 // write queues fn and waits until the transaction holding it has committed
@@ -200,7 +180,7 @@ func (s *Store) runBatch(batch []*op) error {
 		t, err := s.runTx(ctx, batch)
 		if err == nil {
 			if len(t.ended) > 0 {
-				s.kick()
+				s.kickSeq()
 			}
 			return nil
 		}
@@ -245,9 +225,7 @@ func (t *txn) count(name string, n int64) {
 }
 
 // flush writes the counter changes, in name order so that two transactions
-// never wait on each other's counters in a circle, then moves feed_counter
-// past the seqs the ended jobs took (its row is already locked, see
-// nextSeq) and queues the NOTIFY that Postgres sends at COMMIT.
+// never wait on each other's counters in a circle.
 func (t *txn) flush() error {
 	names := make([]string, 0, len(t.deltas))
 	ns := make([]int64, 0, len(t.deltas))
@@ -267,16 +245,6 @@ func (t *txn) flush() error {
 		if err != nil {
 			return fmt.Errorf("count: %w", err)
 		}
-	}
-	if len(t.ended) == 0 {
-		return nil
-	}
-	last := t.base + int64(len(t.ended))
-	if _, err := t.tx.Exec(t.ctx, `UPDATE feed_counter SET seq = $1`, last); err != nil {
-		return fmt.Errorf("store seq: %w", err)
-	}
-	if _, err := t.tx.Exec(t.ctx, `SELECT pg_notify($1, $2)`, feedChannel, strconv.FormatInt(last, 10)); err != nil {
-		return fmt.Errorf("notify: %w", err)
 	}
 	return nil
 }
@@ -331,23 +299,20 @@ func (t *txn) endJob(r *store.Report, projects, source string) (store.Outcome, i
 		webhooks = 1
 	}
 	now := t.now.UnixNano()
-	seq, err := t.nextSeq()
-	if err != nil {
-		return "", 0, err
-	}
 	var row int64
+	// The job, and its forward, commit with seq NULL: the sequencer numbers
+	// them once they are visible.
 	q := `INSERT INTO jobs (job_id, status, terminal, total_projects, completed_projects,
-		failed_projects, projects, source, progress, stage, webhook_deliveries, created_at, updated_at, terminal_at,
-		seq)
-		VALUES ($1, $2, true, $3, $4, $5, $6, $7, 100, $8, $9, $10, $10, $10, $11)
+		failed_projects, projects, source, progress, stage, webhook_deliveries, created_at, updated_at, terminal_at)
+		VALUES ($1, $2, true, $3, $4, $5, $6, $7, 100, $8, $9, $10, $10, $10)
 		ON CONFLICT (job_id) DO NOTHING RETURNING id`
 	if t.forward {
 		// The forward is queued by the same statement: no round trip more.
-		q = `WITH j AS (` + q + `), f AS (` + forwardEnqueue + ` SELECT id, $11, 'pending', $10, $10 FROM j` +
+		q = `WITH j AS (` + q + `), f AS (` + forwardEnqueue + ` SELECT id, NULL::bigint, 'pending', $10, $10 FROM j` +
 			forwardEnqueueEnd + `) SELECT id FROM j`
 	}
-	err = t.tx.QueryRow(t.ctx, q, r.JobID, r.Status, r.TotalProjects,
-		r.CompletedProjects, r.FailedProjects, projects, source, r.Stage, webhooks, now, seq).Scan(&row)
+	err := t.tx.QueryRow(t.ctx, q, r.JobID, r.Status, r.TotalProjects,
+		r.CompletedProjects, r.FailedProjects, projects, source, r.Stage, webhooks, now).Scan(&row)
 	if err == nil {
 		t.count(statusCounter(r.Status), 1)
 		t.count(sourceCounter(source), 1)
@@ -371,13 +336,13 @@ func (t *txn) endJob(r *store.Report, projects, source string) (store.Outcome, i
 	if !cur.terminal {
 		q := `UPDATE jobs SET status = $1, terminal = true, total_projects = $2,
 			completed_projects = $3, failed_projects = $4, projects = $5, source = $6, progress = 100, stage = $7,
-			webhook_deliveries = webhook_deliveries + $8, updated_at = $9, terminal_at = $9, next_poll_at = NULL,
-			seq = $11 WHERE id = $10`
+			webhook_deliveries = webhook_deliveries + $8, updated_at = $9, terminal_at = $9, next_poll_at = NULL
+			WHERE id = $10`
 		if t.forward {
-			q = `WITH j AS (` + q + `) ` + forwardEnqueue + ` VALUES ($10, $11, 'pending', $9, $9)` + forwardEnqueueEnd
+			q = `WITH j AS (` + q + `) ` + forwardEnqueue + ` VALUES ($10, NULL, 'pending', $9, $9)` + forwardEnqueueEnd
 		}
 		_, err = t.tx.Exec(t.ctx, q, r.Status, r.TotalProjects, r.CompletedProjects, r.FailedProjects, projects,
-			source, r.Stage, webhooks, now, row, seq)
+			source, r.Stage, webhooks, now, row)
 		if err != nil {
 			return "", 0, err
 		}
@@ -564,9 +529,6 @@ func (s *Store) ExpireJobs(ctx context.Context, cutoff time.Time) ([]string, err
 	}
 	var expired []string
 	err = s.write(ctx, func(t *txn) error {
-		if _, err := t.nextSeq(); err != nil { // counter row before job rows, as endJob does
-			return err
-		}
 		rows, err := t.tx.Query(t.ctx, `SELECT job_id FROM jobs WHERE NOT terminal AND created_at <= $1
 			ORDER BY created_at, id FOR UPDATE`, cutoff.UnixNano())
 		if err != nil {
@@ -647,6 +609,9 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, er
 		return 0, store.Errorf(store.EINVALID, "prune batch must be 1 or more")
 	}
 	before := clampNanos(cutoff)
+	if err := s.sequenced(ctx); err != nil { // jobs go in seq order
+		return 0, s.dbErr(err)
+	}
 	var due bool
 	err := s.pool.QueryRow(ctx, `SELECT COALESCE((SELECT terminal_at < $1 FROM jobs WHERE seq IS NOT NULL
 		AND `+forwardNotWaiting+` ORDER BY seq LIMIT 1), false) OR EXISTS (SELECT 1 FROM deliveries WHERE job_row IS NULL
