@@ -317,8 +317,9 @@ func countLog(ctx context.Context, q querier) (store.LogCounts, error) {
 	}
 	// forward:<state> is counted from the forwards' rows (see
 	// store.LogCounts); this backend keeps no such counters, and Import
-	// writes none.
-	rows, err := q.Query(ctx, `SELECT name, n FROM counters WHERE n != 0 AND name NOT LIKE 'forward:%'
+	// writes none. The others are summed over their shards.
+	rows, err := q.Query(ctx, `SELECT name, sum(n)::bigint FROM counters WHERE name NOT LIKE 'forward:%'
+		GROUP BY name HAVING sum(n) != 0
 		UNION ALL SELECT 'forward:' || state, count(*) FROM forwards GROUP BY state`)
 	if err != nil {
 		return c, fmt.Errorf("read counters: %w", err)

@@ -267,15 +267,16 @@ func (s *Store) Events(ctx context.Context, after int64, limit int) (jobs []stor
 	return jobs, last, s.dbErr(rows.Err())
 }
 
-// Stats reads the counters the write transactions keep, so it costs the
-// same however long the log is. LastSeq is feed_counter's, which pruning
+// Stats reads the counters the write transactions keep, summing each
+// over its shards, so it costs the same however long the log is. LastSeq is feed_counter's, which pruning
 // never lowers, once the ends visible are numbered.
 func (s *Store) Stats(ctx context.Context) (store.Stats, error) {
 	st := store.Stats{ByStatus: map[string]int{}, BySource: map[string]int{}}
 	if err := s.sequenced(ctx); err != nil {
 		return store.Stats{}, s.dbErr(err)
 	}
-	rows, err := s.pool.Query(ctx, `SELECT name, n FROM counters UNION ALL SELECT '', seq FROM feed_counter`)
+	rows, err := s.pool.Query(ctx, `SELECT name, sum(n)::bigint FROM counters GROUP BY name
+		UNION ALL SELECT '', seq FROM feed_counter`)
 	if err != nil {
 		return store.Stats{}, s.dbErr(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"time"
@@ -224,8 +225,15 @@ func (t *txn) count(name string, n int64) {
 	t.deltas[name] += n
 }
 
-// flush writes the counter changes, in name order so that two transactions
-// never wait on each other's counters in a circle.
+// counterShards is how many rows each counter is spread over. Each
+// transaction adds its changes to the rows of one shard, chosen at random,
+// so that concurrent commits, of this replica's writers and of others',
+// seldom wait on the same counter row; a count is the sum of its shards.
+const counterShards = 64
+
+// flush writes the counter changes to one shard's rows, in name order so
+// that two transactions on the same shard never wait on each other's
+// counters in a circle.
 func (t *txn) flush() error {
 	names := make([]string, 0, len(t.deltas))
 	ns := make([]int64, 0, len(t.deltas))
@@ -239,9 +247,9 @@ func (t *txn) flush() error {
 		ns = append(ns, t.deltas[name])
 	}
 	if len(names) > 0 {
-		_, err := t.tx.Exec(t.ctx, `INSERT INTO counters (name, n)
-			SELECT name, n FROM unnest($1::text[], $2::bigint[]) AS d (name, n) ORDER BY name
-			ON CONFLICT (name) DO UPDATE SET n = counters.n + excluded.n`, names, ns)
+		_, err := t.tx.Exec(t.ctx, `INSERT INTO counters (name, shard, n)
+			SELECT name, $3, n FROM unnest($1::text[], $2::bigint[]) AS d (name, n) ORDER BY name
+			ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + excluded.n`, names, ns, rand.IntN(counterShards))
 		if err != nil {
 			return fmt.Errorf("count: %w", err)
 		}
