@@ -148,6 +148,7 @@ var copyTables = map[string]string{
 	"forward_pause":     "copied as LogCounts.Paused and PauseReason",
 	"counters":          "copied, but for forward:<state>, counted here from the forwards rows",
 	"feed_counter":      "copied as LogCounts.LastSeq",
+	"feed":              "copied as each job's seq",
 	"meta":              "not copied: readiness probes only",
 	"schema_migrations": "not copied: the target's own, checked equal",
 }
@@ -172,20 +173,22 @@ const (
 // those after feed_counter's, oldest terminal_at (then row) first. Export
 // shows these seqs, on the job and on its forward, and countLog's LastSeq
 // counts them, so a copy is numbered as the sequencer would number it.
-const unnumbered = `(SELECT id, fc.base + row_number() OVER (ORDER BY terminal_at, id) AS seq
-	FROM jobs, (SELECT seq AS base FROM feed_counter) AS fc WHERE terminal AND seq IS NULL) AS u`
+const unnumbered = `(SELECT jobs.id, fc.base + row_number() OVER (ORDER BY jobs.terminal_at, jobs.id) AS seq
+	FROM feed JOIN jobs ON jobs.id = feed.job_row, (SELECT seq AS base FROM feed_counter) AS fc
+	WHERE feed.seq IS NULL) AS u`
 
 // exportJobs and exportForwards read every job and forward in row order,
-// with unnumbered's seqs.
+// a job's seq from its feed row or unnumbered.
 var (
-	exportJobs = `SELECT ` + strings.Replace(jobRowColumns, " seq,", " COALESCE(jobs.seq, u.seq),", 1) +
-		` FROM jobs LEFT JOIN ` + unnumbered + ` USING (id) ORDER BY id`
+	exportJobs = `SELECT ` + strings.Replace(jobRowColumns, " seq,", " COALESCE(feed.seq, u.seq),", 1) +
+		` FROM jobs LEFT JOIN feed ON feed.job_row = jobs.id LEFT JOIN ` + unnumbered + ` USING (id) ORDER BY id`
 	exportForwards = `SELECT ` + strings.Replace(forwardRowColumns, " seq,", " COALESCE(forwards.seq, u.seq),", 1) +
 		` FROM forwards LEFT JOIN ` + unnumbered + ` ON u.id = forwards.job_row ORDER BY job_row`
 )
 
 var (
-	jobRowNames            = columnNames(jobRowColumns)
+	// jobRowNames are the columns of jobs: a job's seq is in feed.
+	jobRowNames            = slices.DeleteFunc(columnNames(jobRowColumns), func(c string) bool { return c == "seq" })
 	deliveryRowNames       = columnNames(deliveryRowColumns)
 	forwardRowNames        = columnNames(forwardRowColumns)
 	forwardAttemptRowNames = columnNames(forwardAttemptRowColumns)
@@ -307,7 +310,7 @@ func countLog(ctx context.Context, q querier) (store.LogCounts, error) {
 	var reason *string
 	if err := q.QueryRow(ctx, `SELECT (SELECT COUNT(*) FROM jobs), (SELECT COUNT(*) FROM deliveries),
 		(SELECT COUNT(*) FROM forwards), (SELECT COUNT(*) FROM forward_attempts), (SELECT COUNT(*) FROM polls),
-		(SELECT seq FROM feed_counter) + (SELECT COUNT(*) FROM jobs WHERE terminal AND seq IS NULL),
+		(SELECT seq FROM feed_counter) + (SELECT COUNT(*) FROM feed WHERE seq IS NULL),
 		(SELECT reason FROM forward_pause)`).
 		Scan(&c.Jobs, &c.Deliveries, &c.Forwards, &c.ForwardAttempts, &c.Polls, &c.LastSeq, &reason); err != nil {
 		return c, fmt.Errorf("count the log: %w", err)
@@ -405,7 +408,7 @@ func (s *Store) importTx(ctx context.Context, from store.ExportFunc) error {
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	if _, err := tx.Exec(ctx, `LOCK TABLE jobs, deliveries, forwards, forward_attempts, polls, forward_pause,
-		counters, feed_counter IN EXCLUSIVE MODE`); err != nil {
+		counters, feed_counter, feed IN EXCLUSIVE MODE`); err != nil {
 		return err
 	}
 	have, err := countLog(ctx, tx)
@@ -426,15 +429,16 @@ func (s *Store) importTx(ctx context.Context, from store.ExportFunc) error {
 	jobs := &tableBatch{table: "jobs", columns: jobRowNames}
 	// Every other table refers to jobs, which all come first.
 	others := []*tableBatch{
+		{table: "feed", columns: []string{"job_row", "seq"}},
 		{table: "deliveries", columns: deliveryRowNames},
 		{table: "forwards", columns: forwardRowNames},
 		{table: "forward_attempts", columns: forwardAttemptRowNames},
 		{table: "polls", columns: pollRowNames},
 	}
-	deliveries, forwards, attempts, polls := others[0], others[1], others[2], others[3]
+	feed, deliveries, forwards, attempts, polls := others[0], others[1], others[2], others[3], others[4]
 	counts, err := from(ctx, func(r store.Record) error {
 		if r.Job == nil {
-			if err := jobs.flush(ctx, tx); err != nil {
+			if err := errors.Join(jobs.flush(ctx, tx), feed.flush(ctx, tx)); err != nil {
 				return s.dbErr(err)
 			}
 		}
@@ -445,8 +449,16 @@ func (s *Store) importTx(ctx context.Context, from store.ExportFunc) error {
 			err = jobs.add(ctx, tx, 0, j.ID, j.JobID, string(j.Status), j.Terminal, j.TotalProjects,
 				j.CompletedProjects, j.FailedProjects, j.Projects, j.Source, j.Progress, j.Stage,
 				j.WebhookDeliveries, j.WebhookMissed, j.PollCount, j.LastError, j.CreatedAt, j.UpdatedAt,
-				j.TerminalAt, j.Seq, j.NextPollAt, j.PollStep, j.FailCount, j.NotFoundCount, j.PollEndedAt,
+				j.TerminalAt, j.NextPollAt, j.PollStep, j.FailCount, j.NotFoundCount, j.PollEndedAt,
 				j.MissedChecked)
+			if err == nil && j.Seq != nil {
+				// Feed rows refer to jobs: they are sent once the jobs
+				// held are.
+				feed.rows = append(feed.rows, []any{j.ID, j.Seq})
+			}
+			if err == nil && len(jobs.rows) == 0 {
+				err = feed.flush(ctx, tx)
+			}
 		case r.Delivery != nil:
 			d := r.Delivery
 			if d.BodyHash == nil && !hashNullable {

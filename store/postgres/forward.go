@@ -92,7 +92,8 @@ func claimSQL(chosen string) string {
 	return `WITH c AS (` + chosen + `),
 		fw AS (UPDATE forwards SET lease_until = $1, claims = forwards.claims + 1 FROM c
 			WHERE forwards.job_row = c.job_row RETURNING forwards.*)
-		SELECT ` + jobColumns + `, fw.claims FROM fw JOIN jobs ON jobs.id = fw.job_row ORDER BY fw.seq`
+		SELECT ` + jobColumns + `, fw.claims FROM fw JOIN jobs ON jobs.id = fw.job_row
+		LEFT JOIN feed ON feed.job_row = jobs.id ORDER BY fw.seq`
 }
 
 // isDue is true of a pending forward due at $2 that no lease holds, once
@@ -458,7 +459,7 @@ func (s *Store) RetryForwards(ctx context.Context, now time.Time, jobIDs []strin
 				return store.Errorf(store.EINVALID, "job %s has not ended, so it has no forward to retry", id)
 			}
 		}
-		tag, err := tx.Exec(ctx, requeue(`SELECT id, seq FROM jobs WHERE job_id = ANY($2) AND seq IS NOT NULL`), at, ids)
+		tag, err := tx.Exec(ctx, requeue(`SELECT jobs.id, feed.seq FROM `+numberedJobs+` AND jobs.job_id = ANY($2)`), at, ids)
 		if err != nil {
 			return err
 		}
@@ -486,7 +487,7 @@ func (s *Store) ReplayForwards(ctx context.Context, now time.Time, after int64) 
 	if err := s.bounded(ctx, s.sequenced); err != nil {
 		return 0, err
 	}
-	q := `WITH c AS (SELECT id, seq FROM jobs WHERE seq > $2 ORDER BY seq LIMIT $3), q AS (` +
+	q := `WITH c AS (SELECT job_row AS id, seq FROM feed WHERE seq > $2 ORDER BY seq LIMIT $3), q AS (` +
 		requeue(`SELECT id, seq FROM c`) + `) SELECT count(*), COALESCE(max(seq), 0) FROM c`
 	total := 0
 	for {

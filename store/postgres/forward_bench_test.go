@@ -16,20 +16,21 @@ func queueBacklog(b testing.TB, s *Store, n, waiting int) {
 	b.Helper()
 	ctx := context.Background()
 	at := t0.UnixNano()
-	if _, err := s.pool.Exec(ctx, `INSERT INTO jobs (job_id, status, terminal, source, created_at, updated_at,
-		terminal_at, seq) SELECT 'job-' || i, 'completed', true, 'webhook', $1, $1, $1, i
-		FROM generate_series(1, $2) AS i`, at, n); err != nil {
+	if _, err := s.pool.Exec(ctx, `WITH j AS (INSERT INTO jobs (job_id, status, terminal, source, created_at,
+		updated_at, terminal_at) SELECT 'job-' || i, 'completed', true, 'webhook', $1, $1, $1
+		FROM generate_series(1, $2) AS i RETURNING id)
+		INSERT INTO feed (job_row, seq) SELECT id, row_number() OVER (ORDER BY id) FROM j`, at, n); err != nil {
 		b.Fatal(err)
 	}
 	if _, err := s.pool.Exec(ctx, `UPDATE feed_counter SET seq = $1`, n); err != nil {
 		b.Fatal(err)
 	}
 	if _, err := s.pool.Exec(ctx, `INSERT INTO forwards (job_row, seq, state, next_attempt_at, enqueued_at)
-		SELECT id, seq, 'pending', CASE WHEN seq <= $2 THEN $1::bigint + 3600e9::bigint ELSE $1 END, $1 FROM jobs`,
+		SELECT job_row, seq, 'pending', CASE WHEN seq <= $2 THEN $1::bigint + 3600e9::bigint ELSE $1 END, $1 FROM feed`,
 		at, waiting); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := s.pool.Exec(ctx, `ANALYZE jobs; ANALYZE forwards`); err != nil {
+	if _, err := s.pool.Exec(ctx, `ANALYZE jobs; ANALYZE feed; ANALYZE forwards`); err != nil {
 		b.Fatal(err)
 	}
 }

@@ -14,12 +14,15 @@
 // its cursor past it would never see 8. Nor does the transaction that ends a
 // job take its seq itself: that would hold one counter row locked from its
 // first end to its COMMIT, so that no two ending transactions could commit
-// at once. Instead it commits the job, and its forward, with seq NULL, and
-// the sequencer (sequence.go) numbers the ends that are visible: one short
-// transaction that locks feed_counter's row, then, in a statement whose
-// snapshot is taken once it holds the lock, gives the committed ends with
-// no seq the numbers after feed_counter's (oldest terminal_at, then row,
-// first), moves feed_counter to the last and sends one NOTIFY. It sees only
+// at once. Instead it commits the job with a row in feed (job_row, seq)
+// whose seq is NULL, and its forward with seq NULL too, and the sequencer
+// (sequence.go) numbers the ends that are visible: one short transaction
+// that locks feed_counter's row, then, in a statement whose snapshot is
+// taken once it holds the lock, gives the committed feed rows with no seq
+// the numbers after feed_counter's (oldest terminal_at, then row, first),
+// sets their forwards' seqs, moves feed_counter to the last and sends one
+// NOTIFY. The seq is kept in feed rather than on the job's row, as an
+// update of the job's row would rewrite every index of jobs. It sees only
 // committed ends, so no end can later take a number below one given out;
 // the row lock makes runs, on any replica, one after the other, and each run
 // starts from where the last committed one ended, so none is skipped or

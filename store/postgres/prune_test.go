@@ -40,7 +40,7 @@ func TestPruneKeepsAForwardRequeuedMeanwhile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer retry.Rollback(ctx)
-	if _, err := retry.Exec(ctx, requeue(`SELECT id, seq FROM jobs WHERE job_id = ANY($2)`), clampNanos(t0),
+	if _, err := retry.Exec(ctx, requeue(`SELECT jobs.id, feed.seq FROM `+numberedJobs+` AND jobs.job_id = ANY($2)`), clampNanos(t0),
 		[]string{"x"}); err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ import (
 const jobColumns = `jobs.id, jobs.job_id, jobs.status, jobs.terminal, jobs.total_projects,
 	jobs.completed_projects, jobs.failed_projects, jobs.projects, jobs.source, jobs.progress, jobs.stage,
 	jobs.webhook_deliveries, jobs.webhook_missed, jobs.poll_count, jobs.last_error, jobs.created_at,
-	jobs.updated_at, jobs.terminal_at, jobs.seq, CASE WHEN jobs.terminal THEN NULL ELSE jobs.next_poll_at END, ` +
+	jobs.updated_at, jobs.terminal_at, feed.seq, CASE WHEN jobs.terminal THEN NULL ELSE jobs.next_poll_at END, ` +
 	forwardColumns
 
 // forwardColumns are a forward's columns as a job shows them, all NULL when
@@ -30,8 +30,8 @@ const jobColumns = `jobs.id, jobs.job_id, jobs.status, jobs.terminal, jobs.total
 const forwardColumns = `fw.state, fw.attempts, fw.last_status, fw.last_error, fw.next_attempt_at,
 	fw.delivered_at`
 
-// jobFrom is every job with its forward, if any.
-const jobFrom = `jobs LEFT JOIN forwards fw ON fw.job_row = jobs.id`
+// jobFrom is every job with its forward and feed row, if any.
+const jobFrom = `jobs LEFT JOIN forwards fw ON fw.job_row = jobs.id LEFT JOIN feed ON feed.job_row = jobs.id`
 
 // scanJob reads one row of jobColumns, then into extra any columns after
 // them; rowid is the row's id.
@@ -250,7 +250,8 @@ func (s *Store) Events(ctx context.Context, after int64, limit int) (jobs []stor
 	if err := s.sequenced(ctx); err != nil {
 		return nil, 0, s.dbErr(err)
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+jobColumns+` FROM `+jobFrom+` WHERE jobs.seq > $1 ORDER BY jobs.seq LIMIT $2`, after, limit)
+	rows, err := s.pool.Query(ctx, `SELECT `+jobColumns+` FROM feed JOIN jobs ON jobs.id = feed.job_row
+		LEFT JOIN forwards fw ON fw.job_row = jobs.id WHERE feed.seq > $1 ORDER BY feed.seq LIMIT $2`, after, limit)
 	if err != nil {
 		return nil, 0, s.dbErr(err)
 	}

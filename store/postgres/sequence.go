@@ -13,21 +13,21 @@ import (
 const seqBatch = 5000
 
 // unsequenced is true while some job has ended without a seq yet; it reads
-// the partial index jobs_unsequenced, which holds only those.
-const unsequenced = `SELECT EXISTS (SELECT 1 FROM jobs WHERE terminal AND seq IS NULL)`
+// the partial index feed_unnumbered, which holds only those.
+const unsequenced = `SELECT EXISTS (SELECT 1 FROM feed WHERE seq IS NULL)`
 
-// sequenceSQL numbers up to $2 visible ends that have no seq, oldest
-// terminal_at (then row) first, from the seq after feed_counter's, gives
-// each its forward's seq too, moves feed_counter to the last, and sends one
-// NOTIFY on channel $1 with it. It returns one row (the new last seq and
+// sequenceSQL numbers up to $2 visible ends that have no seq (feed rows
+// with seq NULL), oldest terminal_at (then row) first, from the seq after
+// feed_counter's, gives each its forward's seq too, moves feed_counter to
+// the last, and sends one NOTIFY on channel $1 with it. It returns one row (the new last seq and
 // how many it numbered) when it numbered any, else none. It must run after
 // feed_counter's row is locked, in a statement of its own, so that its
 // snapshot holds every run that committed before.
 const sequenceSQL = `WITH n AS (
 		SELECT id, (SELECT seq FROM feed_counter) + row_number() OVER (ORDER BY terminal_at, id) AS seq
-		FROM (SELECT id, terminal_at FROM jobs WHERE terminal AND seq IS NULL
-			ORDER BY terminal_at, id LIMIT $2) AS u),
-	j AS (UPDATE jobs SET seq = n.seq FROM n WHERE jobs.id = n.id RETURNING jobs.id, n.seq),
+		FROM (SELECT jobs.id, jobs.terminal_at FROM feed JOIN jobs ON jobs.id = feed.job_row
+			WHERE feed.seq IS NULL ORDER BY jobs.terminal_at, jobs.id LIMIT $2) AS u),
+	j AS (UPDATE feed SET seq = n.seq FROM n WHERE feed.job_row = n.id RETURNING feed.job_row AS id, n.seq),
 	f AS (UPDATE forwards SET seq = j.seq FROM j WHERE forwards.job_row = j.id),
 	c AS (UPDATE feed_counter SET seq = m.last FROM (SELECT max(seq) AS last FROM j) AS m
 		WHERE m.last IS NOT NULL RETURNING feed_counter.seq)

@@ -308,17 +308,18 @@ func (t *txn) endJob(r *store.Report, projects, source string) (store.Outcome, i
 	}
 	now := t.now.UnixNano()
 	var row int64
-	// The job, and its forward, commit with seq NULL: the sequencer numbers
-	// them once they are visible.
-	q := `INSERT INTO jobs (job_id, status, terminal, total_projects, completed_projects,
+	// The job's feed row, and its forward, commit with seq NULL: the
+	// sequencer numbers them once they are visible. The same statement
+	// writes them all: no round trip more.
+	q := `WITH j AS (INSERT INTO jobs (job_id, status, terminal, total_projects, completed_projects,
 		failed_projects, projects, source, progress, stage, webhook_deliveries, created_at, updated_at, terminal_at)
 		VALUES ($1, $2, true, $3, $4, $5, $6, $7, 100, $8, $9, $10, $10, $10)
-		ON CONFLICT (job_id) DO NOTHING RETURNING id`
+		ON CONFLICT (job_id) DO NOTHING RETURNING id), e AS (` + feedEnqueue + ` SELECT id FROM j)`
 	if t.forward {
-		// The forward is queued by the same statement: no round trip more.
-		q = `WITH j AS (` + q + `), f AS (` + forwardEnqueue + ` SELECT id, NULL::bigint, 'pending', $10, $10 FROM j` +
-			forwardEnqueueEnd + `) SELECT id FROM j`
+		q += `, f AS (` + forwardEnqueue + ` SELECT id, NULL::bigint, 'pending', $10, $10 FROM j` +
+			forwardEnqueueEnd + `)`
 	}
+	q += ` SELECT id FROM j`
 	err := t.tx.QueryRow(t.ctx, q, r.JobID, r.Status, r.TotalProjects,
 		r.CompletedProjects, r.FailedProjects, projects, source, r.Stage, webhooks, now).Scan(&row)
 	if err == nil {
@@ -347,7 +348,10 @@ func (t *txn) endJob(r *store.Report, projects, source string) (store.Outcome, i
 			webhook_deliveries = webhook_deliveries + $8, updated_at = $9, terminal_at = $9, next_poll_at = NULL
 			WHERE id = $10`
 		if t.forward {
-			q = `WITH j AS (` + q + `) ` + forwardEnqueue + ` VALUES ($10, NULL, 'pending', $9, $9)` + forwardEnqueueEnd
+			q = `WITH j AS (` + q + `), e AS (` + feedEnqueue + ` VALUES ($10)) ` + forwardEnqueue +
+				` VALUES ($10, NULL, 'pending', $9, $9)` + forwardEnqueueEnd
+		} else {
+			q = `WITH j AS (` + q + `) ` + feedEnqueue + ` VALUES ($10)`
 		}
 		_, err = t.tx.Exec(t.ctx, q, r.Status, r.TotalProjects, r.CompletedProjects, r.FailedProjects, projects,
 			source, r.Stage, webhooks, now, row)
@@ -371,6 +375,10 @@ func (t *txn) endJob(r *store.Report, projects, source string) (store.Outcome, i
 	}
 	return store.OutcomeConflict, row, nil
 }
+
+// feedEnqueue precedes the row (job_row) of a job's feed entry, which its
+// end inserts with seq NULL for the sequencer to number.
+const feedEnqueue = `INSERT INTO feed (job_row)`
 
 // forwardEnqueue and forwardEnqueueEnd wrap the rows (job_row, seq, state,
 // next_attempt_at, enqueued_at) of the forwards a job's end queues. A job
@@ -621,8 +629,8 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, er
 		return 0, s.dbErr(err)
 	}
 	var due bool
-	err := s.pool.QueryRow(ctx, `SELECT COALESCE((SELECT terminal_at < $1 FROM jobs WHERE seq IS NOT NULL
-		AND `+forwardNotWaiting+` ORDER BY seq LIMIT 1), false) OR EXISTS (SELECT 1 FROM deliveries WHERE job_row IS NULL
+	err := s.pool.QueryRow(ctx, `SELECT COALESCE((SELECT jobs.terminal_at < $1 FROM `+numberedJobs+`
+		AND `+forwardNotWaiting+` ORDER BY feed.seq LIMIT 1), false) OR EXISTS (SELECT 1 FROM deliveries WHERE job_row IS NULL
 		AND COALESCE(last_received_at, received_at) < $1)`, before).Scan(&due)
 	if err != nil || !due {
 		return 0, s.dbErr(err)
@@ -630,8 +638,8 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, er
 	var deleted int
 	err = s.write(ctx, func(t *txn) error {
 		deleted = 0
-		rows, err := t.tx.Query(t.ctx, `SELECT id, terminal_at FROM jobs WHERE seq IS NOT NULL AND `+
-			forwardNotWaiting+` ORDER BY seq LIMIT $1`, batch)
+		rows, err := t.tx.Query(t.ctx, `SELECT jobs.id, jobs.terminal_at FROM `+numberedJobs+` AND `+
+			forwardNotWaiting+` ORDER BY feed.seq LIMIT $1`, batch)
 		if err != nil {
 			return err
 		}
@@ -651,7 +659,7 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, er
 			return err
 		}
 		if len(ids) > 0 {
-			for _, table := range []string{"forwards", "forward_attempts", "polls"} {
+			for _, table := range []string{"feed", "forwards", "forward_attempts", "polls"} {
 				if _, err := t.tx.Exec(t.ctx, `DELETE FROM `+table+` WHERE job_row = ANY($1)`, ids); err != nil {
 					return fmt.Errorf("prune %s: %w", table, err)
 				}
@@ -688,6 +696,10 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, er
 	}
 	return deleted, nil
 }
+
+// numberedJobs is the jobs the sequencer has numbered, with their feed
+// rows, to be followed by more conditions.
+const numberedJobs = `feed JOIN jobs ON jobs.id = feed.job_row WHERE feed.seq IS NOT NULL`
 
 // forwardNotWaiting holds for a job (of the table jobs) whose forward, if
 // any, is not waiting to be sent: retention never removes a forward before
