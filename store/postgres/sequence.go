@@ -4,9 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
+
+// seqLinger is how long a run that a local commit asked for waits for
+// more ends before it starts, so that one run numbers the ends of several
+// commits.
+const seqLinger = 5 * time.Millisecond
 
 // seqBatch bounds the ends one run of the sequencer numbers in one
 // transaction; a run takes as many as it needs.
@@ -127,6 +133,13 @@ func (s *Store) kickSeq() {
 func (s *Store) seqLoop(ctx context.Context) {
 	s.loop(ctx, s.seqCh, "numbering ended jobs failed", func(ctx context.Context, kicked bool) error {
 		if kicked {
+			// Let the ends committing at this moment join the run.
+			t := time.NewTimer(seqLinger)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
 			return s.sequence(ctx)
 		}
 		return s.sequenced(ctx)
