@@ -167,10 +167,11 @@ func BenchmarkIngest(b *testing.B) {
 			}
 			defer st.Close()
 			var got atomic.Int64
+			calls := &callCounter{Store: st}
 			if mode == "on" {
 				app := countingApp(&got)
 				defer app.Close()
-				f, err := New(Options{Store: st, URL: app.URL + "/hooks", NouvelSecret: testSecret, Key: testKey,
+				f, err := New(Options{Store: calls, URL: app.URL + "/hooks", NouvelSecret: testSecret, Key: testKey,
 					Schedule: []time.Duration{time.Minute}, Timeout: 5 * time.Second, Concurrency: 4,
 					Logger: zerolog.Nop(), Version: testVersion})
 				if err != nil {
@@ -192,6 +193,39 @@ func BenchmarkIngest(b *testing.B) {
 			})
 			b.StopTimer()
 			b.ReportMetric(float64(got.Load())/float64(b.N), "forwards/op")
+			if fwd := float64(got.Load()); fwd > 0 {
+				b.ReportMetric(float64(calls.claims.Load())/fwd, "claims/forward")
+				b.ReportMetric(float64(calls.reads.Load())/fwd, "reads/forward")
+				b.ReportMetric(float64(calls.feed.Load())/fwd, "feedwaits/forward")
+			}
 		})
 	}
+}
+
+// callCounter counts the forwarder's store calls besides its results: the
+// claims, the reads of the queue and of the feed's last seq, and the waits
+// on the feed.
+type callCounter struct {
+	store.Store
+	claims, reads, feed atomic.Int64
+}
+
+func (c *callCounter) ClaimForwards(ctx context.Context, now time.Time, n int, lease time.Duration, ordered bool) ([]store.ForwardClaim, error) {
+	c.claims.Add(1)
+	return c.Store.ClaimForwards(ctx, now, n, lease, ordered)
+}
+
+func (c *callCounter) NextForwardAt(ctx context.Context) (time.Time, bool, error) {
+	c.reads.Add(1)
+	return c.Store.NextForwardAt(ctx)
+}
+
+func (c *callCounter) Stats(ctx context.Context) (store.Stats, error) {
+	c.reads.Add(1)
+	return c.Store.Stats(ctx)
+}
+
+func (c *callCounter) WaitFeed(ctx context.Context, after int64, limit int) ([]store.FeedEvent, int64, error) {
+	c.feed.Add(1)
+	return c.Store.WaitFeed(ctx, after, limit)
 }
