@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/nouvelhook/nouvelhook/bench"
+	"github.com/nouvelhook/nouvelhook/bench/internal/loadgen"
 )
 
 func main() {
@@ -121,7 +122,7 @@ type roundStat struct {
 // target is one binary under test, with its own server, database and load.
 type target struct {
 	label  string
-	srv    *server
+	srv    *loadgen.Server
 	load   *ingest
 	runID  string
 	rounds []roundStat
@@ -166,19 +167,19 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		defer srv.stop()
+		defer srv.Stop(syscall.SIGKILL)
 		label := labels[i]
 		if label == "" {
 			label = bin
 		}
 		runID := bench.RunID()
 		targets = append(targets, &target{label: label, srv: srv, runID: runID,
-			load: &ingest{addr: srv.public, secret: cfg.secret, runID: runID}})
+			load: &ingest{addr: srv.Public, secret: cfg.secret, runID: runID}})
 	}
 	fmt.Fprintf(out, "fanout benchmark: %d webhook connections, %d rounds of %v per kind and binary (alternating), subs = %d event streams + %d event long-polls + %d job long-polls, %d CPUs shared by servers and driver\n",
 		cfg.conns, cfg.rounds, cfg.duration, cfg.streams, cfg.polls, cfg.jobs, runtime.NumCPU())
 	for _, t := range targets {
-		fmt.Fprintf(out, "  %s: pid %d\n", t.label, t.srv.cmd.Process.Pid)
+		fmt.Fprintf(out, "  %s: pid %d\n", t.label, t.srv.Cmd.Process.Pid)
 		if cfg.warmup > 0 {
 			r, err := t.load.run(ctx, cfg.conns, cfg.warmup)
 			if err != nil {
@@ -210,7 +211,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	ok := true
 	var ratios []float64
 	for _, t := range targets {
-		ratio, pass := report(out, cfg, t.label, t.rounds, t.srv.peakRSS())
+		ratio, pass := report(out, cfg, t.label, t.rounds, peakRSS(t.srv))
 		ratios, ok = append(ratios, ratio), ok && pass
 	}
 	if len(ratios) == 2 && ratios[1] > 0 {
@@ -224,27 +225,27 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 }
 
 // phase runs one timed round, with subscribers or without.
-func phase(ctx context.Context, cfg config, srv *server, g *ingest, runID string, withSubs bool) (roundStat, error) {
+func phase(ctx context.Context, cfg config, srv *loadgen.Server, g *ingest, runID string, withSubs bool) (roundStat, error) {
 	st := roundStat{subs: withSubs}
 	var subs *subscribers
 	var from int64
 	if withSubs {
 		var err error
-		if from, err = feedLast(ctx, srv.admin, 0); err != nil {
+		if from, err = feedLast(ctx, srv.Admin, 0); err != nil {
 			return st, err
 		}
-		if subs, err = openSubscribers(ctx, srv.admin, runID, from, cfg.streams, cfg.polls, cfg.jobs); err != nil {
+		if subs, err = openSubscribers(ctx, srv.Admin, runID, from, cfg.streams, cfg.polls, cfg.jobs); err != nil {
 			return st, fmt.Errorf("open subscribers: %w", err)
 		}
 		defer subs.close()
 		time.Sleep(cfg.settle)
 	}
-	srv0, drv0, all0 := srv.cpuTime(), selfCPU(), machineCPU()
+	srv0, drv0, all0 := cpuTime(srv), loadgen.SelfCPU(), loadgen.MachineCPU()
 	r, err := g.run(ctx, cfg.conns, cfg.duration)
 	if err != nil {
 		return st, err
 	}
-	srv1, drv1, all1 := srv.cpuTime(), selfCPU(), machineCPU()
+	srv1, drv1, all1 := cpuTime(srv), loadgen.SelfCPU(), loadgen.MachineCPU()
 	secs := r.elapsed.Seconds()
 	st.rps, st.failed, st.elapsed = float64(r.ok)/secs, r.failed, r.elapsed
 	st.p50, st.p99 = percentile(r.latencies, 0.5), percentile(r.latencies, 0.99)
@@ -257,7 +258,7 @@ func phase(ctx context.Context, cfg config, srv *server, g *ingest, runID string
 	if !withSubs {
 		return st, nil
 	}
-	last, err := feedLast(ctx, srv.admin, from)
+	last, err := feedLast(ctx, srv.Admin, from)
 	if err != nil {
 		return st, err
 	}
