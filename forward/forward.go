@@ -51,6 +51,10 @@ const (
 	// whole queue on Postgres (120 to 200 ms with a million forwards), too
 	// dear for every backstop. A Kick or a 410 here reads it at once.
 	pauseReadEvery = 30 * time.Second
+	// busyRecheck is the longest the loop sleeps while Options.Busy held
+	// at its last look, so that it returns to Concurrency soon after the
+	// webhooks' burst ends.
+	busyRecheck = 100 * time.Millisecond
 )
 
 // Clock is the forwarder's time source; it has the shape of
@@ -106,6 +110,14 @@ type Options struct {
 	Client *http.Client
 	// Version goes in the User-Agent, nouvelhook/<Version>; "" is "dev".
 	Version string
+	// Busy, when set, says the service has more urgent work than
+	// forwarding (webhooks to answer): while it holds, one attempt at a
+	// time is in flight, never none, so that forwards still move, and
+	// fewer are claimed ahead. The loop asks again at least every 100 ms of
+	// Clock and at each attempt's end, and returns to Concurrency once it
+	// no longer holds. It is called often, so it must be cheap; nil is
+	// never busy.
+	Busy func() bool
 }
 
 // Forwarder sends ended jobs to the app. Start it with Start and stop it
@@ -133,7 +145,8 @@ type Forwarder struct {
 	// ready: twice Concurrency, so that a slot that frees takes the next
 	// forward at once and claims are made a batch at a time; Concurrency
 	// (one) in ordered mode, where the next is not due until this one ends.
-	// refill is how few held forwards make the loop claim more.
+	// refill is how few held forwards make the loop claim more. While Busy
+	// holds they are those of a Concurrency of one (see limits).
 	hold, refill int
 
 	mu       sync.Mutex
@@ -155,6 +168,7 @@ type Forwarder struct {
 	// forward.
 	failing bool
 
+	busy   func() bool // Options.Busy, never nil
 	randMu sync.Mutex
 
 	cancel context.CancelFunc
@@ -216,6 +230,11 @@ func New(opts Options) (*Forwarder, error) {
 	}
 	if opts.Ordered {
 		f.hold, f.refill = 1, 0
+	}
+	if opts.Busy == nil {
+		f.busy = func() bool { return false }
+	} else {
+		f.busy = opts.Busy
 	}
 	f.client, f.own = newClient(opts.Client, opts.Concurrency)
 	f.metrics = newMetrics(opts.Registerer, opts.Store.ForwardStats, f.clock.Now)
@@ -345,15 +364,39 @@ func (f *Forwarder) loop(ctx context.Context) {
 	}
 }
 
-// step claims what is due, a batch at a time, starts attempts in the free
-// slots, and returns how long to sleep before looking again.
+// limits are the attempts that may be in flight at once, and hold and
+// refill (see Forwarder), as they are now: while the service is busy, those
+// of a Concurrency of one.
+func (f *Forwarder) limits(busy bool) (concurrency, hold, refill int) {
+	if busy && !f.opts.Ordered {
+		return 1, 2, 1
+	}
+	return f.opts.Concurrency, f.hold, f.refill
+}
+
+// step looks at Busy, then sleeps at most busyRecheck when it holds.
 func (f *Forwarder) step(ctx context.Context) time.Duration {
+	busy := f.busy()
+	wait := f.claimAndStart(ctx, busy)
+	if busy {
+		return min(wait, busyRecheck)
+	}
+	return wait
+}
+
+// claimAndStart claims what is due, a batch at a time, starts attempts in
+// the free slots, and returns how long to sleep before looking again.
+func (f *Forwarder) claimAndStart(ctx context.Context, busy bool) time.Duration {
 	now := f.clock.Now()
+	concurrency, hold, refill := f.limits(busy)
 	f.mu.Lock()
-	n, gone := f.hold-f.inflight-len(f.ready), f.gone
+	n, gone := hold-f.inflight-len(f.ready), f.gone
 	f.mu.Unlock()
-	if f.hold-n > f.refill {
-		return backstop // a slot that frees with few ready wakes the loop
+	if hold-n > refill {
+		// Slots left by Busy take the ready forwards once it no longer
+		// holds; a slot that frees with few ready wakes the loop.
+		f.start(ctx, concurrency)
+		return backstop
 	}
 	cctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
@@ -371,13 +414,7 @@ func (f *Forwarder) step(ctx context.Context) time.Duration {
 	for _, c := range claims {
 		f.ready = append(f.ready, queued{claim: c, at: now})
 	}
-	for f.inflight < f.opts.Concurrency && len(f.ready) > 0 {
-		f.inflight++
-		q := f.ready[0]
-		f.ready = f.ready[1:]
-		f.wg.Add(1)
-		go f.work(ctx, q)
-	}
+	f.startLocked(ctx, concurrency)
 	f.mu.Unlock()
 	if len(claims) > 0 {
 		f.notPaused() // nothing is claimed while paused
@@ -415,6 +452,25 @@ func (f *Forwarder) step(ctx context.Context) time.Duration {
 		wait = minWait
 	}
 	return f.watchEnds(cctx, now, len(claims) > 0, min(max(wait, minWait), backstop))
+}
+
+// start starts attempts for ready forwards in the free slots, up to
+// concurrency in flight.
+func (f *Forwarder) start(ctx context.Context, concurrency int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.startLocked(ctx, concurrency)
+}
+
+// startLocked is start with f.mu held.
+func (f *Forwarder) startLocked(ctx context.Context, concurrency int) {
+	for f.inflight < concurrency && len(f.ready) > 0 {
+		f.inflight++
+		q := f.ready[0]
+		f.ready = f.ready[1:]
+		f.wg.Add(1)
+		go f.work(ctx, q)
+	}
 }
 
 // watchEnds is how the loop, about to sleep for wait, learns of jobs that
@@ -509,8 +565,9 @@ type queued struct {
 }
 
 // work sends q, then the next ready forward, and so on, in one of the
-// Concurrency slots; when none is ready it frees the slot. The loop is
-// woken when few are held, to claim more.
+// Concurrency slots; when none is ready, or Busy holds and another slot is
+// in flight, it frees the slot. The loop is woken when few are held, to
+// claim more.
 func (f *Forwarder) work(ctx context.Context, q queued) {
 	defer f.wg.Done()
 	for {
@@ -520,15 +577,16 @@ func (f *Forwarder) work(ctx context.Context, q queued) {
 			f.log.Debug().Str("job_id", q.claim.Job.JobID).Int64("seq", q.claim.Job.Seq).
 				Msg("forward waited too long for a free slot; it is claimed again once its lease runs out")
 		}
+		concurrency, _, refill := f.limits(f.busy())
 		f.mu.Lock()
-		more := len(f.ready) > 0 && ctx.Err() == nil
+		more := len(f.ready) > 0 && ctx.Err() == nil && f.inflight <= concurrency
 		if more {
 			q = f.ready[0]
 			f.ready = f.ready[1:]
 		} else {
 			f.inflight--
 		}
-		if f.inflight+len(f.ready) <= f.refill {
+		if f.inflight+len(f.ready) <= refill {
 			f.signal() // under the lock, so no one sees the slot free and no wake-up
 		}
 		f.mu.Unlock()

@@ -31,6 +31,7 @@ type Metrics struct {
 	duplicates prometheus.Counter
 	ackLatency prometheus.Histogram
 	rejected   atomic.Int64
+	inflight   atomic.Int64 // webhook requests being handled
 }
 
 // NewMetrics registers the service's metrics on a new registry. jobs, when
@@ -82,6 +83,11 @@ func (m *Metrics) observe(outcome string, start time.Time) {
 	}
 	m.ackLatency.Observe(time.Since(start).Seconds())
 }
+
+// WebhooksInFlight is the number of webhook requests being handled now,
+// from their headers read to their answer written. It is one atomic load,
+// cheap enough to ask before every forward.
+func (m *Metrics) WebhooksInFlight() int64 { return m.inflight.Load() }
 
 // RejectedSignatures is the number of webhook requests refused with 401.
 func (m *Metrics) RejectedSignatures() int64 { return m.rejected.Load() }

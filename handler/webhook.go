@@ -37,6 +37,8 @@ func handleWebhook(d Deps) echo.HandlerFunc {
 	// warn line per interval is enough to notice it.
 	invalidLog := newLogLimiter(invalidLogEvery)
 	return func(c echo.Context) error {
+		d.Metrics.inflight.Add(1)
+		defer d.Metrics.inflight.Add(-1)
 		start := time.Now()
 		req := c.Request()
 		if req.ContentLength > d.MaxBody {

@@ -27,6 +27,17 @@ import (
 // shutdownGrace is how long SIGTERM waits for requests in flight.
 const shutdownGrace = 15 * time.Second
 
+// webhooksBusyAt is how many webhook requests in flight make the forwarder
+// give way (forward.Options.Busy): it then sends one forward at a time
+// until fewer are in flight. The count is the simplest sign that the
+// webhook path is saturated: a webhook holds its request open until its
+// commit, so during a burst the count sits near the number of Nouvel's
+// connections, and between deliveries it is 0 to 2. A burst is when forwards
+// cost the most, as they take CPU from webhooks whose 200 must come within
+// Nouvel's 5 s, while a forward can wait; and the forwarder cannot keep up
+// with a burst's ends anyway, so it catches up once the burst ends.
+const webhooksBusyAt = 8
+
 func runServe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
 	cfg, err := config.Load(args, getenv, stderr)
 	if err != nil {
@@ -74,11 +85,13 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, ready fun
 		reconcile.RegisterIdleMetrics(deps.Metrics.Registry) // at 0, so alert rules find them
 	}
 	if cfg.ForwardURL != "" {
+		metrics := deps.Metrics
 		fwd, err := forward.New(forward.Options{
 			Store: st, URL: cfg.ForwardURL, NouvelSecret: cfg.WebhookSecrets[0], Key: cfg.ForwardKey,
 			Schedule: cfg.ForwardSchedule, Timeout: cfg.ForwardTimeout, Concurrency: cfg.ForwardConcurrency,
 			Ordered: cfg.ForwardOrdered, Logger: log,
 			Registerer: deps.Metrics.Registry, Version: version,
+			Busy: func() bool { return metrics.WebhooksInFlight() >= webhooksBusyAt },
 		})
 		if err != nil {
 			return err // the settings were validated: this is a defect, said in one line

@@ -1,0 +1,125 @@
+package forward
+
+import (
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nouvelhook/nouvelhook/store"
+)
+
+// TestBusyGivesWay: while Busy holds, one attempt at a time is in flight,
+// and forwards keep moving; once it no longer holds, the loop returns to
+// Concurrency within busyRecheck; when it holds again, attempts in flight
+// above one end without a successor.
+func TestBusyGivesWay(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b)
+		g := newGate(t)
+		next := make(chan struct{}) // answers one held request
+		arrived := make(chan string, 10)
+		h.app.setRespond(func(w http.ResponseWriter, r *http.Request, n int, got received) int {
+			arrived <- got.JobID
+			select {
+			case <-next:
+				return http.StatusOK
+			case <-g.ch:
+				return http.StatusOK
+			case <-r.Context().Done():
+				return 0
+			}
+		})
+		const jobs = 12
+		for i := range jobs {
+			h.end(fmt.Sprintf("g%02d", i))
+		}
+		var busy atomic.Bool
+		busy.Store(true)
+		opts := h.options()
+		opts.Concurrency = 3
+		opts.Timeout = time.Minute // the app holds them, however slow the machine
+		opts.Busy = busy.Load
+		f := h.newForwarder(opts)
+		noMore := func(when string) {
+			t.Helper()
+			select {
+			case id := <-arrived:
+				t.Fatalf("%s: another request (%s) at the app", when, id)
+			default:
+			}
+		}
+		inflight := func(want int) {
+			t.Helper()
+			h.waitFor(fmt.Sprintf("%d attempts in flight", want), func() bool {
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				return f.inflight == want
+			})
+		}
+
+		f.Start()
+		h.receive(arrived, "the first request")
+		h.settleWith(0, 1)
+		noMore("busy at the start")
+		// The loop looks again after busyRecheck, and still sends one.
+		mark := h.mark()
+		h.clk.advance(busyRecheck)
+		h.settleWith(mark, 1)
+		noMore("still busy")
+
+		// Not starved: each answer lets the next forward go, one at a time.
+		for i := range 3 {
+			mark := h.mark()
+			next <- struct{}{}
+			h.receive(arrived, fmt.Sprintf("request %d while busy", i+2))
+			h.settleWith(mark, 1)
+			noMore("busy, one answered")
+		}
+		if got := h.app.maxInFlight(); got != 1 {
+			t.Fatalf("up to %d requests in flight at the app while busy, want 1", got)
+		}
+
+		// No longer busy: within busyRecheck, Concurrency again.
+		busy.Store(false)
+		mark = h.mark()
+		h.clk.advance(busyRecheck)
+		h.receive(arrived, "a 2nd request in flight")
+		h.receive(arrived, "a 3rd request in flight")
+		h.settleWith(mark, 3)
+		noMore("3 in flight")
+
+		// Busy again: the attempts in flight end, and only the last one
+		// to end takes a successor.
+		busy.Store(true)
+		next <- struct{}{}
+		inflight(2)
+		next <- struct{}{}
+		inflight(1)
+		noMore("busy again, two answered")
+		next <- struct{}{}
+		h.receive(arrived, "the next request once one is left")
+		inflight(1)
+		noMore("busy again, one in flight")
+
+		// Still busy, the rest go one at a time to the end.
+		g.release()
+		h.waitFor("every forward delivered", func() bool {
+			for i := range jobs {
+				if h.job(fmt.Sprintf("g%02d", i)).Forward.State != store.ForwardDelivered {
+					return false
+				}
+			}
+			return true
+		})
+		for _, n := range h.app.delivered() {
+			if n != 1 {
+				t.Fatalf("delivered %v, want each job once", h.app.delivered())
+			}
+		}
+		if got := h.app.maxInFlight(); got != 3 {
+			t.Fatalf("up to %d requests in flight at the app, want 3", got)
+		}
+	})
+}
