@@ -71,15 +71,19 @@ func TestBusyGivesWay(t *testing.T) {
 
 		// Not starved: each answer lets the next forward go, one at a time.
 		for i := range 3 {
-			mark := h.mark()
 			next <- struct{}{}
 			h.receive(arrived, fmt.Sprintf("request %d while busy", i+2))
-			h.settleWith(mark, 1)
+			inflight(1)
 			noMore("busy, one answered")
 		}
 		if got := h.app.maxInFlight(); got != 1 {
 			t.Fatalf("up to %d requests in flight at the app while busy, want 1", got)
 		}
+		// The loop may be claiming after those answers: let it sleep.
+		mark = h.mark()
+		f.Kick()
+		h.settleWith(mark, 1)
+		noMore("busy, asleep")
 
 		// No longer busy: within busyRecheck, Concurrency again.
 		busy.Store(false)

@@ -112,11 +112,10 @@ type Options struct {
 	Version string
 	// Busy, when set, says the service has more urgent work than
 	// forwarding (webhooks to answer): while it holds, one attempt at a
-	// time is in flight, never none, so that forwards still move, and
-	// fewer are claimed ahead. The loop asks again at least every 100 ms of
-	// Clock and at each attempt's end, and returns to Concurrency once it
-	// no longer holds. It is called often, so it must be cheap; nil is
-	// never busy.
+	// time is in flight, never none, so that forwards still move. The
+	// loop asks again at least every 100 ms of Clock, and each attempt at
+	// its end, and returns to Concurrency once it no longer holds. It is
+	// called often, so it must be cheap; nil is never busy.
 	Busy func() bool
 }
 
@@ -145,8 +144,7 @@ type Forwarder struct {
 	// ready: twice Concurrency, so that a slot that frees takes the next
 	// forward at once and claims are made a batch at a time; Concurrency
 	// (one) in ordered mode, where the next is not due until this one ends.
-	// refill is how few held forwards make the loop claim more. While Busy
-	// holds they are those of a Concurrency of one (see limits).
+	// refill is how few held forwards make the loop claim more.
 	hold, refill int
 
 	mu       sync.Mutex
@@ -364,14 +362,15 @@ func (f *Forwarder) loop(ctx context.Context) {
 	}
 }
 
-// limits are the attempts that may be in flight at once, and hold and
-// refill (see Forwarder), as they are now: while the service is busy, those
-// of a Concurrency of one.
-func (f *Forwarder) limits(busy bool) (concurrency, hold, refill int) {
-	if busy && !f.opts.Ordered {
-		return 1, 2, 1
+// concurrency is how many attempts may be in flight now: one while the
+// service is busy. Claims are still made a batch at a time then (hold and
+// refill do not change), so that each forward sent while busy does not
+// cost a claim of its own in the store's writer as well.
+func (f *Forwarder) concurrency(busy bool) int {
+	if busy {
+		return 1
 	}
-	return f.opts.Concurrency, f.hold, f.refill
+	return f.opts.Concurrency
 }
 
 // step looks at Busy, then sleeps at most busyRecheck when it holds.
@@ -388,11 +387,11 @@ func (f *Forwarder) step(ctx context.Context) time.Duration {
 // the free slots, and returns how long to sleep before looking again.
 func (f *Forwarder) claimAndStart(ctx context.Context, busy bool) time.Duration {
 	now := f.clock.Now()
-	concurrency, hold, refill := f.limits(busy)
+	concurrency := f.concurrency(busy)
 	f.mu.Lock()
-	n, gone := hold-f.inflight-len(f.ready), f.gone
+	n, gone := f.hold-f.inflight-len(f.ready), f.gone
 	f.mu.Unlock()
-	if hold-n > refill {
+	if f.hold-n > f.refill {
 		// Slots left by Busy take the ready forwards once it no longer
 		// holds; a slot that frees with few ready wakes the loop.
 		f.start(ctx, concurrency)
@@ -577,7 +576,7 @@ func (f *Forwarder) work(ctx context.Context, q queued) {
 			f.log.Debug().Str("job_id", q.claim.Job.JobID).Int64("seq", q.claim.Job.Seq).
 				Msg("forward waited too long for a free slot; it is claimed again once its lease runs out")
 		}
-		concurrency, _, refill := f.limits(f.busy())
+		concurrency := f.concurrency(f.busy())
 		f.mu.Lock()
 		more := len(f.ready) > 0 && ctx.Err() == nil && f.inflight <= concurrency
 		if more {
@@ -586,7 +585,7 @@ func (f *Forwarder) work(ctx context.Context, q queued) {
 		} else {
 			f.inflight--
 		}
-		if f.inflight+len(f.ready) <= refill {
+		if f.inflight+len(f.ready) <= f.refill {
 			f.signal() // under the lock, so no one sees the slot free and no wake-up
 		}
 		f.mu.Unlock()
