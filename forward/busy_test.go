@@ -86,28 +86,39 @@ func TestBusyGivesWay(t *testing.T) {
 		noMore("busy, asleep")
 
 		// No longer busy: within busyRecheck, Concurrency again.
-		busy.Store(false)
-		mark = h.mark()
-		h.clk.advance(busyRecheck)
-		h.receive(arrived, "a 2nd request in flight")
-		h.receive(arrived, "a 3rd request in flight")
-		h.settleWith(mark, 3)
-		noMore("3 in flight")
+		notBusy := func(when string) {
+			t.Helper()
+			busy.Store(false)
+			mark := h.mark()
+			h.clk.advance(busyRecheck)
+			h.receive(arrived, "a 2nd request in flight "+when)
+			h.receive(arrived, "a 3rd request in flight "+when)
+			h.settleWith(mark, 3)
+			noMore("3 in flight " + when)
+		}
+		notBusy("after the first busy spell")
 
 		// Busy again: the attempts in flight end, and only the last one
-		// to end takes a successor.
+		// to end takes a successor. The first slot to end wakes the loop,
+		// which from then on looks at Busy every busyRecheck.
 		busy.Store(true)
+		mark = h.mark()
 		next <- struct{}{}
 		inflight(2)
+		h.settleWith(mark, 2)
 		next <- struct{}{}
 		inflight(1)
 		noMore("busy again, two answered")
+		mark = h.mark()
 		next <- struct{}{}
 		h.receive(arrived, "the next request once one is left")
-		inflight(1)
+		h.settleWith(mark, 1)
 		noMore("busy again, one in flight")
 
-		// Still busy, the rest go one at a time to the end.
+		notBusy("after the second busy spell")
+
+		// Busy, the rest go one at a time to the end.
+		busy.Store(true)
 		g.release()
 		h.waitFor("every forward delivered", func() bool {
 			for i := range jobs {

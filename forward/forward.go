@@ -578,14 +578,19 @@ func (f *Forwarder) work(ctx context.Context, q queued) {
 		}
 		concurrency := f.concurrency(f.busy())
 		f.mu.Lock()
-		more := len(f.ready) > 0 && ctx.Err() == nil && f.inflight <= concurrency
+		more := len(f.ready) > 0 && ctx.Err() == nil
+		// Giving way: the loop is woken too, so that it looks at Busy
+		// every busyRecheck from now on and fills this slot again soon
+		// after Busy ends.
+		yield := more && f.inflight > concurrency
+		more = more && !yield
 		if more {
 			q = f.ready[0]
 			f.ready = f.ready[1:]
 		} else {
 			f.inflight--
 		}
-		if f.inflight+len(f.ready) <= f.refill {
+		if yield || f.inflight+len(f.ready) <= f.refill {
 			f.signal() // under the lock, so no one sees the slot free and no wake-up
 		}
 		f.mu.Unlock()
