@@ -113,49 +113,9 @@ type child struct {
 // happened.
 func startChild(t *testing.T, bin, db string, env ...string) *child {
 	t.Helper()
-	c := &child{log: &syncBuffer{}, exited: make(chan struct{})}
-	c.proc = exec.Command(bin, "serve")
-	c.proc.Env = append(crashEnviron(),
-		"NOUVEL_WEBHOOK_SECRET="+testSecret,
-		"NOUVELHOOK_LISTEN=127.0.0.1:0",
-		"NOUVELHOOK_ADMIN_LISTEN=127.0.0.1:0",
-		"NOUVELHOOK_DB="+db,
-		"NOUVELHOOK_LOG_FORMAT=json",
-		"NOUVELHOOK_LOG_LEVEL=info",
-	)
-	c.proc.Env = append(c.proc.Env, env...)
-	c.proc.Stdout, c.proc.Stderr = io.Discard, c.log
-	if err := c.proc.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	go func() {
-		c.err = c.proc.Wait()
-		close(c.exited)
-	}()
-	c.client = &http.Client{
-		Timeout:   10 * time.Second,
-		Transport: &http.Transport{MaxIdleConnsPerHost: crashSenders * 2, DisableCompression: true},
-	}
-	t.Cleanup(func() {
-		c.proc.Process.Kill()
-		<-c.exited
-		c.client.CloseIdleConnections()
-	})
-
-	deadline := time.After(20 * time.Second)
-	for {
-		if pub, adm, ok := listeningAddrs(c.log.String()); ok {
-			c.public, c.admin = "http://"+pub, "http://"+adm
-			return c
-		}
-		select {
-		case <-c.exited:
-			t.Fatalf("serve exited before listening: %v\n%s", c.err, logTail(c.log))
-		case <-deadline:
-			t.Fatalf("serve did not listen within 20s:\n%s", logTail(c.log))
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+	c := spawnReplica(t, bin, db, env...)
+	c.awaitListening(t)
+	return c
 }
 
 // crashEnviron is the test's environment without any of the service's own
