@@ -287,12 +287,17 @@ func TestDBCopySQLiteToSQLite(t *testing.T) {
 	srcPath, dstPath := filepath.Join(dir, "src.db"), filepath.Join(dir, "sub", "dst.db")
 	src := openSQLite(t, srcPath) // held open, with its lock, during the copy
 	log := buildCopyLog(t, src)
+	// Every ended job gets a forward, as if forwarding had been on.
+	forwards, err := src.ReplayForwards(context.Background(), time.Now(), 0)
+	if err != nil || forwards == 0 {
+		t.Fatalf("queue forwards: %d, %v", forwards, err)
+	}
 	want := viewLog(t, src, log.ids)
 	checkCopyLog(t, want)
 
 	out, errOut, err := runCLI(context.Background(), nil, "", "db", "copy", srcPath, dstPath)
 	wantOut := fmt.Sprintf("copied %s to %s: %d jobs, %d deliveries, %d forwards, last seq %d; counts checked\n",
-		srcPath, dstPath, want.Stats.Jobs, 8, 0, want.Last)
+		srcPath, dstPath, want.Stats.Jobs, 8, forwards, want.Last)
 	if err != nil || out != wantOut {
 		t.Fatalf("db copy: got %q, %q, %v; want %q", out, errOut, err, wantOut)
 	}
