@@ -47,6 +47,16 @@ func (s *ledStore) AcquireLeadership(context.Context) (store.Lease, bool, error)
 	return s.lease, true, nil
 }
 
+// PollerState is the SQLite store's, with the last request the leader
+// before this one noted.
+func (s *ledStore) PollerState(ctx context.Context, key string) (store.PollerState, error) {
+	st, err := s.Store.PollerState(ctx, key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st.LastRequest = s.prior
+	return st, err
+}
+
 // expire ends the lease once now reaches until, as a lost session would.
 func (s *ledStore) expire(now time.Time) {
 	s.mu.Lock()
@@ -76,7 +86,29 @@ func (l *fakeLease) NoteRequest(_ context.Context, t time.Time) error {
 	return nil
 }
 
-func (l *fakeLease) LastRequest(context.Context) (time.Time, error) { return l.s.prior, nil }
+func (l *fakeLease) NotePause(ctx context.Context, p store.PollerPause) error {
+	return l.note(func(in store.Lease) error { return in.NotePause(ctx, p) })
+}
+
+func (l *fakeLease) NoteLockOut(ctx context.Context, key string, lo store.LockOut) error {
+	return l.note(func(in store.Lease) error { return in.NoteLockOut(ctx, key, lo) })
+}
+
+// note refuses once the lease is lost, and otherwise writes through the
+// SQLite store's own lease.
+func (l *fakeLease) note(fn func(store.Lease) error) error {
+	select {
+	case <-l.lost:
+		return errors.New("lease lost")
+	default:
+	}
+	in, _, err := l.s.Store.AcquireLeadership(context.Background())
+	if err != nil {
+		return err
+	}
+	defer in.Release()
+	return fn(in)
+}
 
 func (l *fakeLease) Release() error {
 	l.once.Do(func() { close(l.lost) })
@@ -107,7 +139,7 @@ func TestPollsOnlyWhileLeading(t *testing.T) {
 	// Leader as Status shows it, sampled before, during and after the lease.
 	leader := map[string]bool{}
 	var rec *reconcile.Reconciler
-	c := &splitClock{sim: f.Clock, end: simStart.Add(8 * time.Minute), done: make(chan struct{}), watch: func(now time.Time) {
+	c := f.Clock.Phase(simStart.Add(8*time.Minute), func(now time.Time) {
 		ls.expire(now)
 		switch {
 		case now.Before(ls.from):
@@ -117,13 +149,13 @@ func TestPollsOnlyWhileLeading(t *testing.T) {
 		case now.After(ls.until.Add(sweepEvery)): // a later wake-up than the one that lost the lease
 			leader["after"] = leader["after"] || rec.Status().(reconcile.Status).Leader
 		}
-	}}
+	})
 	opts := f.opts
 	opts.Clock = c
 	rec = reconcile.New(opts)
 	rec.Start()
 	select {
-	case <-c.done:
+	case <-c.Done():
 	case <-time.After(2 * time.Minute):
 		t.Fatal("simulated time did not run out within 2 real minutes")
 	}

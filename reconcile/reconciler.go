@@ -4,6 +4,9 @@ package reconcile
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -96,12 +99,26 @@ type Reconciler struct {
 	wake    chan struct{}
 	metrics reconcileMetrics
 
+	// fingerprint names the API key in the store (see keyFingerprint);
+	// started is when this process started: a lock-out of the key noted
+	// before then is checked once more (see adopt).
+	fingerprint string
+	started     time.Time
+
 	mu          sync.Mutex
-	lockedOut   error
 	pausedUntil time.Time
-	recent      []time.Time // request times within the last minute
-	lastSweep   time.Time
-	leading     bool
+	pauseReason string
+	// lock is this process's lock-out, zero At while Nouvel has not
+	// refused the key (or a refusal noted before this process started is
+	// still to be checked); lockNoted is whether the store holds it, so
+	// the other replicas know.
+	lock      store.LockOut
+	lockNoted bool
+	// refused is the store's lock-out of this key, as last read or noted.
+	refused   store.LockOut
+	recent    []time.Time // request times within the last minute
+	lastSweep time.Time
+	leading   bool
 
 	// lease is held while this process polls; only the loop touches it.
 	lease    store.Lease
@@ -126,12 +143,16 @@ func New(opts Options) *Reconciler {
 		opts.LeaderRetry = defaultLeaderRetry
 	}
 	r := &Reconciler{
-		opts:  opts,
-		clock: opts.Clock,
+		opts:    opts,
+		clock:   opts.Clock,
+		started: opts.Clock.Now(),
 		// A burst of one keeps any minute-long window within the budget.
 		limiter: rate.NewLimiter(rate.Every(spacing(opts.Budget)), 1),
 		log:     opts.Logger.With().Str("component", "reconciler").Logger(),
 		wake:    make(chan struct{}, 1),
+	}
+	if opts.Client != nil {
+		r.fingerprint = keyFingerprint(opts.Client.key)
 	}
 	r.metrics = newReconcileMetrics(opts.Registerer, r.budgetUsed, r.isLeading, opts.Budget)
 	return r
@@ -176,11 +197,31 @@ func (r *Reconciler) Track(ctx context.Context, jobID string) (store.Job, bool, 
 	return j, created, err
 }
 
-// Ready is nil unless Nouvel refused the API key, in which case it says so.
+// Ready is nil unless Nouvel refused the API key, as this replica or
+// another one sharing the store found, in which case it says so.
 func (r *Reconciler) Ready() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.lockedOut
+	switch {
+	case !r.lock.At.IsZero():
+		return lockOutErr(r.lock)
+	case !r.refused.At.IsZero():
+		return fmt.Errorf("polling held: Nouvel refused this API key at %s (%s); this replica started since, "+
+			"and checks the key with one request when it polls", r.refused.At.UTC().Format(time.RFC3339), r.refused.Reason)
+	}
+	return nil
+}
+
+// lockOutErr is what Ready and Status say about a lock-out.
+func lockOutErr(l store.LockOut) error {
+	return fmt.Errorf("polling stopped: %s; set a NOUVEL_API_KEY with projects:read and restart", l.Reason)
+}
+
+// lockedOut reports whether Nouvel refused the key: no request goes out.
+func (r *Reconciler) lockedOut() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.lock.At.IsZero()
 }
 
 func (r *Reconciler) loop(ctx context.Context) {
@@ -208,11 +249,12 @@ func (r *Reconciler) loop(ctx context.Context) {
 
 // lead returns 0 while this process may poll, and otherwise how long to
 // wait before trying again to. A store that is no store.Leadership is
-// one process's alone. On taking over, the limiter is seeded so that the
-// first request keeps a budget's spacing after the last one any leader
-// noted, but waits no more than one spacing from now: the last leader
-// noted every request before losing the lock, so before now, and a clock
-// of its that ran ahead must not hold polling off longer.
+// one process's alone. On taking over, this process reads what the leader
+// before noted: the pause and the lock-out, which it keeps to, and the
+// last request, after which it seeds the limiter (see takeOver). A process
+// that does not lead reads them too, so that its /readyz and /v1/stats show
+// a lock-out or a pause all the same. A locked-out process still leads, to
+// run the sweeps; it just sends nothing.
 func (r *Reconciler) lead(ctx context.Context) time.Duration {
 	if r.lease != nil {
 		select {
@@ -233,13 +275,20 @@ func (r *Reconciler) lead(ctx context.Context) time.Duration {
 	actx, cancel := context.WithTimeout(ctx, pollTimeout)
 	defer cancel()
 	lease, ok, err := ld.AcquireLeadership(actx)
-	if err == nil && ok {
-		var last time.Time
-		if last, err = lease.LastRequest(actx); err != nil {
+	if err == nil {
+		// Read after the lock is held: the leader before held it until all
+		// it noted had committed.
+		var st store.PollerState
+		if st, err = ld.PollerState(actx, r.fingerprint); err != nil && ok {
 			lease.Release()
-		} else {
-			r.takeOver(lease, last)
-			return 0
+		} else if err == nil {
+			r.adopt(st, ok)
+		}
+		if err == nil && ok {
+			r.takeOver(lease, st.LastRequest)
+			if err = r.noteLockOut(actx); err == nil {
+				return 0
+			}
 		}
 	}
 	switch {
@@ -251,6 +300,83 @@ func (r *Reconciler) lead(ctx context.Context) time.Duration {
 		r.leadFail = false
 	}
 	return r.opts.LeaderRetry
+}
+
+// adopt takes in what the leaders noted in the store. A pause is kept to
+// until it ends. A lock-out of this key noted since this process started
+// stops polling; one noted before it started (a restart, often to fix the
+// key) is checked with the next request, which either notes it again or
+// clears it. A lock-out cleared in the store, as another replica found the
+// key accepted, ends this one's too. leading is whether this process just
+// took the lead, to log only what it will act on.
+func (r *Reconciler) adopt(st store.PollerState, leading bool) {
+	now := r.clock.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p := st.Pause; p.Until.After(r.pausedUntil) {
+		r.pausedUntil, r.pauseReason = p.Until, p.Reason
+		if leading && p.Until.After(now) {
+			r.log.Warn().Time("until", p.Until).Str("reason", p.Reason).Msg("polling paused, as the leader before was asked to")
+		}
+	}
+	lo := st.LockOut
+	switch {
+	case lo.At.IsZero():
+		if r.lockNoted && !r.lock.At.IsZero() {
+			r.log.Info().Msg("another replica found the API key accepted; polling may resume")
+			r.lock = store.LockOut{}
+		}
+		r.lockNoted = false
+	case !r.lock.At.IsZero():
+		r.lockNoted = true
+	case !lo.At.Before(r.started):
+		r.lock, r.lockNoted = lo, true
+		r.log.Error().Str("reason", lo.Reason).Time("at", lo.At).
+			Msg("Nouvel refused the API key, as another replica found; polling stopped until restart")
+	}
+	r.refused = lo
+}
+
+// noteLockOut writes this process's lock-out to the store if it is not
+// there yet, so that the other replicas stop too. An error means the lease
+// is lost: it has been released.
+func (r *Reconciler) noteLockOut(ctx context.Context) error {
+	r.mu.Lock()
+	lo, noted := r.lock, r.lockNoted
+	r.mu.Unlock()
+	if r.lease == nil || r.fingerprint == "" || lo.At.IsZero() || noted {
+		return nil
+	}
+	if err := r.lease.NoteLockOut(ctx, r.fingerprint, lo); err != nil {
+		r.resign()
+		return err
+	}
+	r.mu.Lock()
+	r.refused, r.lockNoted = lo, true
+	r.mu.Unlock()
+	return nil
+}
+
+// keyAccepted clears, when Nouvel has just accepted the key, a lock-out of
+// it noted before this process started.
+func (r *Reconciler) keyAccepted(ctx context.Context) {
+	r.mu.Lock()
+	at := r.refused.At
+	r.mu.Unlock()
+	if r.lease == nil || at.IsZero() {
+		return
+	}
+	if err := r.lease.NoteLockOut(ctx, r.fingerprint, store.LockOut{}); err != nil {
+		if ctx.Err() == nil {
+			r.log.Warn().Err(err).Msg("cannot clear the API key's lock-out under the poller lead; polling stops here")
+		}
+		r.resign()
+		return
+	}
+	r.mu.Lock()
+	r.refused = store.LockOut{}
+	r.mu.Unlock()
+	r.log.Info().Time("refused_at", at).Msg("Nouvel accepts the API key it refused before this replica started; lock-out cleared")
 }
 
 func (r *Reconciler) takeOver(lease store.Lease, last time.Time) {
@@ -299,7 +425,7 @@ func (r *Reconciler) step(ctx context.Context) time.Duration {
 		r.lastSweep = now
 		r.sweep(ctx, now)
 	}
-	if r.Ready() != nil {
+	if r.lockedOut() {
 		return sweepEvery // polling stopped: only a restart with a working key resumes it
 	}
 	if wait := r.paused(now); wait > 0 {
@@ -383,7 +509,9 @@ func (r *Reconciler) poll(ctx context.Context, p store.PollTarget, now time.Time
 	}
 	job, info, err := r.opts.Client.GetJob(pctx, p.JobID)
 	cancel()
-	r.noteRate(info, now)
+	// What was learned is kept even if shutdown begins now.
+	wctx := context.WithoutCancel(ctx)
+	r.noteRate(wctx, info, now)
 	if ctx.Err() != nil {
 		return // shutting down; the job stays due
 	}
@@ -401,15 +529,17 @@ func (r *Reconciler) poll(ctx context.Context, p store.PollTarget, now time.Time
 	var res store.PollResult
 	switch {
 	case err == nil:
+		r.keyAccepted(wctx)
 		rep := job.Report()
 		res.Report, res.Next = &rep, now.Add(gap(r.opts.Interval, p.Step))
 	case errors.Is(err, ErrRateLimited):
-		r.pause(now, retryAfter(err), "Nouvel answered 429")
+		r.pause(wctx, now, retryAfter(err), "Nouvel answered 429")
 		return
 	case errors.Is(err, ErrUnauthorized), errors.Is(err, ErrForbidden):
-		r.lockOut(err)
+		r.lockOut(wctx, err, now)
 		return
 	case errors.Is(err, ErrNotFound):
+		r.keyAccepted(wctx)
 		res.NotFound, res.Next = true, now.Add(r.opts.Interval)
 		res.Err = fmt.Sprintf("Nouvel answered 404 (%d in a row)", p.NotFound+1)
 		if p.NotFound+1 >= notFoundLimit {
@@ -419,8 +549,7 @@ func (r *Reconciler) poll(ctx context.Context, p store.PollTarget, now time.Time
 		res.Failed, res.Err = true, err.Error()
 		res.Next = now.Add(backoff(r.opts.Interval, p.Failures+1))
 	}
-	// What was learned is kept even if shutdown begins now.
-	outcome, err := r.opts.Store.RecordPoll(context.WithoutCancel(ctx), p.JobID, res)
+	outcome, err := r.opts.Store.RecordPoll(wctx, p.JobID, res)
 	if err != nil {
 		r.log.Error().Err(err).Str("job_id", p.JobID).Msg("record poll")
 		return
@@ -475,18 +604,30 @@ func retryAfter(err error) time.Duration {
 }
 
 // noteRate pauses polling when the key's window is nearly spent.
-func (r *Reconciler) noteRate(info RateInfo, now time.Time) {
+func (r *Reconciler) noteRate(ctx context.Context, info RateInfo, now time.Time) {
 	if info.Known && info.Remaining <= lowRemaining && info.Reset.After(now) {
-		r.pause(now, info.Reset.Sub(now), "X-RateLimit-Remaining is low")
+		r.pause(ctx, now, info.Reset.Sub(now), "X-RateLimit-Remaining is low")
 	}
 }
 
-func (r *Reconciler) pause(now time.Time, d time.Duration, why string) {
+// pause stops polling for d, unless a pause already runs longer, and notes
+// it in the lease before polling stops, so that a leader after this one
+// keeps to it too.
+func (r *Reconciler) pause(ctx context.Context, now time.Time, d time.Duration, why string) {
+	until := now.Add(d)
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if until := now.Add(d); until.After(r.pausedUntil) {
-		r.pausedUntil = until
+	longer := until.After(r.pausedUntil)
+	if longer {
+		r.pausedUntil, r.pauseReason = until, why
 		r.log.Warn().Dur("for", d).Str("reason", why).Msg("polling paused")
+	}
+	r.mu.Unlock()
+	if !longer || r.lease == nil {
+		return
+	}
+	if err := r.lease.NotePause(ctx, store.PollerPause{Until: until, Reason: why}); err != nil {
+		r.log.Warn().Err(err).Msg("cannot note the pause under the poller lead; polling stops here")
+		r.resign()
 	}
 }
 
@@ -496,12 +637,17 @@ func (r *Reconciler) paused(now time.Time) time.Duration {
 	return r.pausedUntil.Sub(now)
 }
 
-func (r *Reconciler) lockOut(err error) {
+// lockOut stops polling after Nouvel refused the key, and notes it in the
+// lease, so that the other replicas do not try the key again.
+func (r *Reconciler) lockOut(ctx context.Context, err error, now time.Time) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.lockedOut == nil {
-		r.lockedOut = fmt.Errorf("polling stopped: %w; set a NOUVEL_API_KEY with projects:read and restart", err)
+	if r.lock.At.IsZero() {
+		r.lock, r.lockNoted = store.LockOut{At: now, Reason: err.Error()}, false
 		r.log.Error().Err(err).Msg("Nouvel refused the API key; polling stopped until restart")
+	}
+	r.mu.Unlock()
+	if err := r.noteLockOut(ctx); err != nil {
+		r.log.Warn().Err(err).Msg("cannot note the lock-out under the poller lead; polling stops here")
 	}
 }
 
@@ -534,7 +680,9 @@ type Status struct {
 	BudgetPerMinute    int        `json:"budgetPerMinute"`
 	RequestsLastMinute int        `json:"requestsLastMinute"`
 	PausedUntil        *time.Time `json:"pausedUntil,omitempty"`
-	Stopped            string     `json:"stopped,omitempty"`
+	// PauseReason says why polling is paused, while it is.
+	PauseReason string `json:"pauseReason,omitempty"`
+	Stopped     string `json:"stopped,omitempty"`
 	// Leader is whether this replica is the one polling; the others stand
 	// by, and RequestsLastMinute counts this replica's requests only.
 	Leader     bool   `json:"leader"`
@@ -550,10 +698,26 @@ func (r *Reconciler) Status() any {
 	st.Leader = r.leading
 	if r.pausedUntil.After(r.clock.Now()) {
 		t := r.pausedUntil.UTC()
-		st.PausedUntil = &t
+		st.PausedUntil, st.PauseReason = &t, r.pauseReason
 	}
-	if r.lockedOut != nil {
-		st.Stopped = r.lockedOut.Error()
+	if !r.lock.At.IsZero() {
+		st.Stopped = lockOutErr(r.lock).Error()
 	}
 	return st
+}
+
+// fingerprintLabel is what a key's fingerprint is the HMAC of.
+const fingerprintLabel = "nouvelhook poller key fingerprint v1"
+
+// keyFingerprint names the API key in the store, where a lock-out is noted
+// against it, without revealing it: the first 16 hex digits (64 bits) of
+// HMAC-SHA256 of a fixed label keyed by the key. A new key has another
+// fingerprint, so its lock-out is not the old key's. It is never logged.
+func keyFingerprint(apiKey string) string {
+	if apiKey == "" {
+		return ""
+	}
+	m := hmac.New(sha256.New, []byte(apiKey))
+	m.Write([]byte(fingerprintLabel))
+	return hex.EncodeToString(m.Sum(nil))[:16]
 }

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -71,51 +70,19 @@ func sortedRequests(f *fixture) []nouveltest.Request {
 	return reqs
 }
 
-// splitClock is a view of the fixture's SimClock that runs out at end, which
-// may be before the SimClock's own end. It lets a test stop one reconciler
-// mid-schedule and start another while the store, the webhook server and the
-// stand-in, all bound to the SimClock, keep one time line. watch, when set,
-// is called with the new time each time the clock moves, before the
-// reconciler does any work at that time.
-type splitClock struct {
-	sim   *nouveltest.SimClock
-	end   time.Time
-	watch func(now time.Time)
-	once  sync.Once
-	done  chan struct{}
-}
-
-func (c *splitClock) Now() time.Time { return c.sim.Now() }
-
-func (c *splitClock) After(d time.Duration) <-chan time.Time {
-	if c.sim.Now().Add(d).After(c.end) {
-		c.once.Do(func() { close(c.done) })
-		return nil
-	}
-	ch := c.sim.After(d)
-	if ch == nil {
-		c.once.Do(func() { close(c.done) })
-		return nil
-	}
-	if c.watch != nil {
-		c.watch(c.sim.Now())
-	}
-	return ch
-}
-
 // runPhase runs a new reconciler, made with the fixture's options, on the
 // fixture's clock until simulated time reaches end, and closes it. A phase
 // after another is a restart: only the store carries over.
 func (f *fixture) runPhase(t *testing.T, end time.Time, watch func(now time.Time)) {
 	t.Helper()
-	c := &splitClock{sim: f.Clock, end: end, watch: watch, done: make(chan struct{})}
+	c := f.Clock.Phase(end, watch)
 	opts := f.opts
 	opts.Clock = c
 	rec := reconcile.New(opts)
 	rec.Start()
 	defer rec.Close()
 	select {
-	case <-c.done:
+	case <-c.Done():
 	case <-time.After(2 * time.Minute):
 		t.Fatal("simulated time did not reach the phase's end within 2 real minutes")
 	}

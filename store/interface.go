@@ -6,6 +6,9 @@ package store
 
 import (
 	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -113,24 +116,161 @@ type Leadership interface {
 	// process leads; an error (ErrUnavailable) means the backend could not
 	// be asked, and the caller should try again later either way.
 	AcquireLeadership(ctx context.Context) (lease Lease, ok bool, err error)
+	// PollerState returns what the leaders noted for whoever polls next:
+	// the last request, the last pause, and the lock-out of the key whose
+	// fingerprint is key ("" asks for none). Any process may read it,
+	// leading or not: a new leader reads it once it holds its Lease, so it
+	// sees everything the one before noted; the others read it to show a
+	// lock-out. A key that is not a fingerprint (see CheckKeyFingerprint)
+	// is ErrInvalid.
+	PollerState(ctx context.Context, key string) (PollerState, error)
+}
+
+// PollerState is what one leader hands to the next through the store.
+type PollerState struct {
+	// LastRequest is the latest request a leader noted, zero when none
+	// did, so that a new leader can keep its first request a budget's
+	// spacing after it.
+	LastRequest time.Time
+	// Pause is the pause a leader noted last (zero Until when none); it
+	// may have ended already.
+	Pause PollerPause
+	// LockOut is Nouvel's refusal of the key asked about, zero At when
+	// none is recorded.
+	LockOut LockOut
+}
+
+// PollerPause is a time before which no request may go out to Nouvel,
+// because Nouvel said so (a 429's Retry-After, or a rate-limit window
+// nearly spent).
+type PollerPause struct {
+	Until  time.Time
+	Reason string
+}
+
+// LockOut is Nouvel's refusal (401 or 403) of one API key.
+type LockOut struct {
+	// At is when the refusal was noted; zero means none.
+	At time.Time
+	// Reason says what Nouvel answered; it never holds the key.
+	Reason string
+}
+
+// maxKeyFingerprint is the longest fingerprint: a whole hex SHA-256.
+const maxKeyFingerprint = 64
+
+// CheckKeyFingerprint is nil for a key fingerprint a backend may store (1
+// to 64 lowercase hex digits, such as a truncated HMAC of the key) and
+// ErrInvalid otherwise, so that an API key passed by mistake is refused
+// rather than written down.
+func CheckKeyFingerprint(key string) error {
+	if key == "" || len(key) > maxKeyFingerprint {
+		return Errorf(EINVALID, "a key fingerprint is 1 to %d hex digits, got %d characters", maxKeyFingerprint, len(key))
+	}
+	for _, c := range key {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return Errorf(EINVALID, "a key fingerprint is lowercase hex digits")
+		}
+	}
+	return nil
 }
 
 // Lease is leadership held: until Lost is closed or Release returns, no
-// other process sharing the store holds one.
+// other process sharing the store holds one. Its Note methods write on
+// behalf of the leader: an error from any of them means this process may no
+// longer lead, so it sends nothing more and treats the lease as lost.
 type Lease interface {
 	// Lost is closed once leadership has ended: released, or the backend
 	// can no longer vouch for it (a lost connection), after which another
 	// process may lead.
 	Lost() <-chan struct{}
 	// NoteRequest records, before it is sent, that a Nouvel request goes out
-	// at t, and checks that this process still leads. An error means it may
-	// not: send nothing, and treat the lease as lost.
+	// at t, and checks that this process still leads.
 	NoteRequest(ctx context.Context, t time.Time) error
-	// LastRequest is the latest t any leader noted, zero when none did, so
-	// that a new leader can keep its first request a budget's spacing
-	// after the last one of the leader before it.
-	LastRequest(ctx context.Context) (time.Time, error)
+	// NotePause records, before polling stops for it, that no request may
+	// go out before p.Until; it replaces the pause noted before.
+	NotePause(ctx context.Context, p PollerPause) error
+	// NoteLockOut records that Nouvel refused the key whose fingerprint is
+	// key, replacing that key's record; a zero l.At clears it (the key was
+	// accepted). Other keys' records are left alone. A key that is not a
+	// fingerprint is ErrInvalid.
+	NoteLockOut(ctx context.Context, key string, l LockOut) error
 	// Release gives leadership up; Lost is closed when it returns. Releasing
 	// twice is harmless.
 	Release() error
+}
+
+// The meta rows (key, text value) in which a backend keeps PollerState, the
+// same on every backend. Times are unix nanoseconds.
+const (
+	// PollerLastRequestRow holds the last request noted, in decimal.
+	PollerLastRequestRow = "poller_last_request"
+	// PollerPauseRow holds the last pause noted, as PollerPauseValue
+	// writes it.
+	PollerPauseRow = "poller_pause"
+	// PollerLockOutRowPrefix followed by a key's fingerprint names the row
+	// holding that key's lock-out, as LockOutValue writes it.
+	PollerLockOutRowPrefix = "poller_lockout_"
+)
+
+// PollerRows returns the rows PollerState reads for the key fingerprint
+// key ("" for none), or ErrInvalid for a key that is not a fingerprint.
+func PollerRows(key string) ([]string, error) {
+	rows := []string{PollerLastRequestRow, PollerPauseRow}
+	if key == "" {
+		return rows, nil
+	}
+	if err := CheckKeyFingerprint(key); err != nil {
+		return nil, err
+	}
+	return append(rows, PollerLockOutRowPrefix+key), nil
+}
+
+// pollerRow is the JSON of a pause row (At is Until) and of a lock-out row.
+type pollerRow struct {
+	At     int64  `json:"at"`
+	Reason string `json:"reason"`
+}
+
+func (r pollerRow) value() string {
+	b, _ := json.Marshal(r) // cannot fail: an int and a string
+	return string(b)
+}
+
+// PollerPauseValue is the value of the PollerPauseRow for p.
+func PollerPauseValue(p PollerPause) string {
+	return pollerRow{At: p.Until.UnixNano(), Reason: p.Reason}.value()
+}
+
+// LockOutValue is the value of a lock-out row for l.
+func LockOutValue(l LockOut) string {
+	return pollerRow{At: l.At.UnixNano(), Reason: l.Reason}.value()
+}
+
+// ReadPollerRow sets the part of st that the row named name, one of
+// PollerRows, holds; a value it cannot read is ErrUnavailable.
+func (st *PollerState) ReadPollerRow(name, value string) error {
+	var err error
+	var r pollerRow
+	if name == PollerLastRequestRow {
+		r.At, err = strconv.ParseInt(value, 10, 64)
+	} else {
+		err = json.Unmarshal([]byte(value), &r)
+	}
+	if err != nil {
+		return Errorf(EUNAVAILABLE, "store unavailable: poller state %s %q: %v", name, value, err)
+	}
+	var at time.Time
+	if r.At != 0 {
+		at = time.Unix(0, r.At)
+	}
+	switch {
+	case name == PollerLastRequestRow:
+		st.LastRequest = at
+	case name == PollerPauseRow:
+		st.Pause = PollerPause{Until: at, Reason: r.Reason}
+	case strings.HasPrefix(name, PollerLockOutRowPrefix):
+		st.LockOut = LockOut{At: at, Reason: r.Reason}
+	}
+	return nil
 }

@@ -23,9 +23,6 @@ const (
 	leaseCheck = 2 * time.Second
 	// leaseTimeout bounds one statement on the lock's connection.
 	leaseTimeout = 5 * time.Second
-	// lastRequestKey is the meta row holding the last noted request, in
-	// unix nanoseconds.
-	lastRequestKey = "poller_last_request"
 )
 
 var _ store.Leadership = (*Store)(nil)
@@ -87,28 +84,69 @@ func (l *lease) Lost() <-chan struct{} { return l.lost }
 // next leader, which can take the lock only after this session ends, reads
 // the time noted.
 func (l *lease) NoteRequest(ctx context.Context, t time.Time) error {
+	return l.upsert(ctx, store.PollerLastRequestRow, strconv.FormatInt(t.UnixNano(), 10))
+}
+
+// NotePause runs on the lock's connection, as NoteRequest does, so that a
+// pause noted is there for the next leader to read.
+func (l *lease) NotePause(ctx context.Context, p store.PollerPause) error {
+	return l.upsert(ctx, store.PollerPauseRow, store.PollerPauseValue(p))
+}
+
+// NoteLockOut runs on the lock's connection, as NoteRequest does.
+func (l *lease) NoteLockOut(ctx context.Context, key string, lo store.LockOut) error {
+	if err := store.CheckKeyFingerprint(key); err != nil {
+		return err
+	}
+	if lo.At.IsZero() {
+		if err := l.exec(ctx, `DELETE FROM meta WHERE key = $1`, store.PollerLockOutRowPrefix+key); err != nil {
+			return l.s.leaseErr(err)
+		}
+		return nil
+	}
+	return l.upsert(ctx, store.PollerLockOutRowPrefix+key, store.LockOutValue(lo))
+}
+
+// upsert sets a meta row on the lock's connection.
+func (l *lease) upsert(ctx context.Context, key, value string) error {
 	err := l.exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, $2)
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, lastRequestKey, strconv.FormatInt(t.UnixNano(), 10))
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value)
 	if err != nil {
 		return l.s.leaseErr(err)
 	}
 	return nil
 }
 
-func (l *lease) LastRequest(ctx context.Context) (time.Time, error) {
-	var v string
-	err := l.s.pool.QueryRow(ctx, `SELECT value FROM meta WHERE key = $1`, lastRequestKey).Scan(&v)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return time.Time{}, nil
-	}
+// PollerState reads the poller's rows in one statement, on the pool: a new
+// leader reads it after taking the lock, which the leader before held
+// until all it noted had committed.
+func (s *Store) PollerState(ctx context.Context, key string) (store.PollerState, error) {
+	var st store.PollerState
+	names, err := store.PollerRows(key)
 	if err != nil {
-		return time.Time{}, l.s.dbErr(err)
+		return st, err
 	}
-	ns, err := strconv.ParseInt(v, 10, 64)
+	if s.closed.Load() {
+		return st, store.Errorf(store.EUNAVAILABLE, "store unavailable: store is closed")
+	}
+	rows, err := s.pool.Query(ctx, `SELECT key, value FROM meta WHERE key = ANY($1)`, names)
 	if err != nil {
-		return time.Time{}, store.Errorf(store.EUNAVAILABLE, "store unavailable: poller's last request %q: %v", v, err)
+		return st, s.dbErr(err)
 	}
-	return time.Unix(0, ns), nil
+	defer rows.Close()
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return st, s.dbErr(err)
+		}
+		if err := st.ReadPollerRow(k, v); err != nil {
+			return st, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return st, s.dbErr(err)
+	}
+	return st, nil
 }
 
 // Release closes the lock's connection, which ends the session and with it

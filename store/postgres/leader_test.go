@@ -9,10 +9,21 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/nouvelhook/nouvelhook/store"
+	"github.com/nouvelhook/nouvelhook/store/storetest"
 )
 
+// TestLeadershipConformance runs the suite's leadership tests, each on a
+// fresh schema.
+func TestLeadershipConformance(t *testing.T) {
+	baseURL(t)
+	storetest.RunLeadership(t, func(t *testing.T, o storetest.Options) store.Store {
+		return openTest(t, freshSchema(t), Options{Forward: o.Forward})
+	})
+}
+
 // Two stores on one schema: one leads at a time, the next leader reads the
-// last request the one before noted, and a schema of its own elects apart.
+// last request, the pause and the lock-out the one before noted, and a
+// schema of its own elects apart.
 func TestLeadershipOneAtATime(t *testing.T) {
 	dbURL := freshSchema(t)
 	a, b := openTest(t, dbURL, Options{}), openTest(t, dbURL, Options{})
@@ -32,12 +43,21 @@ func TestLeadershipOneAtATime(t *testing.T) {
 	}
 	defer lo.Release()
 
-	if last, err := la.LastRequest(ctx); err != nil || !last.IsZero() {
-		t.Fatalf("LastRequest before any: got %v, %v; want zero", last, err)
+	const key = "5eed"
+	if st, err := a.PollerState(ctx, key); err != nil || st != (store.PollerState{}) {
+		t.Fatalf("PollerState before any: got %+v, %v; want zero", st, err)
 	}
 	noted := time.Date(2026, 11, 27, 10, 0, 0, 123456789, time.UTC)
 	if err := la.NoteRequest(ctx, noted); err != nil {
 		t.Fatalf("NoteRequest: %v", err)
+	}
+	pause := store.PollerPause{Until: noted.Add(time.Minute), Reason: "Nouvel answered 429"}
+	if err := la.NotePause(ctx, pause); err != nil {
+		t.Fatalf("NotePause: %v", err)
+	}
+	refused := store.LockOut{At: noted, Reason: "nouvel answered 401: bad key"}
+	if err := la.NoteLockOut(ctx, key, refused); err != nil {
+		t.Fatalf("NoteLockOut: %v", err)
 	}
 	if err := la.Release(); err != nil {
 		t.Fatalf("Release: %v", err)
@@ -55,8 +75,13 @@ func TestLeadershipOneAtATime(t *testing.T) {
 		t.Fatalf("AcquireLeadership after Release: got ok=%v, %v; want ok", ok, err)
 	}
 	defer lb.Release()
-	if last, err := lb.LastRequest(ctx); err != nil || !last.Equal(noted) {
-		t.Errorf("the next leader's LastRequest: got %v, %v; want %v", last, err, noted)
+	st, err := b.PollerState(ctx, key)
+	if err != nil || !st.LastRequest.Equal(noted) || !st.Pause.Until.Equal(pause.Until) || st.Pause.Reason != pause.Reason ||
+		!st.LockOut.At.Equal(refused.At) || st.LockOut.Reason != refused.Reason {
+		t.Errorf("the next leader's PollerState: got %+v, %v; want last request %s, %+v, %+v", st, err, noted, pause, refused)
+	}
+	if st, err := other.PollerState(ctx, key); err != nil || st != (store.PollerState{}) {
+		t.Errorf("PollerState in another schema: got %+v, %v; want zero", st, err)
 	}
 }
 
@@ -87,8 +112,8 @@ func TestLeadershipEndsWithTheSession(t *testing.T) {
 		t.Fatalf("AcquireLeadership after the leader's session ended: got ok=%v, %v; want ok", ok, err)
 	}
 	defer lb.Release()
-	if err := la.NoteRequest(ctx, time.Now()); !errors.Is(err, store.ErrUnavailable) {
-		t.Errorf("NoteRequest on the dead session: got %v, want ErrUnavailable", err)
+	if err := la.NotePause(ctx, store.PollerPause{Until: time.Now(), Reason: "late"}); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("NotePause on the dead session: got %v, want ErrUnavailable", err)
 	}
 	select {
 	case <-la.Lost():
