@@ -392,6 +392,10 @@ func (r *Reconciler) takeOver(lease store.Lease, last time.Time) {
 	r.limiter.ReserveN(first.Add(-every), 1)
 	r.lease, r.leadFail = lease, false
 	r.setLeading(true)
+	if r.lockedOut() {
+		r.log.Info().Msg("this replica leads now, to run the sweeps; it sends nothing, since Nouvel refused the API key")
+		return
+	}
 	r.log.Info().Time("first_request_at", first).Msg("this replica polls Nouvel now")
 }
 
