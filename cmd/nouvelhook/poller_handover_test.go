@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,16 +33,21 @@ func newHandover(t *testing.T, apiKey string) *handover {
 	h.nouvel = nouveltest.New(nouveltest.Options{APIKey: apiKey, WebhookSecret: testSecret, Now: h.clock.Now})
 	t.Cleanup(h.nouvel.Close)
 	h.nouvel.AddJob(nouveltest.JobSpec{ID: "job-1", Polls: 1 << 30})
-	if _, _, err := h.replicaStore(t).Track(context.Background(), "job-1", h.start.Add(10*time.Second)); err != nil {
+	if _, _, err := h.replicaStore(t, "").Track(context.Background(), "job-1", h.start.Add(10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	return h
 }
 
-// replicaStore opens a store of its own on the schema, as a replica does.
-func (h *handover) replicaStore(t *testing.T) *postgres.Store {
+// replicaStore opens a store of its own on the schema, as a replica does,
+// whose connections are named app when it is not "".
+func (h *handover) replicaStore(t *testing.T, app string) *postgres.Store {
 	t.Helper()
-	st, err := postgres.Open(context.Background(), h.dbURL, postgres.Options{Now: h.clock.Now})
+	dbURL := h.dbURL
+	if app != "" {
+		dbURL += "&application_name=" + app
+	}
+	st, err := postgres.Open(context.Background(), dbURL, postgres.Options{Now: h.clock.Now})
 	if err != nil {
 		t.Fatalf("open postgres: %v", err)
 	}
@@ -50,10 +56,11 @@ func (h *handover) replicaStore(t *testing.T) *postgres.Store {
 }
 
 // replica returns a reconciler made now (its start, as far as a lock-out
-// is concerned), polling with apiKey on a store of its own, on clock.
-func (h *handover) replica(t *testing.T, apiKey string, clock reconcile.Clock) *reconcile.Reconciler {
+// is concerned), polling with apiKey on a store of its own (see
+// replicaStore), on clock.
+func (h *handover) replica(t *testing.T, apiKey, app string, clock reconcile.Clock) *reconcile.Reconciler {
 	rec := reconcile.New(reconcile.Options{
-		Store: h.replicaStore(t), Client: reconcile.NewClient(h.nouvel.URL(), apiKey, nil), Clock: clock,
+		Store: h.replicaStore(t, app), Client: reconcile.NewClient(h.nouvel.URL(), apiKey, nil), Clock: clock,
 		Budget: 30, Interval: 10 * time.Second, TTL: 24 * time.Hour, MissedGrace: 2 * time.Minute,
 		Logger: zerolog.Nop(), LeaderRetry: 5 * time.Second,
 	})
@@ -72,6 +79,72 @@ func runPhase(t *testing.T, rec *reconcile.Reconciler, phase *nouveltest.Phase) 
 	}
 }
 
+// turns is two replicas with the same key polling in turn: the first
+// alone until 30 s into simulated time, then the second, made at the
+// start like the first, which follows while the first keeps the lead and
+// takes it once the first loses it at one minute, until end. The first
+// is closed, releasing the lead as a replica shutting down does, or, with
+// kill, has its Postgres sessions ended, as when its process is killed.
+type turns struct {
+	first, second   *reconcile.Reconciler
+	firstP, secondP *nouveltest.Phase
+	// following is called with the second replica at each move of its
+	// clock while the first leads; ledAfter is whether the second led after.
+	following func(second *reconcile.Reconciler)
+	ledAfter  bool
+}
+
+func (h *handover) turns(t *testing.T, apiKey string, kill bool, end time.Time, following func(*reconcile.Reconciler)) *turns {
+	tr := &turns{firstP: h.clock.Phase(h.start.Add(30*time.Second), nil), following: following}
+	app := "nh_first_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	tr.first = h.replica(t, apiKey, app, tr.firstP)
+	releaseAt, first := h.start.Add(time.Minute), tr.first
+	tr.secondP = h.clock.Phase(end, func(now time.Time) {
+		switch {
+		case now.Before(releaseAt):
+			tr.following(tr.second)
+		case first != nil:
+			if kill {
+				h.endSessions(t, app)
+			} else {
+				first.Close()
+			}
+			first = nil
+		default:
+			tr.ledAfter = tr.ledAfter || tr.second.Status().(reconcile.Status).Leader
+		}
+	})
+	tr.second = h.replica(t, apiKey, "", tr.secondP)
+	return tr
+}
+
+// endSessions ends every Postgres session named app, and returns once they
+// are gone, with their locks.
+func (h *handover) endSessions(t *testing.T, app string) {
+	conn, err := pgx.Connect(context.Background(), h.dbURL)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer conn.Close(context.Background())
+	var n int
+	err = conn.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid, 10000))
+		FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&n)
+	if err != nil || n == 0 {
+		t.Errorf("end the sessions of %s: ended %d, %v", app, n, err)
+	}
+}
+
+// runSecond runs the second replica to the end and checks it took the
+// lead.
+func (tr *turns) runSecond(t *testing.T) {
+	t.Helper()
+	runPhase(t, tr.second, tr.secondP)
+	if !tr.ledAfter {
+		t.Fatal("the second replica never led after the first released the lead")
+	}
+}
+
 func (h *handover) requests() []nouveltest.Request {
 	reqs := h.nouvel.Requests()
 	slices.SortStableFunc(reqs, func(a, b nouveltest.Request) int { return a.Time.Compare(b.Time) })
@@ -86,40 +159,21 @@ func TestPollerHandoverKeepsThePause(t *testing.T) {
 	const retry = 3 * time.Minute
 	h := newHandover(t, testAPIKey)
 	h.nouvel.InjectFault(nouveltest.Fault{Status: http.StatusTooManyRequests, RetryAfter: retry, JobID: "job-1"})
-	firstPhase := h.clock.Phase(h.start.Add(30*time.Second), nil)
-	first := h.replica(t, testAPIKey, firstPhase)
-	releaseAt := h.start.Add(time.Minute)
 	var followerPause string
-	leadAfter := false
-	var second *reconcile.Reconciler
-	phase := h.clock.Phase(h.start.Add(8*time.Minute), func(now time.Time) {
-		st := second.Status().(reconcile.Status)
-		switch {
-		case now.Before(releaseAt):
-			if !st.Leader && st.PausedUntil != nil {
-				followerPause = st.PauseReason
-			}
-		case first != nil:
-			first.Close() // releases the lead, as a replica shutting down does
-			first = nil
-		default:
-			leadAfter = leadAfter || st.Leader
+	tr := h.turns(t, testAPIKey, false, h.start.Add(8*time.Minute), func(second *reconcile.Reconciler) {
+		if st := second.Status().(reconcile.Status); !st.Leader && st.PausedUntil != nil {
+			followerPause = st.PauseReason
 		}
 	})
-	second = h.replica(t, testAPIKey, phase)
-
-	runPhase(t, first, firstPhase)
+	runPhase(t, tr.first, tr.firstP)
 	reqs := h.requests()
 	if len(reqs) != 1 || reqs[0].Status != http.StatusTooManyRequests {
 		t.Fatalf("the first leader's requests: got %d, want one, answered 429", len(reqs))
 	}
 	limited := reqs[0].Time
 
-	runPhase(t, second, phase)
-	second.Close()
-	if !leadAfter {
-		t.Fatal("the second replica never led after the first released the lead")
-	}
+	tr.runSecond(t)
+	tr.second.Close()
 	if !strings.Contains(followerPause, "429") {
 		t.Errorf("the second replica's pause while the first led: got %q, want the 429's", followerPause)
 	}
@@ -141,56 +195,39 @@ func TestPollerHandoverKeepsThePause(t *testing.T) {
 // A 401 locks every replica with that key out: the leader that got it
 // notes it against the key's fingerprint, the replica running beside it
 // shows it on its /readyz reason while following, and sends nothing once
-// it leads. A replica with a new key (the operator rotated it) polls.
+// it leads, after the first was cut off from Postgres. A replica with a new key (the operator rotated it) polls.
 // Nothing in the store holds the key.
 func TestPollerHandoverKeepsTheLockOut(t *testing.T) {
 	const oldKey, newKey = "nvl_old_key_0123456789", testAPIKey
 	h := newHandover(t, newKey) // Nouvel refuses oldKey
-	firstPhase := h.clock.Phase(h.start.Add(30*time.Second), nil)
-	first := h.replica(t, oldKey, firstPhase)
-	releaseAt := h.start.Add(time.Minute)
 	var followerReady error
-	leadAfter := false
-	var second *reconcile.Reconciler
-	phase := h.clock.Phase(h.start.Add(4*time.Minute), func(now time.Time) {
-		switch {
-		case now.Before(releaseAt):
-			if !second.Status().(reconcile.Status).Leader {
-				followerReady = second.Ready()
-			}
-		case first != nil:
-			first.Close()
-			first = nil
-		default:
-			leadAfter = leadAfter || second.Status().(reconcile.Status).Leader
+	tr := h.turns(t, oldKey, true, h.start.Add(4*time.Minute), func(second *reconcile.Reconciler) {
+		if !second.Status().(reconcile.Status).Leader {
+			followerReady = second.Ready()
 		}
 	})
-	second = h.replica(t, oldKey, phase)
 	thirdPhase := h.clock.Phase(h.start.Add(8*time.Minute), nil)
-	third := h.replica(t, newKey, thirdPhase)
+	third := h.replica(t, newKey, "", thirdPhase)
 
-	runPhase(t, first, firstPhase)
+	runPhase(t, tr.first, tr.firstP)
 	if reqs := h.requests(); len(reqs) != 1 || reqs[0].Status != http.StatusUnauthorized {
 		t.Fatalf("the first leader's requests: got %d, want one, answered 401", len(reqs))
 	}
-	if err := first.Ready(); err == nil {
+	if err := tr.first.Ready(); err == nil {
 		t.Fatal("the first leader's Ready after a 401: got nil, want the lock-out")
 	}
 
-	runPhase(t, second, phase)
-	if !leadAfter {
-		t.Fatal("the second replica never led after the first released the lead")
-	}
+	tr.runSecond(t)
 	if followerReady == nil || !strings.Contains(followerReady.Error(), "401") || strings.Contains(followerReady.Error(), oldKey) {
 		t.Errorf("the second replica's Ready while following: got %v, want the 401 and not the key", followerReady)
 	}
-	if err := second.Ready(); err == nil || !strings.Contains(err.Error(), "polling stopped") {
+	if err := tr.second.Ready(); err == nil || !strings.Contains(err.Error(), "polling stopped") {
 		t.Errorf("the second replica's Ready once leading: got %v, want polling stopped", err)
 	}
 	if n := len(h.requests()); n != 1 {
 		t.Errorf("requests once the second replica led with the refused key: got %d in all, want still 1", n)
 	}
-	second.Close()
+	tr.second.Close()
 
 	// The operator rotates the key: a replica with the new one polls, even
 	// one that was running before the old key was refused (a rolling
