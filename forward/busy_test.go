@@ -11,9 +11,9 @@ import (
 )
 
 // TestBusyGivesWay: while Busy holds, one attempt at a time is in flight,
-// and forwards keep moving; once it no longer holds, the loop returns to
-// Concurrency within busyRecheck; when it holds again, attempts in flight
-// above one end without a successor.
+// started at most every busyPace, and forwards keep moving; once it no
+// longer holds, the loop returns to Concurrency within busyRecheck; when it
+// holds again, attempts in flight above one end without a successor.
 func TestBusyGivesWay(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
 		h := newHarness(t, b)
@@ -69,10 +69,20 @@ func TestBusyGivesWay(t *testing.T) {
 		h.settleWith(mark, 1)
 		noMore("still busy")
 
-		// Not starved: each answer lets the next forward go, one at a time.
-		for i := range 3 {
+		// Not starved, but paced: an answer lets the next forward go at
+		// once when busyPace has passed since the last start (it has: the
+		// clock moved busyRecheck), else busyPace after that start.
+		next <- struct{}{}
+		h.receive(arrived, "request 2 while busy")
+		inflight(1)
+		noMore("busy, one answered")
+		for i := range 2 {
+			mark := h.mark()
 			next <- struct{}{}
-			h.receive(arrived, fmt.Sprintf("request %d while busy", i+2))
+			h.settleWith(mark, 0)
+			noMore("busy, answered within busyPace of the last start")
+			h.clk.advance(busyPace)
+			h.receive(arrived, fmt.Sprintf("request %d while busy, busyPace on", i+3))
 			inflight(1)
 			noMore("busy, one answered")
 		}
@@ -117,10 +127,11 @@ func TestBusyGivesWay(t *testing.T) {
 
 		notBusy("after the second busy spell")
 
-		// Busy, the rest go one at a time to the end.
+		// Busy, the rest go one at a time to the end, as the clock moves.
 		busy.Store(true)
 		g.release()
 		h.waitFor("every forward delivered", func() bool {
+			h.clk.advance(busyPace)
 			for i := range jobs {
 				if h.job(fmt.Sprintf("g%02d", i)).Forward.State != store.ForwardDelivered {
 					return false

@@ -153,12 +153,14 @@ func countingApp(got *atomic.Int64) *httptest.Server {
 // BenchmarkIngest: webhooks end new jobs on a real SQLite log from 64
 // goroutines at once, as the webhook path would under load: with
 // forwarding off; on, with no forwarder running (the cost of queueing each
-// end alone); and on, with a forwarder sending to an app that answers 200
-// at once. It reports the forwards the app got per webhook. Run it with
+// end alone); on, with a forwarder sending to an app that answers 200 at
+// once; and busy, the same giving way as serve does (Options.Busy while 8
+// or more webhooks are in flight). It reports the forwards the app got per
+// webhook. Run it with
 // -benchtime=100000x -cpuprofile to see where forwarding's cost on ingest
 // goes (a count, not a time, so that the profile holds one run).
 func BenchmarkIngest(b *testing.B) {
-	for _, mode := range []string{"off", "queue", "on"} {
+	for _, mode := range []string{"off", "queue", "on", "busy"} {
 		b.Run(mode, func(b *testing.B) {
 			ctx := context.Background()
 			st, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "log.db"), sqlite.Options{Forward: mode != "off"})
@@ -166,14 +168,14 @@ func BenchmarkIngest(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer st.Close()
-			var got atomic.Int64
+			var got, inflight atomic.Int64
 			calls := &callCounter{Store: st}
-			if mode == "on" {
+			if mode == "on" || mode == "busy" {
 				app := countingApp(&got)
 				defer app.Close()
 				f, err := New(Options{Store: calls, URL: app.URL + "/hooks", NouvelSecret: testSecret, Key: testKey,
 					Schedule: []time.Duration{time.Minute}, Timeout: 5 * time.Second, Concurrency: 4,
-					Logger: zerolog.Nop(), Version: testVersion})
+					Logger: zerolog.Nop(), Version: testVersion, Busy: func() bool { return mode == "busy" && inflight.Load() >= 8 }})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -185,7 +187,10 @@ func BenchmarkIngest(b *testing.B) {
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					if err := endJob(ctx, st, fmt.Sprintf("ingest-%07d", n.Add(1))); err != nil {
+					inflight.Add(1)
+					err := endJob(ctx, st, fmt.Sprintf("ingest-%07d", n.Add(1)))
+					inflight.Add(-1)
+					if err != nil {
 						b.Error(err)
 						return
 					}

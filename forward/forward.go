@@ -55,6 +55,16 @@ const (
 	// at its last look, so that it returns to Concurrency soon after the
 	// webhooks' burst ends.
 	busyRecheck = 100 * time.Millisecond
+	// busyPace spaces the starts of attempts while Options.Busy holds: at
+	// most one every busyPace, one at a time. Each forward costs the
+	// service about as much as three webhooks (its claim and result in the
+	// store's single writer, the request, the body and its signatures), and
+	// during a burst that saturates the service the forwarder cannot keep
+	// up anyway, so what it sends then is taken from the webhooks while
+	// barely shortening the backlog that drains, at Concurrency, once the
+	// burst ends. One every busyPace (20 a second) keeps forwards moving
+	// in a burst that does not end.
+	busyPace = 50 * time.Millisecond
 )
 
 // Clock is the forwarder's time source; it has the shape of
@@ -112,10 +122,11 @@ type Options struct {
 	Version string
 	// Busy, when set, says the service has more urgent work than
 	// forwarding (webhooks to answer): while it holds, one attempt at a
-	// time is in flight, never none, so that forwards still move. The
-	// loop asks again at least every 100 ms of Clock, and each attempt at
-	// its end, and returns to Concurrency once it no longer holds. It is
-	// called often, so it must be cheap; nil is never busy.
+	// time is in flight, and attempts start at most every 50 ms of Clock,
+	// never none, so that forwards still move. The loop asks again at
+	// least every 100 ms, and each attempt at its end, and returns to
+	// Concurrency once it no longer holds. It is called often, so it must
+	// be cheap; nil is never busy.
 	Busy func() bool
 }
 
@@ -165,6 +176,9 @@ type Forwarder struct {
 	// backlog failing against an app that is down logs once, not once a
 	// forward.
 	failing bool
+	// paceUntil is when the next attempt may start while Busy holds: an
+	// attempt started while busy sets it busyPace on.
+	paceUntil time.Time
 
 	busy   func() bool // Options.Busy, never nil
 	randMu sync.Mutex
@@ -373,13 +387,20 @@ func (f *Forwarder) concurrency(busy bool) int {
 	return f.opts.Concurrency
 }
 
-// step looks at Busy, then sleeps at most busyRecheck when it holds.
+// step looks at Busy, then sleeps at most busyRecheck when it holds, and
+// no longer than until the pace lets the next ready forward start.
 func (f *Forwarder) step(ctx context.Context) time.Duration {
 	busy := f.busy()
 	wait := f.claimAndStart(ctx, busy)
-	if busy {
-		return min(wait, busyRecheck)
+	if !busy {
+		return wait
 	}
+	wait = min(wait, busyRecheck)
+	f.mu.Lock()
+	if len(f.ready) > 0 && f.inflight < f.concurrency(true) {
+		wait = min(wait, max(f.paceUntil.Sub(f.clock.Now()), 0))
+	}
+	f.mu.Unlock()
 	return wait
 }
 
@@ -387,14 +408,13 @@ func (f *Forwarder) step(ctx context.Context) time.Duration {
 // the free slots, and returns how long to sleep before looking again.
 func (f *Forwarder) claimAndStart(ctx context.Context, busy bool) time.Duration {
 	now := f.clock.Now()
-	concurrency := f.concurrency(busy)
 	f.mu.Lock()
 	n, gone := f.hold-f.inflight-len(f.ready), f.gone
 	f.mu.Unlock()
 	if f.hold-n > f.refill {
 		// Slots left by Busy take the ready forwards once it no longer
 		// holds; a slot that frees with few ready wakes the loop.
-		f.start(ctx, concurrency)
+		f.start(ctx, busy)
 		return backstop
 	}
 	cctx, cancel := context.WithTimeout(ctx, storeTimeout)
@@ -413,7 +433,7 @@ func (f *Forwarder) claimAndStart(ctx context.Context, busy bool) time.Duration 
 	for _, c := range claims {
 		f.ready = append(f.ready, queued{claim: c, at: now})
 	}
-	f.startLocked(ctx, concurrency)
+	f.startLocked(ctx, busy)
 	f.mu.Unlock()
 	if len(claims) > 0 {
 		f.notPaused() // nothing is claimed while paused
@@ -454,22 +474,37 @@ func (f *Forwarder) claimAndStart(ctx context.Context, busy bool) time.Duration 
 }
 
 // start starts attempts for ready forwards in the free slots, up to
-// concurrency in flight.
-func (f *Forwarder) start(ctx context.Context, concurrency int) {
+// concurrency(busy) in flight, and while busy only once the pace allows.
+func (f *Forwarder) start(ctx context.Context, busy bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.startLocked(ctx, concurrency)
+	f.startLocked(ctx, busy)
 }
 
 // startLocked is start with f.mu held.
-func (f *Forwarder) startLocked(ctx context.Context, concurrency int) {
-	for f.inflight < concurrency && len(f.ready) > 0 {
+func (f *Forwarder) startLocked(ctx context.Context, busy bool) {
+	for f.inflight < f.concurrency(busy) && len(f.ready) > 0 && f.pacedLocked(busy) {
 		f.inflight++
 		q := f.ready[0]
 		f.ready = f.ready[1:]
 		f.wg.Add(1)
 		go f.work(ctx, q)
 	}
+}
+
+// pacedLocked reports whether an attempt may start now, with f.mu held:
+// always when not busy; while busy, once busyPace has passed since the
+// last start while busy, which it then counts from now.
+func (f *Forwarder) pacedLocked(busy bool) bool {
+	if !busy {
+		return true
+	}
+	now := f.clock.Now()
+	if now.Before(f.paceUntil) {
+		return false
+	}
+	f.paceUntil = now.Add(busyPace)
+	return true
 }
 
 // watchEnds is how the loop, about to sleep for wait, learns of jobs that
@@ -576,13 +611,13 @@ func (f *Forwarder) work(ctx context.Context, q queued) {
 			f.log.Debug().Str("job_id", q.claim.Job.JobID).Int64("seq", q.claim.Job.Seq).
 				Msg("forward waited too long for a free slot; it is claimed again once its lease runs out")
 		}
-		concurrency := f.concurrency(f.busy())
+		busy := f.busy()
 		f.mu.Lock()
 		more := len(f.ready) > 0 && ctx.Err() == nil
 		// Giving way: the loop is woken too, so that it looks at Busy
-		// every busyRecheck from now on and fills this slot again soon
-		// after Busy ends.
-		yield := more && f.inflight > concurrency
+		// every busyRecheck from now on, starts the next when the pace
+		// allows, and fills this slot again soon after Busy ends.
+		yield := more && (f.inflight > f.concurrency(busy) || !f.pacedLocked(busy))
 		more = more && !yield
 		if more {
 			q = f.ready[0]
