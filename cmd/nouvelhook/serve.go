@@ -28,8 +28,8 @@ import (
 const shutdownGrace = 15 * time.Second
 
 // webhooksBusyAt is how many webhook requests in flight make the forwarder
-// give way (forward.Options.Busy): it then sends one forward at a time
-// until fewer are in flight. The count is the simplest sign that the
+// give way (forward.Options.Busy): it then sends one forward at a time, at
+// most one every 50 ms, until fewer are in flight. The count is the simplest sign that the
 // webhook path is saturated: a webhook holds its request open until its
 // commit, so during a burst the count sits near the number of Nouvel's
 // connections, and between deliveries it is 0 to 2. A burst is when forwards
