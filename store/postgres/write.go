@@ -81,6 +81,11 @@ type op struct {
 	size, probe int
 	// deadline is when the op fails if it has not committed.
 	deadline time.Time
+	// end, when set, is a delivery ending a job, which runTx writes with
+	// the batch's other ends of new jobs (endNew) unless its job is known;
+	// outcome is then what it did.
+	end     *newEnd
+	outcome store.Outcome
 }
 
 // maxBatch bounds how many queued writes share one transaction.
@@ -203,7 +208,14 @@ func (s *Store) runTx(ctx context.Context, batch []*op) (*txn, error) {
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	t := &txn{ctx: ctx, tx: tx, now: s.now().UTC(), forward: s.forward}
-	for _, o := range batch {
+	written, err := t.endNew(batch)
+	if err != nil {
+		return t, err
+	}
+	for i, o := range batch {
+		if written[i] {
+			continue
+		}
 		if err := o.fn(t); err != nil {
 			return t, err
 		}
@@ -282,19 +294,107 @@ func (s *Store) RecordWebhook(ctx context.Context, d store.WebhookDelivery) (sto
 	if err != nil {
 		return "", err
 	}
-	var outcome store.Outcome
-	err = s.enqueue(ctx, &op{size: len(d.Body), fn: func(t *txn) error {
+	o := &op{size: len(d.Body), end: &newEnd{d: d, hash: hash[:], projects: projects}}
+	o.fn = func(t *txn) error {
 		var row int64
 		var err error
-		if outcome, row, err = t.endJob(d.Report, projects, store.SourceWebhook); err != nil {
+		if o.outcome, row, err = t.endJob(d.Report, projects, store.SourceWebhook); err != nil {
 			return err
 		}
-		return t.insertDelivery(d, hash[:], row, outcome)
-	}})
-	if err != nil {
+		return t.insertDelivery(d, hash[:], row, o.outcome)
+	}
+	if err := s.enqueue(ctx, o); err != nil {
 		return "", err
 	}
-	return outcome, nil
+	return o.outcome, nil
+}
+
+// newEnd is a verified delivery that ends its job, as the batched insert
+// of new jobs (endNew) takes it.
+type newEnd struct {
+	d        store.WebhookDelivery
+	hash     []byte
+	projects string
+}
+
+// endNew writes, in one statement, the deliveries of batch that end a job
+// the log has not heard of: their jobs, ended, with feed rows (and
+// forwards), and the deliveries themselves. A batch of webhooks for new
+// jobs, the common case under load, thus costs Postgres one statement
+// rather than two per webhook. It returns which ops it wrote; the others
+// (a job already known, a second delivery for a job of the batch, an op
+// that is not such a delivery) take their own way, op.fn, after it. The
+// jobs are inserted in job_id order, so that two transactions inserting
+// some of the same jobs wait for each other in one order and cannot
+// deadlock.
+func (t *txn) endNew(batch []*op) ([]bool, error) {
+	var idx []int
+	seen := make(map[string]bool)
+	for i, o := range batch {
+		if o.end != nil && !seen[o.end.d.Report.JobID] {
+			seen[o.end.d.Report.JobID] = true
+			idx = append(idx, i)
+		}
+	}
+	written := make([]bool, len(batch))
+	if len(idx) == 0 {
+		return written, nil
+	}
+	n := len(idx)
+	var (
+		ids, statuses, projects, stages, problems = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		totals, completed, failed, attempts       = make([]int32, n), make([]int32, n), make([]int32, n), make([]int32, n)
+		received                                  = make([]int64, n)
+		bodies, hashes                            = make([][]byte, n), make([][]byte, n)
+	)
+	at := make(map[string]int, n) // job id → index in batch
+	for k, i := range idx {
+		e := batch[i].end
+		r := e.d.Report
+		at[r.JobID] = i
+		ids[k], statuses[k], projects[k], stages[k], problems[k] = r.JobID, string(r.Status), e.projects, r.Stage, e.d.Problem
+		totals[k], completed[k], failed[k], attempts[k] = int32(r.TotalProjects), int32(r.CompletedProjects),
+			int32(r.FailedProjects), int32(e.d.Attempt)
+		received[k], bodies[k], hashes[k] = e.d.ReceivedAt.UnixNano(), e.d.Body, e.hash
+	}
+	q := `WITH i AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::int[], $6::text[],
+			$7::text[], $8::bigint[], $9::int[], $10::text[], $11::bytea[], $12::bytea[])
+			AS i (job_id, status, total, completed, failed, projects, stage, received_at, attempt, error, body, body_hash)),
+		j AS (INSERT INTO jobs (job_id, status, terminal, total_projects, completed_projects, failed_projects,
+			projects, source, progress, stage, webhook_deliveries, created_at, updated_at, terminal_at)
+			SELECT job_id, status, true, total, completed, failed, projects, $13, 100, stage, 1, $14, $14, $14
+			FROM i ORDER BY job_id
+			ON CONFLICT (job_id) DO NOTHING RETURNING id, job_id),
+		e AS (` + feedEnqueue + ` SELECT id FROM j),
+		d AS (INSERT INTO deliveries (job_row, job_id, received_at, last_received_at, attempt, status, outcome,
+			error, body, body_hash)
+			SELECT j.id, i.job_id, i.received_at, i.received_at, i.attempt, i.status, $15, i.error, i.body, i.body_hash
+			FROM j JOIN i USING (job_id))`
+	if t.forward {
+		q += `, f AS (` + forwardEnqueue + ` SELECT id, NULL::bigint, 'pending', $14, $14 FROM j` + forwardEnqueueEnd + `)`
+	}
+	q += ` SELECT id, job_id FROM j`
+	rows, err := t.tx.Query(t.ctx, q, ids, statuses, totals, completed, failed, projects, stages, received,
+		attempts, problems, bodies, hashes, store.SourceWebhook, t.now.UnixNano(), string(store.OutcomeAccepted))
+	if err != nil {
+		return nil, err
+	}
+	var row int64
+	var id string
+	_, err = pgx.ForEachRow(rows, []any{&row, &id}, func() error {
+		o := batch[at[id]]
+		written[at[id]] = true
+		o.outcome = store.OutcomeAccepted
+		t.count(statusCounter(o.end.d.Report.Status), 1)
+		t.count(sourceCounter(store.SourceWebhook), 1)
+		t.count(outcomeCounter(store.OutcomeAccepted), 1)
+		t.ended = append(t.ended, row)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("end new jobs: %w", err)
+	}
+	return written, nil
 }
 
 // endJob applies a terminal report learned from source and returns what it

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -186,5 +187,99 @@ func testCloseRefusesWrites(t *testing.T, s store.Store) {
 	}
 	if err := s.Failed(); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("Failed after Close: got %v, want ErrUnavailable", err)
+	}
+}
+
+// testConcurrentEndsOfTheSameJobs: many deliveries at once, several of
+// each job, so that one commit holds a job's first end and its repeats,
+// beside new jobs and invalid bodies. Each job ends once, with the first
+// report's status; every delivery is counted once, as what it was.
+func testConcurrentEndsOfTheSameJobs(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	const jobs, singles, invalid = 40, 20, 20
+	type result struct {
+		id     string
+		status store.Status
+		out    store.Outcome
+	}
+	results := make(chan result, jobs*5+singles)
+	var wg sync.WaitGroup
+	for i := range jobs {
+		id := fmt.Sprintf("same-%02d", i)
+		for k := range 5 {
+			status := store.Status("completed")
+			if k == 2 {
+				status = "failed"
+			}
+			wg.Go(func() { results <- result{id, status, deliver(t, s, report(id, status))} })
+		}
+	}
+	for i := range singles {
+		id := fmt.Sprintf("single-%02d", i)
+		wg.Go(func() { results <- result{id, "completed", deliver(t, s, report(id, "completed"))} })
+	}
+	for i := range invalid {
+		wg.Go(func() {
+			body := fmt.Appendf(nil, `{"jobId":"bad-%d","status":"done"}`, i)
+			if out, err := s.RecordWebhook(ctx, store.WebhookDelivery{Body: body, ReceivedAt: time.Now(), Attempt: 1,
+				JobID: fmt.Sprintf("bad-%d", i), Problem: "bad status"}); err != nil || out != store.OutcomeInvalid {
+				t.Errorf("invalid delivery %d: got %s, %v", i, out, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(results)
+	won := map[string]store.Status{}
+	var dups, conflicts int
+	outs := map[string][]result{}
+	for r := range results {
+		outs[r.id] = append(outs[r.id], r)
+		switch r.out {
+		case store.OutcomeAccepted:
+			if w, ok := won[r.id]; ok {
+				t.Fatalf("%s accepted twice: %s and %s", r.id, w, r.status)
+			}
+			won[r.id] = r.status
+		case store.OutcomeDuplicate:
+			dups++
+		case store.OutcomeConflict:
+			conflicts++
+		default:
+			t.Fatalf("%s: got outcome %q", r.id, r.out)
+		}
+	}
+	if len(won) != jobs+singles {
+		t.Fatalf("got %d jobs accepted, want %d", len(won), jobs+singles)
+	}
+	for id, rs := range outs {
+		for _, r := range rs {
+			want := store.OutcomeConflict
+			switch {
+			case r.out == store.OutcomeAccepted:
+				continue
+			case r.status == won[id]:
+				want = store.OutcomeDuplicate
+			}
+			if r.out != want {
+				t.Fatalf("%s: a %s delivery after a %s end got %s, want %s", id, r.status, won[id], r.out, want)
+			}
+		}
+		j, err := s.JobWithDeliveries(ctx, id)
+		if err != nil || j.Status != won[id] || j.WebhookDeliveries != len(rs) || j.DeliveriesTotal != len(rs) || j.Seq == 0 {
+			t.Fatalf("%s: got %+v, %v; want status %s, %d deliveries, a seq", id, j, err, won[id], len(rs))
+		}
+	}
+	st, err := s.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Jobs != jobs+singles || st.Deliveries != jobs*5+singles+invalid || st.Duplicates != dups+conflicts ||
+		st.Conflicts != conflicts || st.Invalid != invalid || st.LastSeq != jobs+singles {
+		t.Fatalf("got stats %+v; want %d jobs, %d deliveries, %d duplicates (%d of them conflicts), %d invalid, last seq %d",
+			st, jobs+singles, jobs*5+singles+invalid, dups+conflicts, conflicts, invalid, jobs+singles)
+	}
+	events, last, err := s.Events(ctx, 0, 500)
+	if err != nil || last != jobs+singles || len(events) != jobs+singles {
+		t.Fatalf("got %d events, last %d, %v; want %d", len(events), last, err, jobs+singles)
 	}
 }

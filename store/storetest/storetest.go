@@ -54,6 +54,7 @@ func Run(t *testing.T, open func(t *testing.T, o Options) store.Store) {
 		{"ListJobsFiltersMatchAScan", Options{}, testListJobsFiltersMatchAScan},
 		{"EventsOrderedAndWaitWakes", Options{}, testEventsOrderedAndWaitWakes},
 		{"ConcurrentDeliveriesAllStoredWithContiguousSeq", Options{}, testConcurrentDeliveriesAllStored},
+		{"ConcurrentEndsOfTheSameJobs", Options{}, testConcurrentEndsOfTheSameJobs},
 		{"WaitEventsAndWaitFeedWake", Options{}, testWaitEventsAndWaitFeedWake},
 		{"WaitEventsExactlyOnceInOrder", Options{}, testWaitEventsExactlyOnceInOrder},
 		{"WaitJobAnswersAtContextEnd", Options{}, testWaitJobAnswersAtContextEnd},
