@@ -16,10 +16,18 @@ import (
 	"github.com/nouvelhook/nouvelhook/store"
 )
 
+// txConn is the connection a write transaction runs on: its statements
+// run between the BEGIN and the COMMIT that runTx sends.
+type txConn interface {
+	querier
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
 // txn is one write transaction as the write helpers see it.
 type txn struct {
 	ctx context.Context
-	tx  pgx.Tx
+	tx  txConn
 	now time.Time
 	// deltas are counter changes, written once just before COMMIT.
 	deltas map[string]int64
@@ -82,7 +90,7 @@ type op struct {
 	// deadline is when the op fails if it has not committed.
 	deadline time.Time
 	// end, when set, is a delivery ending a job, which runTx writes with
-	// the batch's other ends of new jobs (endNew) unless its job is known;
+	// the batch's other ends of new jobs (newEnds) unless its job is known;
 	// outcome is then what it did.
 	end     *newEnd
 	outcome store.Outcome
@@ -201,34 +209,64 @@ func retryable(err error) bool {
 	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
 }
 
+// runTx runs batch in one transaction on a connection of the pool, in
+// two round trips when every op of it ends a new job: BEGIN with the
+// statement that writes those ends (newEnds), then the counters with
+// COMMIT. Ops that need statements of their own run in between.
 func (s *Store) runTx(ctx context.Context, batch []*op) (*txn, error) {
-	tx, err := s.pool.Begin(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("begin: %w", err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	t := &txn{ctx: ctx, tx: tx, now: s.now().UTC(), forward: s.forward}
-	written, err := t.endNew(batch)
+	t := &txn{ctx: ctx, tx: conn, now: s.now().UTC(), forward: s.forward}
+	if err = t.run(batch); err != nil {
+		// A connection left inside the transaction, as when this ROLLBACK
+		// cannot be sent, is closed by Release rather than reused.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		conn.Exec(rctx, "ROLLBACK")
+		cancel()
+	}
+	conn.Release()
+	return t, err
+}
+
+// run runs batch between BEGIN and COMMIT.
+func (t *txn) run(batch []*op) error {
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	q, args, at := t.newEnds(batch)
+	if q != "" {
+		b.Queue(q, args...)
+	}
+	written := make([]bool, len(batch))
+	br := t.tx.SendBatch(t.ctx, b)
+	_, err := br.Exec()
 	if err != nil {
-		return t, err
+		err = fmt.Errorf("begin: %w", err)
+	} else if q != "" {
+		var rows pgx.Rows
+		if rows, err = br.Query(); err == nil {
+			err = t.readNewEnds(rows, batch, at, written)
+		}
+	}
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("begin: %w", cerr)
+	}
+	if err != nil {
+		return err
 	}
 	for i, o := range batch {
 		if written[i] {
 			continue
 		}
 		if err := o.fn(t); err != nil {
-			return t, err
+			return err
 		}
 	}
-	if err := t.flush(); err != nil {
-		return t, err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return t, fmt.Errorf("commit: %w", err)
-	}
-	return t, nil
+	return t.commit()
 }
 
+// commit writes the counter changes and commits, in one round trip.
 // count adds n to a counter when the transaction commits.
 func (t *txn) count(name string, n int64) {
 	if t.deltas == nil {
@@ -243,10 +281,10 @@ func (t *txn) count(name string, n int64) {
 // seldom wait on the same counter row; a count is the sum of its shards.
 const counterShards = 64
 
-// flush writes the counter changes to one shard's rows, in name order so
-// that two transactions on the same shard never wait on each other's
-// counters in a circle.
-func (t *txn) flush() error {
+// commit writes the counter changes to one shard's rows, in name order
+// so that two transactions on the same shard never wait on each other's
+// counters in a circle, then commits, in one round trip.
+func (t *txn) commit() error {
 	names := make([]string, 0, len(t.deltas))
 	ns := make([]int64, 0, len(t.deltas))
 	for name, n := range t.deltas {
@@ -258,15 +296,30 @@ func (t *txn) flush() error {
 	for _, name := range names {
 		ns = append(ns, t.deltas[name])
 	}
+	b := &pgx.Batch{}
 	if len(names) > 0 {
-		_, err := t.tx.Exec(t.ctx, `INSERT INTO counters (name, shard, n)
+		b.Queue(`INSERT INTO counters (name, shard, n)
 			SELECT name, $3, n FROM unnest($1::text[], $2::bigint[]) AS d (name, n) ORDER BY name
 			ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + excluded.n`, names, ns, rand.IntN(counterShards))
-		if err != nil {
+	}
+	b.Queue("COMMIT")
+	br := t.tx.SendBatch(t.ctx, b)
+	defer br.Close()
+	if len(names) > 0 {
+		if _, err := br.Exec(); err != nil {
 			return fmt.Errorf("count: %w", err)
 		}
 	}
-	return nil
+	tag, err := br.Exec()
+	if err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	if tag.String() != "COMMIT" {
+		// Postgres answers COMMIT with ROLLBACK when the transaction had
+		// failed: nothing was kept.
+		return errors.New("commit: the transaction was rolled back")
+	}
+	return br.Close()
 }
 
 // Counter names in the counters table, as in the SQLite backend.
@@ -310,24 +363,25 @@ func (s *Store) RecordWebhook(ctx context.Context, d store.WebhookDelivery) (sto
 }
 
 // newEnd is a verified delivery that ends its job, as the batched insert
-// of new jobs (endNew) takes it.
+// of new jobs (newEnds) takes it.
 type newEnd struct {
 	d        store.WebhookDelivery
 	hash     []byte
 	projects string
 }
 
-// endNew writes, in one statement, the deliveries of batch that end a job
-// the log has not heard of: their jobs, ended, with feed rows (and
-// forwards), and the deliveries themselves. A batch of webhooks for new
-// jobs, the common case under load, thus costs Postgres one statement
-// rather than two per webhook. It returns which ops it wrote; the others
-// (a job already known, a second delivery for a job of the batch, an op
-// that is not such a delivery) take their own way, op.fn, after it. The
-// jobs are inserted in job_id order, so that two transactions inserting
-// some of the same jobs wait for each other in one order and cannot
-// deadlock.
-func (t *txn) endNew(batch []*op) ([]bool, error) {
+// newEnds returns the statement that writes, all at once, the deliveries
+// of batch that end a job the log has not heard of: their jobs, ended, with
+// feed rows (and forwards), and the deliveries themselves. A batch of
+// webhooks for new jobs, the common case under load, thus costs Postgres
+// one statement rather than two per webhook. It also returns where each
+// job id is in batch, for readNewEnds, which marks the ops the statement
+// wrote; the others (a job already known, a second delivery for a job of
+// the batch, an op that is not such a delivery) take their own way, op.fn,
+// after it. The jobs are inserted in job_id order, so that two
+// transactions inserting some of the same jobs wait for each other in one
+// order and cannot deadlock.
+func (t *txn) newEnds(batch []*op) (q string, args []any, at map[string]int) {
 	var idx []int
 	seen := make(map[string]bool)
 	for i, o := range batch {
@@ -336,9 +390,8 @@ func (t *txn) endNew(batch []*op) ([]bool, error) {
 			idx = append(idx, i)
 		}
 	}
-	written := make([]bool, len(batch))
 	if len(idx) == 0 {
-		return written, nil
+		return "", nil, nil
 	}
 	n := len(idx)
 	var (
@@ -347,7 +400,7 @@ func (t *txn) endNew(batch []*op) ([]bool, error) {
 		received                                  = make([]int64, n)
 		bodies, hashes                            = make([][]byte, n), make([][]byte, n)
 	)
-	at := make(map[string]int, n) // job id → index in batch
+	at = make(map[string]int, n) // job id → index in batch
 	for k, i := range idx {
 		e := batch[i].end
 		r := e.d.Report
@@ -357,7 +410,7 @@ func (t *txn) endNew(batch []*op) ([]bool, error) {
 			int32(r.FailedProjects), int32(e.d.Attempt)
 		received[k], bodies[k], hashes[k] = e.d.ReceivedAt.UnixNano(), e.d.Body, e.hash
 	}
-	q := `WITH i AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::int[], $6::text[],
+	q = `WITH i AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::int[], $6::text[],
 			$7::text[], $8::bigint[], $9::int[], $10::text[], $11::bytea[], $12::bytea[])
 			AS i (job_id, status, total, completed, failed, projects, stage, received_at, attempt, error, body, body_hash)),
 		j AS (INSERT INTO jobs (job_id, status, terminal, total_projects, completed_projects, failed_projects,
@@ -374,14 +427,16 @@ func (t *txn) endNew(batch []*op) ([]bool, error) {
 		q += `, f AS (` + forwardEnqueue + ` SELECT id, NULL::bigint, 'pending', $14, $14 FROM j` + forwardEnqueueEnd + `)`
 	}
 	q += ` SELECT id, job_id FROM j`
-	rows, err := t.tx.Query(t.ctx, q, ids, statuses, totals, completed, failed, projects, stages, received,
-		attempts, problems, bodies, hashes, store.SourceWebhook, t.now.UnixNano(), string(store.OutcomeAccepted))
-	if err != nil {
-		return nil, err
-	}
+	return q, []any{ids, statuses, totals, completed, failed, projects, stages, received, attempts, problems,
+		bodies, hashes, store.SourceWebhook, t.now.UnixNano(), string(store.OutcomeAccepted)}, at
+}
+
+// readNewEnds reads what newEnds' statement returns, the row of each job
+// it ended, and marks those ops written.
+func (t *txn) readNewEnds(rows pgx.Rows, batch []*op, at map[string]int, written []bool) error {
 	var row int64
 	var id string
-	_, err = pgx.ForEachRow(rows, []any{&row, &id}, func() error {
+	_, err := pgx.ForEachRow(rows, []any{&row, &id}, func() error {
 		o := batch[at[id]]
 		written[at[id]] = true
 		o.outcome = store.OutcomeAccepted
@@ -392,9 +447,9 @@ func (t *txn) endNew(batch []*op) ([]bool, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("end new jobs: %w", err)
+		return fmt.Errorf("end new jobs: %w", err)
 	}
-	return written, nil
+	return nil
 }
 
 // endJob applies a terminal report learned from source and returns what it
