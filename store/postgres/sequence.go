@@ -12,7 +12,7 @@ import (
 // seqLinger is how long a run that a local commit asked for waits for
 // more ends before it starts, so that one run numbers the ends of several
 // commits.
-const seqLinger = 5 * time.Millisecond
+const seqLinger = 25 * time.Millisecond
 
 // seqBatch bounds the ends one run of the sequencer numbers in one
 // transaction; a run takes as many as it needs.

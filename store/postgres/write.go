@@ -89,9 +89,9 @@ type op struct {
 	size, probe int
 	// deadline is when the op fails if it has not committed.
 	deadline time.Time
-	// end, when set, is a delivery ending a job, which runTx writes with
-	// the batch's other ends of new jobs (newEnds) unless its job is known;
-	// outcome is then what it did.
+	// end, when set, is a delivery ending a job, which endNewJobs writes
+	// with the batch's other ends of new jobs unless its job is known, and
+	// outcome is what it did.
 	end     *newEnd
 	outcome store.Outcome
 }
@@ -148,7 +148,7 @@ func (s *Store) commit(batch []*op) {
 	if len(late) > 0 {
 		s.finish(late, errNoTurn)
 	}
-	if batch = live; len(batch) == 0 {
+	if batch = s.endNewJobs(live); len(batch) == 0 {
 		return
 	}
 	err := s.runBatch(batch)
@@ -180,15 +180,20 @@ func (s *Store) finish(batch []*op, err error) {
 	}
 }
 
-// runBatch runs batch until the earliest deadline of its ops.
-func (s *Store) runBatch(batch []*op) error {
-	deadline := batch[0].deadline
+// deadline is the earliest deadline of batch's ops.
+func deadline(batch []*op) time.Time {
+	d := batch[0].deadline
 	for _, o := range batch[1:] {
-		if o.deadline.Before(deadline) {
-			deadline = o.deadline
+		if o.deadline.Before(d) {
+			d = o.deadline
 		}
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	return d
+}
+
+// runBatch runs batch until the earliest deadline of its ops.
+func (s *Store) runBatch(batch []*op) error {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline(batch))
 	defer cancel()
 	for attempt := 0; ; attempt++ {
 		t, err := s.runTx(ctx, batch)
@@ -209,10 +214,7 @@ func retryable(err error) bool {
 	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
 }
 
-// runTx runs batch in one transaction on a connection of the pool, in
-// two round trips when every op of it ends a new job: BEGIN with the
-// statement that writes those ends (newEnds), then the counters with
-// COMMIT. Ops that need statements of their own run in between.
+// runTx runs batch in one transaction on a connection of the pool.
 func (s *Store) runTx(ctx context.Context, batch []*op) (*txn, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
@@ -232,33 +234,10 @@ func (s *Store) runTx(ctx context.Context, batch []*op) (*txn, error) {
 
 // run runs batch between BEGIN and COMMIT.
 func (t *txn) run(batch []*op) error {
-	b := &pgx.Batch{}
-	b.Queue("BEGIN")
-	q, args, at := t.newEnds(batch)
-	if q != "" {
-		b.Queue(q, args...)
+	if _, err := t.tx.Exec(t.ctx, "BEGIN"); err != nil {
+		return fmt.Errorf("begin: %w", err)
 	}
-	written := make([]bool, len(batch))
-	br := t.tx.SendBatch(t.ctx, b)
-	_, err := br.Exec()
-	if err != nil {
-		err = fmt.Errorf("begin: %w", err)
-	} else if q != "" {
-		var rows pgx.Rows
-		if rows, err = br.Query(); err == nil {
-			err = t.readNewEnds(rows, batch, at, written)
-		}
-	}
-	if cerr := br.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("begin: %w", cerr)
-	}
-	if err != nil {
-		return err
-	}
-	for i, o := range batch {
-		if written[i] {
-			continue
-		}
+	for _, o := range batch {
 		if err := o.fn(t); err != nil {
 			return err
 		}
@@ -266,7 +245,6 @@ func (t *txn) run(batch []*op) error {
 	return t.commit()
 }
 
-// commit writes the counter changes and commits, in one round trip.
 // count adds n to a counter when the transaction commits.
 func (t *txn) count(name string, n int64) {
 	if t.deltas == nil {
@@ -322,7 +300,8 @@ func (t *txn) commit() error {
 	return br.Close()
 }
 
-// Counter names in the counters table, as in the SQLite backend.
+// Counter names in the counters table, as in the SQLite backend;
+// newEnds' statement builds the same names in SQL.
 func statusCounter(status store.Status) string { return "status:" + string(status) }
 func sourceCounter(source string) string       { return "source:" + source }
 func outcomeCounter(o store.Outcome) string    { return "outcome:" + string(o) }
@@ -363,25 +342,28 @@ func (s *Store) RecordWebhook(ctx context.Context, d store.WebhookDelivery) (sto
 }
 
 // newEnd is a verified delivery that ends its job, as the batched insert
-// of new jobs (newEnds) takes it.
+// of new jobs (endNewJobs) takes it.
 type newEnd struct {
 	d        store.WebhookDelivery
 	hash     []byte
 	projects string
 }
 
-// newEnds returns the statement that writes, all at once, the deliveries
-// of batch that end a job the log has not heard of: their jobs, ended, with
-// feed rows (and forwards), and the deliveries themselves. A batch of
-// webhooks for new jobs, the common case under load, thus costs Postgres
-// one statement rather than two per webhook. It also returns where each
-// job id is in batch, for readNewEnds, which marks the ops the statement
-// wrote; the others (a job already known, a second delivery for a job of
-// the batch, an op that is not such a delivery) take their own way, op.fn,
-// after it. The jobs are inserted in job_id order, so that two
-// transactions inserting some of the same jobs wait for each other in one
-// order and cannot deadlock.
-func (t *txn) newEnds(batch []*op) (q string, args []any, at map[string]int) {
+// endNewJobs writes, in one statement that commits on its own, the
+// deliveries of batch that end a job the log has not heard of: their jobs,
+// ended, with feed rows (and forwards), the deliveries themselves and the
+// counters. A batch of webhooks for new jobs, the common case under load,
+// thus costs Postgres one statement and one round trip, rather than two
+// statements per webhook in a transaction of four more. It answers the
+// ops it wrote and returns the others, for a transaction of their own: a
+// job already known, a second delivery for a job of the batch, an op that
+// is not such a delivery, or all of them when the statement failed, which
+// then committed nothing. When Postgres cannot be reached, whether the
+// statement committed is not known, so it fails them all instead (the 503
+// has Nouvel retry, which is idempotent). The jobs are inserted in job_id
+// order, so that two statements inserting some of the same jobs wait for
+// each other in one order and cannot deadlock.
+func (s *Store) endNewJobs(batch []*op) []*op {
 	var idx []int
 	seen := make(map[string]bool)
 	for i, o := range batch {
@@ -391,7 +373,7 @@ func (t *txn) newEnds(batch []*op) (q string, args []any, at map[string]int) {
 		}
 	}
 	if len(idx) == 0 {
-		return "", nil, nil
+		return batch
 	}
 	n := len(idx)
 	var (
@@ -400,7 +382,7 @@ func (t *txn) newEnds(batch []*op) (q string, args []any, at map[string]int) {
 		received                                  = make([]int64, n)
 		bodies, hashes                            = make([][]byte, n), make([][]byte, n)
 	)
-	at = make(map[string]int, n) // job id → index in batch
+	at := make(map[string]int, n) // job id → index in batch
 	for k, i := range idx {
 		e := batch[i].end
 		r := e.d.Report
@@ -410,46 +392,87 @@ func (t *txn) newEnds(batch []*op) (q string, args []any, at map[string]int) {
 			int32(r.FailedProjects), int32(e.d.Attempt)
 		received[k], bodies[k], hashes[k] = e.d.ReceivedAt.UnixNano(), e.d.Body, e.hash
 	}
-	q = `WITH i AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::int[], $6::text[],
+	q := newEndsSQL
+	if s.forward {
+		q = newEndsForwardSQL
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline(batch))
+	defer cancel()
+	written := make([]bool, len(batch))
+	var err error
+	for attempt := 0; ; attempt++ {
+		clear(written)
+		var rows pgx.Rows
+		rows, err = s.pool.Query(ctx, q, ids, statuses, totals, completed, failed, projects, stages, received,
+			attempts, problems, bodies, hashes, store.SourceWebhook, s.now().UTC().UnixNano(),
+			string(store.OutcomeAccepted), rand.IntN(counterShards))
+		if err == nil {
+			var id string
+			_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
+				written[at[id]] = true
+				return nil
+			})
+		}
+		if err == nil || attempt == 2 || !retryable(err) {
+			break
+		}
+	}
+	if err != nil {
+		if unreachable(err) {
+			s.finish(batch, fmt.Errorf("end new jobs: %w", err))
+			return nil
+		}
+		s.log.Warn().Str("error", s.scrub(err)).Int("batch", len(batch)).
+			Msg("writing the ends of new jobs in one statement failed; writing them one by one")
+		return batch
+	}
+	var done, rest []*op
+	for i, o := range batch {
+		if written[i] {
+			o.outcome = store.OutcomeAccepted
+			done = append(done, o)
+		} else {
+			rest = append(rest, o)
+		}
+	}
+	if len(done) > 0 {
+		s.finish(done, nil)
+		s.kickSeq()
+	}
+	return rest
+}
+
+// newEndsSQL is endNewJobs' statement; newEndsForwardSQL also queues the
+// jobs' forwards. The counters take the changes in one shard ($16), in name
+// order, as in commit.
+var (
+	newEndsSQL        = newEnds(false)
+	newEndsForwardSQL = newEnds(true)
+)
+
+func newEnds(forward bool) string {
+	q := `WITH i AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::int[], $6::text[],
 			$7::text[], $8::bigint[], $9::int[], $10::text[], $11::bytea[], $12::bytea[])
 			AS i (job_id, status, total, completed, failed, projects, stage, received_at, attempt, error, body, body_hash)),
 		j AS (INSERT INTO jobs (job_id, status, terminal, total_projects, completed_projects, failed_projects,
 			projects, source, progress, stage, webhook_deliveries, created_at, updated_at, terminal_at)
 			SELECT job_id, status, true, total, completed, failed, projects, $13, 100, stage, 1, $14, $14, $14
 			FROM i ORDER BY job_id
-			ON CONFLICT (job_id) DO NOTHING RETURNING id, job_id),
+			ON CONFLICT (job_id) DO NOTHING RETURNING id, job_id, status),
 		e AS (` + feedEnqueue + ` SELECT id FROM j),
 		d AS (INSERT INTO deliveries (job_row, job_id, received_at, last_received_at, attempt, status, outcome,
 			error, body, body_hash)
 			SELECT j.id, i.job_id, i.received_at, i.received_at, i.attempt, i.status, $15, i.error, i.body, i.body_hash
-			FROM j JOIN i USING (job_id))`
-	if t.forward {
+			FROM j JOIN i USING (job_id)),
+		c AS (INSERT INTO counters (name, shard, n)
+			SELECT name, $16, count(*) FROM (SELECT 'status:' || status FROM j
+				UNION ALL SELECT 'source:' || $13::text FROM j UNION ALL SELECT 'outcome:' || $15::text FROM j) AS x (name)
+			GROUP BY name ORDER BY name
+			ON CONFLICT (name, shard) DO UPDATE SET n = counters.n + excluded.n)`
+	if forward {
 		q += `, f AS (` + forwardEnqueue + ` SELECT id, NULL::bigint, 'pending', $14, $14 FROM j` + forwardEnqueueEnd + `)`
 	}
-	q += ` SELECT id, job_id FROM j`
-	return q, []any{ids, statuses, totals, completed, failed, projects, stages, received, attempts, problems,
-		bodies, hashes, store.SourceWebhook, t.now.UnixNano(), string(store.OutcomeAccepted)}, at
-}
-
-// readNewEnds reads what newEnds' statement returns, the row of each job
-// it ended, and marks those ops written.
-func (t *txn) readNewEnds(rows pgx.Rows, batch []*op, at map[string]int, written []bool) error {
-	var row int64
-	var id string
-	_, err := pgx.ForEachRow(rows, []any{&row, &id}, func() error {
-		o := batch[at[id]]
-		written[at[id]] = true
-		o.outcome = store.OutcomeAccepted
-		t.count(statusCounter(o.end.d.Report.Status), 1)
-		t.count(sourceCounter(store.SourceWebhook), 1)
-		t.count(outcomeCounter(store.OutcomeAccepted), 1)
-		t.ended = append(t.ended, row)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("end new jobs: %w", err)
-	}
-	return nil
+	return q + ` SELECT job_id FROM j`
 }
 
 // endJob applies a terminal report learned from source and returns what it
