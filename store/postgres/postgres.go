@@ -121,8 +121,8 @@ type Store struct {
 	maxBody int
 
 	closed      atomic.Bool
-	closeMu     sync.RWMutex // held to queue a write, so Close can close ops
-	ops         chan *op
+	closeMu     sync.RWMutex // held to queue a write, so Close can close ops and ends
+	ops, ends   chan *op     // the queues of writeLoop: see enqueue
 	writersDone sync.WaitGroup
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
@@ -168,7 +168,7 @@ func Open(ctx context.Context, dbURL string, opts Options) (*Store, error) {
 	s := &Store{
 		listen: cfg.ConnConfig.Copy(), now: opts.Now, log: opts.Logger, url: shown, secret: secret,
 		forward: opts.Forward,
-		kickCh:  make(chan struct{}, 1), ops: make(chan *op, maxBatch), seqCh: make(chan struct{}, 1),
+		kickCh:  make(chan struct{}, 1), ops: make(chan *op, maxBatch), ends: make(chan *op, maxBatch), seqCh: make(chan struct{}, 1),
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -199,10 +199,9 @@ func Open(ctx context.Context, dbURL string, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, s.openErr(err)
 	}
-	s.writersDone.Add(writers)
-	for range writers {
-		go s.writeLoop()
-	}
+	s.writersDone.Add(2)
+	go s.writeLoop(s.ends)
+	go s.writeLoop(s.ops)
 	s.wg.Add(2)
 	go s.feedLoop(lctx)
 	go s.seqLoop(lctx)
@@ -222,6 +221,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	close(s.ops)
+	close(s.ends)
 	s.closeMu.Unlock()
 	s.writersDone.Wait()
 	s.cancel()

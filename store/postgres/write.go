@@ -61,10 +61,14 @@ func (s *Store) enqueue(ctx context.Context, o *op) error {
 		s.closeMu.RUnlock()
 		return store.Errorf(store.EUNAVAILABLE, "store unavailable: store is closed")
 	}
+	queue := s.ops
+	if o.end != nil {
+		queue = s.ends
+	}
 	full := time.NewTimer(writeTimeout)
 	defer full.Stop()
 	select {
-	case s.ops <- o:
+	case queue <- o:
 		s.closeMu.RUnlock()
 	case <-ctx.Done():
 		s.closeMu.RUnlock()
@@ -99,24 +103,22 @@ type op struct {
 // maxBatch bounds how many queued writes share one transaction.
 const maxBatch = 256
 
-// writers is how many transactions of one replica may be open at once. Two
-// let one batch run its statements while the other commits; more would only
-// queue on the counter rows every batch updates.
-const writers = 2
-
-// writeLoop takes the first queued op, then whatever else is queued at that
-// moment, and commits them in one transaction (group commit): concurrent
+// writeLoop takes the first op queued on ops, then whatever else is queued
+// at that moment, and commits them together (group commit): concurrent
 // webhooks share one commit, and one turn on the counter rows, instead of
-// queuing for them one by one.
-func (s *Store) writeLoop() {
+// queuing for them one by one. Each queue has one writeLoop: the ends of
+// jobs by webhook (ends), whose batches commit as one statement
+// (endNewJobs), and every other write (ops), so that a long write, a prune
+// of thousands of jobs say, never holds webhooks up.
+func (s *Store) writeLoop(ops <-chan *op) {
 	defer s.writersDone.Done()
 	batch := make([]*op, 0, maxBatch)
-	for o := range s.ops {
+	for o := range ops {
 		batch = append(batch[:0], o)
 	fill:
 		for len(batch) < maxBatch {
 			select {
-			case o, ok := <-s.ops:
+			case o, ok := <-ops:
 				if !ok {
 					break fill
 				}
