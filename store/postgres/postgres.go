@@ -28,7 +28,10 @@
 // starts from where the last committed one ended, so none is skipped or
 // given twice; and a run commits all its numbers at once. Hence any snapshot
 // that sees seq N sees every seq below it, and an end that commits later
-// gets a number above N. The sequencer runs on this replica a moment after
+// gets a number above N. A run looks only at the ends of transactions that
+// were not over when the last complete run began (feed_counter's floor, a
+// transaction id: see sequenceSQL), so its cost follows the ends in flight,
+// not the log. The sequencer runs on this replica a moment after
 // its writers commit an end, once a second whatever happens (for ends a
 // replica committed but did not number before it stopped), and, first,
 // in every read that shows seqs (Events, a job that ended, Stats, claims of

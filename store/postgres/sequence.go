@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -19,25 +18,39 @@ const seqLinger = 25 * time.Millisecond
 const seqBatch = 5000
 
 // unsequenced is true while some job has ended without a seq yet; it reads
-// the partial index feed_unnumbered, which holds only those.
-const unsequenced = `SELECT EXISTS (SELECT 1 FROM feed WHERE seq IS NULL)`
+// the partial index feed_unnumbered, which holds only those, from
+// feed_counter's floor on (see sequenceSQL).
+const unsequenced = `SELECT EXISTS (SELECT 1 FROM feed WHERE seq IS NULL AND xid >= (SELECT floor FROM feed_counter))`
 
 // sequenceSQL numbers up to $2 visible ends that have no seq (feed rows
 // with seq NULL), oldest terminal_at (then row) first, from the seq after
 // feed_counter's, gives each its forward's seq too, moves feed_counter to
-// the last, and sends one NOTIFY on channel $1 with it. It returns one row (the new last seq and
-// how many it numbered) when it numbered any, else none. It must run after
-// feed_counter's row is locked, in a statement of its own, so that its
-// snapshot holds every run that committed before.
+// the last, and sends one NOTIFY on channel $1 with it. It returns the last
+// seq and how many it numbered. It must run after feed_counter's row is
+// locked, in a statement of its own, so that its snapshot holds every run
+// that committed before.
+//
+// It looks only at ends inserted by transactions from feed_counter's floor
+// on, and, when it numbered every end it saw, raises the floor to its
+// snapshot's xmin: every transaction below that had ended when the snapshot
+// was taken, so each end one of them inserted was visible, and is numbered
+// now. An end still in flight belongs to a transaction at or above the
+// floor. So a run reads the ends in flight and those numbered since the
+// floor last moved, never the numbered ends that the partial index keeps
+// until vacuum.
 const sequenceSQL = `WITH n AS (
 		SELECT id, (SELECT seq FROM feed_counter) + row_number() OVER (ORDER BY terminal_at, id) AS seq
 		FROM (SELECT jobs.id, jobs.terminal_at FROM feed JOIN jobs ON jobs.id = feed.job_row
-			WHERE feed.seq IS NULL ORDER BY jobs.terminal_at, jobs.id LIMIT $2) AS u),
+			WHERE feed.seq IS NULL AND feed.xid >= (SELECT floor FROM feed_counter)
+			ORDER BY jobs.terminal_at, jobs.id LIMIT $2) AS u),
 	j AS (UPDATE feed SET seq = n.seq FROM n WHERE feed.job_row = n.id RETURNING feed.job_row AS id, n.seq),
 	f AS (UPDATE forwards SET seq = j.seq FROM j WHERE forwards.job_row = j.id),
-	c AS (UPDATE feed_counter SET seq = m.last FROM (SELECT max(seq) AS last FROM j) AS m
-		WHERE m.last IS NOT NULL RETURNING feed_counter.seq)
-	SELECT c.seq, (SELECT count(*) FROM j), pg_notify($1, c.seq::text)::text FROM c`
+	m AS (SELECT max(seq) AS last, count(*) AS numbered FROM j),
+	c AS (UPDATE feed_counter SET seq = COALESCE(m.last, feed_counter.seq),
+		floor = CASE WHEN m.numbered < $2 THEN GREATEST(feed_counter.floor, pg_snapshot_xmin(pg_current_snapshot()))
+			ELSE feed_counter.floor END
+		FROM m RETURNING feed_counter.seq, m.numbered)
+	SELECT c.numbered, CASE WHEN c.numbered > 0 THEN pg_notify($1, c.seq::text) END::text FROM c`
 
 // sequenceOnce runs the sequencer once: one transaction, sent as one
 // pipelined batch, that locks feed_counter's row and numbers the ends
@@ -50,15 +63,13 @@ func (s *Store) sequenceOnce(ctx context.Context) (int, error) {
 	// held until its commit, and each statement takes its own snapshot.
 	res := s.pool.SendBatch(ctx, b)
 	_, lockErr := res.Exec()
-	var last, n int64
+	var n int64
 	var note *string
-	err := res.QueryRow().Scan(&last, &n, &note)
+	err := res.QueryRow().Scan(&n, &note)
 	closeErr := res.Close()
 	switch {
 	case lockErr != nil:
 		return 0, fmt.Errorf("sequence: lock feed_counter: %w", lockErr)
-	case errors.Is(err, pgx.ErrNoRows):
-		return 0, closeErr
 	case err != nil:
 		return 0, fmt.Errorf("sequence: %w", err)
 	case closeErr != nil:
