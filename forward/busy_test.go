@@ -1,6 +1,8 @@
 package forward
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync/atomic"
@@ -10,6 +12,24 @@ import (
 	"github.com/nouvelhook/nouvelhook/store"
 )
 
+// holdEach has the app hold each request until a send on next answers it
+// 200, or g is released; arrived gets each request's job id as it comes.
+func holdEach(h *harness, g *gate) (next chan struct{}, arrived chan string) {
+	next, arrived = make(chan struct{}), make(chan string, 10)
+	h.app.setRespond(func(w http.ResponseWriter, r *http.Request, n int, got received) int {
+		arrived <- got.JobID
+		select {
+		case <-next:
+			return http.StatusOK
+		case <-g.ch:
+			return http.StatusOK
+		case <-r.Context().Done():
+			return 0
+		}
+	})
+	return next, arrived
+}
+
 // TestBusyGivesWay: while Busy holds, one attempt at a time is in flight,
 // started at most every busyPace, and forwards keep moving; once it no
 // longer holds, the loop returns to Concurrency within busyRecheck; when it
@@ -18,19 +38,7 @@ func TestBusyGivesWay(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
 		h := newHarness(t, b)
 		g := newGate(t)
-		next := make(chan struct{}) // answers one held request
-		arrived := make(chan string, 10)
-		h.app.setRespond(func(w http.ResponseWriter, r *http.Request, n int, got received) int {
-			arrived <- got.JobID
-			select {
-			case <-next:
-				return http.StatusOK
-			case <-g.ch:
-				return http.StatusOK
-			case <-r.Context().Done():
-				return 0
-			}
-		})
+		next, arrived := holdEach(h, g)
 		const jobs = 12
 		for i := range jobs {
 			h.end(fmt.Sprintf("g%02d", i))
@@ -147,5 +155,63 @@ func TestBusyGivesWay(t *testing.T) {
 		if got := h.app.maxInFlight(); got != 3 {
 			t.Fatalf("up to %d requests in flight at the app, want 3", got)
 		}
+	})
+}
+
+// failingClaims fails every claim once fail is set.
+type failingClaims struct {
+	store.Store
+	fail atomic.Bool
+}
+
+func (s *failingClaims) ClaimForwards(ctx context.Context, now time.Time, n int, lease time.Duration, ordered bool) ([]store.ForwardClaim, error) {
+	if s.fail.Load() {
+		return nil, errors.New("claims fail")
+	}
+	return s.Store.ClaimForwards(ctx, now, n, lease, ordered)
+}
+
+// TestBusyPaceAfterAFailedClaim: while busy, a ready forward that the pace
+// held back starts once the pace allows even when the loop's claim of more
+// fails, and the loop sleeps rather than spinning on the failing store.
+func TestBusyPaceAfterAFailedClaim(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b)
+		g := newGate(t)
+		next, arrived := holdEach(h, g)
+		for i := range 4 {
+			h.end(fmt.Sprintf("p%02d", i))
+		}
+		opts := h.options()
+		opts.Concurrency = 1 // holds 2, and claims more with 1 or none held
+		opts.Timeout = time.Minute
+		opts.Busy = func() bool { return true }
+		claims := &failingClaims{Store: opts.Store}
+		opts.Store = claims
+		f := h.newForwarder(opts)
+		f.Start()
+		first := h.receive(arrived, "the first request")
+		h.settleWith(0, 1)
+		// The answer comes within busyPace of the start: the other one
+		// claimed waits for the pace, and the loop's claim of more fails.
+		claims.fail.Store(true)
+		mark := h.mark()
+		next <- struct{}{}
+		h.settleWith(mark, 0)
+		noMore := func() {
+			t.Helper()
+			select {
+			case id := <-arrived:
+				t.Fatalf("another request (%s) before busyPace", id)
+			default:
+			}
+		}
+		noMore()
+		mark = h.mark()
+		h.clk.advance(busyPace)
+		if second := h.receive(arrived, "the other forward claimed, though claims fail"); second == first {
+			t.Fatalf("%s sent twice", first)
+		}
+		h.settleWith(mark, 1)
 	})
 }

@@ -397,10 +397,14 @@ func (f *Forwarder) step(ctx context.Context) time.Duration {
 	}
 	wait = min(wait, busyRecheck)
 	f.mu.Lock()
-	if len(f.ready) > 0 && f.inflight < f.concurrency(true) {
-		wait = min(wait, max(f.paceUntil.Sub(f.clock.Now()), 0))
+	defer f.mu.Unlock()
+	// A ready forward left in a free slot is held back by the pace, which
+	// then ends after now (claimAndStart may also have returned before
+	// starting any, on a store error).
+	f.startLocked(ctx, busy)
+	if len(f.ready) > 0 && f.inflight < f.concurrency(busy) {
+		wait = min(wait, f.paceUntil.Sub(f.clock.Now()))
 	}
-	f.mu.Unlock()
 	return wait
 }
 
