@@ -149,7 +149,7 @@ var copyTables = map[string]string{
 	"counters":          "copied, but for forward:<state>, counted here from the forwards rows",
 	"feed_counter":      "copied as LogCounts.LastSeq",
 	"feed":              "copied as each job's seq",
-	"meta":              "not copied: readiness probes only",
+	"meta":              "not copied: readiness probes and the poller's state, which describe the running service, not the log",
 	"schema_migrations": "not copied: the target's own, checked equal",
 }
 
