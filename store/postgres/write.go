@@ -361,10 +361,11 @@ type newEnd struct {
 // job already known, a second delivery for a job of the batch, an op that
 // is not such a delivery, or all of them when the statement failed, which
 // then committed nothing. When Postgres cannot be reached, whether the
-// statement committed is not known, so it fails them all instead (the 503
-// has Nouvel retry, which is idempotent). The jobs are inserted in job_id
-// order, so that two statements inserting some of the same jobs wait for
-// each other in one order and cannot deadlock.
+// statement committed is not known, so it fails them all instead: each
+// webhook gets a 503, and Nouvel's retry of it, or a poll, is idempotent,
+// where writing them again now would count each twice. The jobs are
+// inserted in job_id order, so that two statements inserting some of the
+// same jobs wait for each other in one order and cannot deadlock.
 func (s *Store) endNewJobs(batch []*op) []*op {
 	var idx []int
 	seen := make(map[string]bool)
