@@ -690,6 +690,34 @@ func TestBatchIsolation(t *testing.T) {
 	}
 }
 
+// TestNewEndsFallBackOneByOne: when the statement that writes a batch's
+// new ends fails, nothing of it is kept and its webhooks are written one by
+// one, so one bad delivery fails alone and the others count once each.
+func TestNewEndsFallBackOneByOne(t *testing.T) {
+	s := openTest(t, freshSchema(t), Options{})
+	var batch []*op
+	for i := range 5 {
+		d := completed(fmt.Sprintf("ok-%d", i))
+		if i == 2 {
+			d.Report.Stage = "bad\x00" // text may not hold NUL: the statement fails
+		}
+		o := endOp(d, []byte(d.JobID), "[]")
+		o.done, o.deadline = make(chan error, 1), time.Now().Add(writeTimeout)
+		batch = append(batch, o)
+	}
+	s.commit(batch)
+	for i, o := range batch {
+		err := <-o.done
+		if wantErr := i == 2; (err != nil) != wantErr || (!wantErr && o.outcome != store.OutcomeAccepted) {
+			t.Errorf("op %d: got %s, %v; want accepted, or an error for the bad one", i, o.outcome, err)
+		}
+	}
+	st, err := s.Stats(context.Background())
+	if err != nil || st.Jobs != 4 || st.Deliveries != 4 || st.Duplicates != 0 || st.LastSeq != 4 {
+		t.Errorf("stats: got %+v, %v; want 4 jobs, 4 deliveries, no duplicates, seq 4", st, err)
+	}
+}
+
 // TestWakeCost: commits on another store wake the waiting job waiters of
 // this one with one read per refresh, not one per waiter: 100 waiters on
 // jobs that do not end, then 20 ends elsewhere.

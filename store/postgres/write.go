@@ -328,19 +328,26 @@ func (s *Store) RecordWebhook(ctx context.Context, d store.WebhookDelivery) (sto
 	if err != nil {
 		return "", err
 	}
-	o := &op{size: len(d.Body), end: &newEnd{d: d, hash: hash[:], projects: projects}}
+	o := endOp(d, hash[:], projects)
+	if err := s.enqueue(ctx, o); err != nil {
+		return "", err
+	}
+	return o.outcome, nil
+}
+
+// endOp is the write of a delivery d that ends its job: endNewJobs's when
+// the job is new, else fn's.
+func endOp(d store.WebhookDelivery, hash []byte, projects string) *op {
+	o := &op{size: len(d.Body), end: &newEnd{d: d, hash: hash, projects: projects}}
 	o.fn = func(t *txn) error {
 		var row int64
 		var err error
 		if o.outcome, row, err = t.endJob(d.Report, projects, store.SourceWebhook); err != nil {
 			return err
 		}
-		return t.insertDelivery(d, hash[:], row, o.outcome)
+		return t.insertDelivery(d, hash, row, o.outcome)
 	}
-	if err := s.enqueue(ctx, o); err != nil {
-		return "", err
-	}
-	return o.outcome, nil
+	return o
 }
 
 // newEnd is a verified delivery that ends its job, as the batched insert
