@@ -716,6 +716,9 @@ func TestNewEndsFallBackOneByOne(t *testing.T) {
 	if err != nil || st.Jobs != 4 || st.Deliveries != 4 || st.Duplicates != 0 || st.LastSeq != 4 {
 		t.Errorf("stats: got %+v, %v; want 4 jobs, 4 deliveries, no duplicates, seq 4", st, err)
 	}
+	if err := s.Failed(); err != nil {
+		t.Errorf("Failed after a bad delivery: %v; want nil (the database is fine)", err)
+	}
 }
 
 // TestWakeCost: commits on another store wake the waiting job waiters of
