@@ -3,9 +3,7 @@ package forward
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,8 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -22,13 +18,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
 	"github.com/nouvelhook/nouvelhook/store"
 	"github.com/nouvelhook/nouvelhook/store/postgres"
+	"github.com/nouvelhook/nouvelhook/store/postgres/pgtest"
 	"github.com/nouvelhook/nouvelhook/store/sqlite"
 )
 
@@ -132,44 +128,7 @@ func openPostgres(t *testing.T, dbURL string, clk *manualClock) store.Store {
 // freshSchema creates an empty Postgres schema, dropped when the test
 // ends, and returns a URL whose connections use it; it skips the test when
 // NOUVELHOOK_TEST_POSTGRES is not set.
-func freshSchema(t *testing.T) string {
-	t.Helper()
-	base := os.Getenv("NOUVELHOOK_TEST_POSTGRES")
-	if base == "" {
-		t.Skip("NOUVELHOOK_TEST_POSTGRES is not set (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)")
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "nh_fwd_" + hex.EncodeToString(b)
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connect to the test database: %v", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, `DROP SCHEMA `+schema+` CASCADE`); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
+func freshSchema(t *testing.T) string { return pgtest.Schema(t, "nh_fwd_") }
 
 // eachBackend runs fn on each backend, as a subtest.
 func eachBackend(t *testing.T, fn func(t *testing.T, b backend)) {

@@ -3,17 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/nouvelhook/nouvelhook/config"
+	"github.com/nouvelhook/nouvelhook/store/postgres/pgtest"
 )
 
 // pgSchemaURL returns a URL for an empty schema of the database named by
@@ -22,40 +19,11 @@ import (
 // variable the test is skipped.
 func pgSchemaURL(t *testing.T, password string) string {
 	t.Helper()
-	base := os.Getenv("NOUVELHOOK_TEST_POSTGRES")
-	if base == "" {
-		t.Skip("NOUVELHOOK_TEST_POSTGRES is not set: this test needs a Postgres database to create a schema in " +
-			"(e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable; .ci/run sets it)")
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "nh_serve_" + hex.EncodeToString(b)
-	ctx := context.Background()
-	exec := func(sql string) error {
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(ctx)
-		_, err = conn.Exec(ctx, sql)
-		return err
-	}
-	if err := exec("CREATE SCHEMA " + schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := exec("DROP SCHEMA " + schema + " CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	u, err := url.Parse(base)
+	u, err := url.Parse(pgtest.Schema(t, "nh_serve_"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	u.User = url.UserPassword(u.User.Username(), password)
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
 	return u.String()
 }
 

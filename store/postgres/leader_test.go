@@ -9,13 +9,14 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/nouvelhook/nouvelhook/store"
+	"github.com/nouvelhook/nouvelhook/store/postgres/pgtest"
 	"github.com/nouvelhook/nouvelhook/store/storetest"
 )
 
 // TestLeadershipConformance runs the suite's leadership tests, each on a
 // fresh schema.
 func TestLeadershipConformance(t *testing.T) {
-	baseURL(t)
+	pgtest.BaseURL(t)
 	storetest.RunLeadership(t, func(t *testing.T, o storetest.Options) store.Store {
 		return openTest(t, freshSchema(t), Options{Forward: o.Forward})
 	})
@@ -97,7 +98,7 @@ func TestLeadershipEndsWithTheSession(t *testing.T) {
 		t.Fatalf("AcquireLeadership: got ok=%v, %v; want ok", ok, err)
 	}
 	pid := la.(*lease).conn.PgConn().PID()
-	admin, err := pgx.Connect(ctx, withoutPoolParams(t, baseURL(t)))
+	admin, err := pgx.Connect(ctx, pgtest.Direct(t, pgtest.BaseURL(t)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,8 +2,6 @@ package postgres
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -22,83 +20,12 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/nouvelhook/nouvelhook/store"
+	"github.com/nouvelhook/nouvelhook/store/postgres/pgtest"
 )
-
-// testEnv names the variable holding the URL of a Postgres the tests may
-// create schemas in, e.g.
-// postgres://postgres@127.0.0.1:5432/test?sslmode=disable.
-const testEnv = "NOUVELHOOK_TEST_POSTGRES"
-
-// baseURL returns the test database's URL, or skips the test.
-func baseURL(t testing.TB) string {
-	t.Helper()
-	u := os.Getenv(testEnv)
-	if u == "" {
-		t.Skip(testEnv + " is not set: the Postgres tests need a database to create schemas in " +
-			"(e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable; .ci/run sets it)")
-	}
-	return u
-}
 
 // freshSchema creates an empty schema, dropped when the test ends, and
 // returns a URL whose connections use it.
-func freshSchema(t testing.TB) string {
-	t.Helper()
-	base := baseURL(t)
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "nh_" + hex.EncodeToString(b)
-	ctx := context.Background()
-	direct := withoutPoolParams(t, base)
-	conn, err := pgx.Connect(ctx, direct)
-	if err != nil {
-		t.Fatalf("connect to %s: %v", Redact(base), err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, direct)
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, `DROP SCHEMA `+schema+` CASCADE`); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	return withParam(t, base, "search_path", schema)
-}
-
-// withoutPoolParams drops pgxpool's pool_* parameters, which a single
-// connection does not take.
-func withoutPoolParams(t testing.TB, base string) string {
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	for k := range q {
-		if strings.HasPrefix(k, "pool_") {
-			q.Del(k)
-		}
-	}
-	u.RawQuery = q.Encode()
-	return u.String()
-}
-
-func withParam(t testing.TB, base, key, value string) string {
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set(key, value)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
+func freshSchema(t testing.TB) string { return pgtest.Schema(t, "nh_") }
 
 func openTest(t testing.TB, dbURL string, opts Options) *Store {
 	t.Helper()
@@ -248,7 +175,7 @@ func TestMigrationRace(t *testing.T) {
 			t.Errorf("Open %d: %v", i, err)
 		}
 	}
-	conn, err := pgx.Connect(context.Background(), withoutPoolParams(t, dbURL))
+	conn, err := pgx.Connect(context.Background(), pgtest.Direct(t, dbURL))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,7 +345,7 @@ func TestWakeAcrossStores(t *testing.T) {
 // TestUnreachable: a URL to a closed port fails Open with ErrUnavailable
 // and no password in the message.
 func TestUnreachable(t *testing.T) {
-	baseURL(t)
+	pgtest.BaseURL(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/nouvelhook/nouvelhook/store"
+	"github.com/nouvelhook/nouvelhook/store/postgres/pgtest"
 )
 
 // A delivered forward that a retry queues again while Prune runs keeps its
@@ -26,7 +27,7 @@ func TestPruneKeepsAForwardRequeuedMeanwhile(t *testing.T) {
 	}
 
 	// The retry's statement, in a transaction held open.
-	conn, err := pgx.Connect(ctx, withoutPoolParams(t, dbURL))
+	conn, err := pgx.Connect(ctx, pgtest.Direct(t, dbURL))
 	if err != nil {
 		t.Fatal(err)
 	}
